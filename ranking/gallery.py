@@ -1,0 +1,106 @@
+"""Candidates as numpy arrays in one canonical order.
+
+Every strategy works on a :class:`Gallery`, whose rows are sorted by aesthetic
+(best first) and then by ``image_id``. Because ``np.argmax`` returns the first
+maximum, any tie in a greedy step is broken by that order, so a replay of the
+same candidates (in any input order) gives the same gallery, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ranking.types import Candidate
+
+_HASH_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Gallery:
+    areas: tuple[str, ...]
+    image_ids: tuple[str, ...]  # canonical order
+    source_index: np.ndarray  # (N,) int64: row -> index into the caller's candidates
+    aesthetic: np.ndarray  # (N,) float64, non-increasing
+    area_probs: np.ndarray  # (N, C) float32
+    top_area: np.ndarray  # (N,) int64: argmax of area_probs
+    embeddings: np.ndarray  # (N, D) float32, zero rows where unknown
+    has_embedding: np.ndarray  # (N,) bool
+    phash: np.ndarray  # (N,) uint64, 0 where unknown
+    has_phash: np.ndarray  # (N,) bool
+
+    @property
+    def size(self) -> int:
+        return len(self.image_ids)
+
+    def quality(self, scale: float) -> np.ndarray:
+        """Aesthetic in units of ``scale`` points below the best image (best = 0)."""
+        if self.size == 0:
+            return np.zeros(0)
+        return (self.aesthetic - self.aesthetic[0]) / scale
+
+
+def build_gallery(candidates: Sequence[Candidate], areas: Sequence[str]) -> Gallery:
+    n, n_areas = len(candidates), len(areas)
+    if len(set(areas)) != n_areas:
+        raise ValueError("areas must be unique")
+    # Non-finite scores (NaN, inf) sort last and count as the worst image.
+    raw = [float(c.aesthetic) for c in candidates]
+    keyed = sorted((-a if math.isfinite(a) else math.inf, c.image_id, i) for i, (a, c) in enumerate(zip(raw, candidates)))
+    order = np.fromiter((k[2] for k in keyed), dtype=np.int64, count=n)
+    ordered = [candidates[i] for i in order]
+    if len({c.image_id for c in ordered}) != n:
+        raise ValueError("image_id values must be unique")
+    aesthetic = np.array([raw[i] for i in order], dtype=np.float64)
+    bad = ~np.isfinite(aesthetic)
+    if bad.any():
+        aesthetic[bad] = aesthetic[~bad].min() - 1.0 if (~bad).any() else 0.0
+
+    if n:
+        area_probs = np.stack([np.asarray(c.area_probs, dtype=np.float32).reshape(-1) for c in ordered])
+    else:
+        area_probs = np.zeros((0, n_areas), dtype=np.float32)
+    if area_probs.shape[1] != n_areas:
+        raise ValueError(f"area_probs have {area_probs.shape[1]} columns, areas has {n_areas}")
+
+    embeddings, has_embedding = _embeddings(ordered)
+    has_phash = np.array([c.phash is not None for c in ordered], dtype=bool)
+    phash = np.array([(c.phash or 0) & _HASH_MASK for c in ordered], dtype=np.uint64)
+    return Gallery(
+        areas=tuple(areas),
+        image_ids=tuple(c.image_id for c in ordered),
+        source_index=order,
+        aesthetic=aesthetic,
+        area_probs=area_probs,
+        top_area=area_probs.argmax(axis=1) if n and n_areas else np.zeros(n, dtype=np.int64),
+        embeddings=embeddings,
+        has_embedding=has_embedding,
+        phash=phash,
+        has_phash=has_phash,
+    )
+
+
+def _embeddings(ordered: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    n = len(ordered)
+    known = [c.embedding for c in ordered if c.embedding is not None]
+    if not known:
+        return np.zeros((n, 1), dtype=np.float32), np.zeros(n, dtype=bool)
+    dim = np.asarray(known[0]).size
+    embeddings = np.zeros((n, dim), dtype=np.float32)
+    has = np.zeros(n, dtype=bool)
+    for i, c in enumerate(ordered):
+        if c.embedding is None:
+            continue
+        vector = np.asarray(c.embedding, dtype=np.float32).reshape(-1)
+        if vector.size != dim:
+            raise ValueError(f"embedding of {c.image_id} has {vector.size} dims, expected {dim}")
+        embeddings[i] = vector
+        has[i] = True
+    # Re-normalise defensively (cheap) so cosine == dot product; zero vectors count as unknown.
+    norms = np.linalg.norm(embeddings, axis=1)
+    has &= norms > 1e-12
+    embeddings[has] /= norms[has, None]
+    return embeddings, has

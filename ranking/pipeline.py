@@ -1,0 +1,121 @@
+"""What every diversifying strategy shares.
+
+1. near duplicates of a better image are set aside (they go last);
+2. the optional hero rule seeds position 0;
+3. the strategy's greedy selector fills the head (``config.head_size``
+   positions), respecting per-area caps;
+4. the remaining non-duplicates follow in aesthetic order, then the
+   duplicates in aesthetic order.
+
+Only the head needs careful (O(N) per position) work, so a ranking costs
+O(N * head_size) plus the duplicate pass, not O(N^2) greedy steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ranking.duplicates import near_duplicate_mask
+from ranking.gallery import Gallery
+from ranking.registry import StrategyFn
+from ranking.types import RankingConfig
+
+_NO_CAP = np.iinfo(np.int64).max
+
+
+class HeadState:
+    """The head being built: chosen rows and which rows may still be chosen."""
+
+    def __init__(self, gallery: Gallery, config: RankingConfig, excluded: np.ndarray) -> None:
+        self.gallery = gallery
+        self.blocked = excluded.copy()  # rows that may not enter the head (any more)
+        self.selected: list[int] = []
+        self.size = min(config.head_size, int((~excluded).sum()))
+        self.caps = _area_caps(gallery.areas, config)
+        self.area_counts = np.zeros(len(gallery.areas), dtype=np.int64)
+
+    def is_open(self) -> bool:
+        return len(self.selected) < self.size and not self.blocked.all()
+
+    def take(self, row: int) -> None:
+        self.selected.append(int(row))
+        self.blocked[row] = True
+        if self.area_counts.size == 0:
+            return
+        area = self.gallery.top_area[row]
+        self.area_counts[area] += 1
+        if self.area_counts[area] >= self.caps[area]:
+            # Capped: the area's other images wait for the aesthetic-ordered tail.
+            self.blocked |= self.gallery.top_area == area
+
+
+Selector = Callable[[Gallery, RankingConfig, HeadState], None]
+
+
+def diversified(select_head: Selector) -> StrategyFn:
+    """Turn a head selector into a full strategy (duplicates, hero, caps, tail)."""
+
+    def strategy(gallery: Gallery, config: RankingConfig) -> np.ndarray:
+        if config.suppress_duplicates:
+            dup = near_duplicate_mask(gallery, config.duplicate_cosine, config.duplicate_hamming)
+        else:
+            dup = np.zeros(gallery.size, dtype=bool)
+        state = HeadState(gallery, config, dup)
+        hero = pick_hero(gallery, config, dup)
+        if hero is not None and state.is_open():
+            state.take(hero)
+        if state.is_open():
+            if config.diversity > 0.0:
+                select_head(gallery, config, state)
+            else:
+                quality_order(gallery, config, state)
+        return assemble(gallery, state.selected, dup)
+
+    strategy.__name__ = getattr(select_head, "__name__", "strategy")
+    strategy.__doc__ = select_head.__doc__
+    return strategy
+
+
+def quality_order(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
+    """Fill the head with the best images allowed (canonical order is best first)."""
+    while state.is_open():
+        state.take(int(np.argmin(state.blocked)))  # first unblocked row
+
+
+def pick_hero(gallery: Gallery, config: RankingConfig, excluded: np.ndarray) -> int | None:
+    """Best non-duplicate whose top area is a hero area, if within tolerance of the best."""
+    if not config.hero_areas or gallery.size == 0:
+        return None
+    hero_columns = [gallery.areas.index(a) for a in config.hero_areas if a in gallery.areas]
+    if not hero_columns:
+        return None
+    eligible = np.isin(gallery.top_area, hero_columns) & ~excluded
+    best = gallery.aesthetic[~excluded].max(initial=-np.inf)
+    rows = np.flatnonzero(eligible & (gallery.aesthetic >= best - config.hero_tolerance))
+    return int(rows[0]) if rows.size else None
+
+
+def assemble(gallery: Gallery, head: list[int], duplicates: np.ndarray) -> np.ndarray:
+    placed = np.zeros(gallery.size, dtype=bool)
+    head_rows = np.asarray(head, dtype=np.int64)
+    placed[head_rows] = True
+    tail = np.flatnonzero(~placed & ~duplicates)
+    copies = np.flatnonzero(~placed & duplicates)
+    return np.concatenate([head_rows, tail, copies])
+
+
+def _area_caps(areas: tuple[str, ...], config: RankingConfig) -> np.ndarray:
+    default = _NO_CAP if config.max_per_area is None else config.max_per_area
+    return np.array([config.area_caps.get(a, default) for a in areas], dtype=np.int64)
+
+
+def area_weights(gallery: Gallery, config: RankingConfig) -> np.ndarray:
+    """(C,) importance of covering each area: config weights on areas present in the gallery."""
+    weights = np.array([config.area_weights.get(a, 1.0) for a in gallery.areas], dtype=np.float64)
+    present = np.zeros(len(gallery.areas), dtype=bool)
+    present[np.unique(gallery.top_area)] = gallery.size > 0
+    weights = np.where(present, weights, 0.0)
+    total = weights.sum()
+    return weights / total if total > 0 else weights

@@ -1,0 +1,40 @@
+"""Orders without a diversity model: the baseline idealo shipped first, and
+simple references to measure the real strategies against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ranking.gallery import Gallery
+from ranking.pipeline import HeadState, diversified, quality_order
+from ranking.registry import register
+from ranking.types import RankingConfig
+
+
+@register("aesthetic")
+def aesthetic(gallery: Gallery, config: RankingConfig) -> np.ndarray:
+    """Pure aesthetic order (ties by image_id); no duplicate handling, no hero, no caps."""
+    return np.arange(gallery.size)
+
+
+# Aesthetic order plus the shared duplicate suppression, hero rule and caps.
+register("aesthetic_dedup")(diversified(quality_order))
+
+
+@register("interleave")
+@diversified
+def interleave(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
+    """Round robin over areas: each round visits areas in order of their best
+    remaining image and takes that image."""
+    while state.is_open():
+        round_areas: set[int] = set()
+        for row in np.flatnonzero(~state.blocked):
+            if not state.is_open():
+                return
+            area = int(gallery.top_area[row])
+            if area in round_areas or state.blocked[row]:
+                continue
+            round_areas.add(area)
+            state.take(row)
+        if not round_areas:
+            return

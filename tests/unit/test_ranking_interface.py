@@ -1,0 +1,66 @@
+"""The interface the consumer calls: rank() returns a deterministic permutation."""
+
+import numpy as np
+import pytest
+
+from ranking import STRATEGIES, Candidate, RankingConfig, get_strategy, rank
+
+AREAS = ("bedroom", "bathroom", "swimming_pool", "facade")
+
+
+def one_hot(area: str, confidence: float = 0.9) -> np.ndarray:
+    probs = np.full(len(AREAS), (1 - confidence) / (len(AREAS) - 1), dtype=np.float32)
+    probs[AREAS.index(area)] = confidence
+    return probs
+
+
+def make(image_id: str, aesthetic: float, area: str) -> Candidate:
+    return Candidate(image_id=image_id, aesthetic=aesthetic, area_probs=one_hot(area), embedding=None, phash=None)
+
+
+GALLERY = [
+    make("b1", 7.0, "bedroom"),
+    make("b2", 6.9, "bedroom"),
+    make("b3", 6.8, "bedroom"),
+    make("p1", 6.0, "swimming_pool"),
+    make("w1", 5.5, "bathroom"),
+    make("f1", 5.0, "facade"),
+]
+
+
+def test_rank_returns_a_permutation_of_indices():
+    order = rank(GALLERY, AREAS)
+    assert sorted(order) == list(range(len(GALLERY)))
+
+
+def test_default_order_shows_every_area_before_repeating_one():
+    order = rank(GALLERY, AREAS)
+    first_four = {GALLERY[i].image_id[0] for i in order[:4]}
+    assert first_four == {"b", "p", "w", "f"}
+    # Beautiful first: the best image leads.
+    assert GALLERY[order[0]].image_id == "b1"
+
+
+def test_aesthetic_strategy_is_sorted_by_score():
+    order = rank(GALLERY, AREAS, RankingConfig(strategy="aesthetic"))
+    scores = [GALLERY[i].aesthetic for i in order]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_input_order_does_not_change_the_gallery():
+    reference = [GALLERY[i].image_id for i in rank(GALLERY, AREAS)]
+    shuffled = list(reversed(GALLERY))
+    assert [shuffled[i].image_id for i in rank(shuffled, AREAS)] == reference
+
+
+def test_ties_are_broken_by_image_id():
+    tied = [make("z", 5.0, "bedroom"), make("a", 5.0, "bedroom"), make("m", 5.0, "bedroom")]
+    order = rank(tied, AREAS, RankingConfig(strategy="aesthetic"))
+    assert [tied[i].image_id for i in order] == ["a", "m", "z"]
+
+
+def test_empty_gallery_and_unknown_strategy():
+    assert rank([], AREAS) == []
+    with pytest.raises(KeyError):
+        get_strategy("no-such-strategy")
+    assert "default" not in STRATEGIES and get_strategy("default") is not None
