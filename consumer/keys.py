@@ -1,0 +1,36 @@
+"""Redis key names. The first two are the website's read contract (design.md);
+the rest are internal. Every per-hotel key carries the `{hotel_id}` hash tag so
+one hotel's keys share a Redis Cluster slot and can change in one script."""
+
+from __future__ import annotations
+
+ACTIVE_KEY = "galleryrank:active"
+DEFAULT_NAMESPACE = "live"
+
+
+def gallery_key(namespace: str, hotel_id: str) -> str:
+    return f"galleryrank:{namespace}:gallery:{{{hotel_id}}}"
+
+
+def images_key(namespace: str, hotel_id: str) -> str:
+    """Hash image_id -> per-image state (scores, area probabilities, embedding, fence)."""
+    return f"galleryrank:{namespace}:images:{{{hotel_id}}}"
+
+
+def version_key(namespace: str, hotel_id: str) -> str:
+    """Counter bumped on every write of the hotel: optimistic-concurrency check."""
+    return f"galleryrank:{namespace}:version:{{{hotel_id}}}"
+
+
+def hotels_key(namespace: str) -> str:
+    """Set of hotel ids in a namespace (an index for rerank/namespaces; not atomic with the hotel)."""
+    return f"galleryrank:{namespace}:hotels"
+
+
+def meta_key(namespace: str) -> str:
+    """Hash describing a namespace: model_version, checkpoint, created_at, replay end offsets."""
+    return f"galleryrank:{namespace}:meta"
+
+
+def namespace_pattern(namespace: str) -> str:
+    return f"galleryrank:{namespace}:*"

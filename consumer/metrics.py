@@ -1,0 +1,48 @@
+"""Prometheus metrics of the scorer, and the small HTTP server that exposes them.
+
+Names are part of the operations contract: the alert rules in
+``deploy/prometheus/alerts.yaml`` and the KEDA/HPA scaler refer to them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter(
+    "galleryrank_events_total",
+    "Events finished, by outcome (applied, deleted, dlq, stale)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DLQ = Counter(
+    "galleryrank_dlq_total", "Events sent to the dead-letter topic, by reason", ["reason"], registry=REGISTRY
+)
+IMAGES_SCORED = Counter("galleryrank_images_scored_total", "Images scored by the model", registry=REGISTRY)
+BATCH_SIZE = Histogram(
+    "galleryrank_batch_size",
+    "Images per model micro-batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "galleryrank_stage_seconds",
+    "Time spent per pipeline stage (download, decode, score, redis, commit) per item or batch",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "galleryrank_consumer_lag", "High watermark minus committed offset, per partition", ["partition"], registry=REGISTRY
+)
+PAUSED_PARTITIONS = Gauge(
+    "galleryrank_paused_partitions", "Partitions paused by backpressure", registry=REGISTRY
+)
+IN_FLIGHT = Gauge("galleryrank_in_flight_events", "Events fetched but not yet committed", registry=REGISTRY)
+LAST_COMMIT = Gauge(
+    "galleryrank_last_commit_timestamp_seconds", "Unix time of the last successful offset commit", registry=REGISTRY
+)
+REDIS_RETRIES = Counter(
+    "galleryrank_redis_retries_total", "Redis write attempts that failed and were retried", registry=REGISTRY
+)

@@ -1,0 +1,297 @@
+"""The scorer: Kafka records in, ranked galleries in Redis out.
+
+Stages run concurrently, each bounded:
+
+    fetch (main loop) -> per-record task: parse -> download -> decode (thread pool)
+        -> MicroBatcher (model thread) -> StateWriter (Redis) -> OffsetTracker -> commit
+
+Every record gets its own task, so downloads overlap and finish in any order;
+the OffsetTracker commits per partition only up to the first unfinished
+offset. When more than `max_in_flight` records are between fetch and commit
+the partitions are paused (aiokafka keeps heart-beating meanwhile), which
+bounds memory whatever the backlog. Nothing CPU-heavy runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from . import metrics
+from .batcher import MicroBatcher
+from .decode import DecodeError, decode_image
+from .dlq import DeadLetters
+from .download import DownloadError, ImageDownloader
+from .events import ImageDeleted, InvalidEvent, parse_event
+from .kafka import make_consumer, make_producer
+from .offsets import OffsetTracker
+from .records import Fence, ImageRecord
+from .settings import Settings
+from .store import GalleryStore
+from .writer import StateWriter
+
+log = logging.getLogger(__name__)
+
+# Commit at most every 500 ms: frequent enough that a crash replays < 1 s of
+# work, rare enough that commits stay a rounding error of broker load.
+COMMIT_INTERVAL_S = 0.5
+# On revoke, wait this long for in-flight records of the lost partitions;
+# what is not done by then is dropped and redone (idempotently) by the new owner.
+REVOKE_DRAIN_TIMEOUT_S = 20.0
+# Resume paused partitions once in-flight work falls to this share of the cap.
+RESUME_FRACTION = 0.5
+
+
+@dataclass
+class RunSummary:
+    events: int = 0
+    applied: int = 0
+    deleted: int = 0
+    dead_lettered: int = 0
+    stale: int = 0
+    hotels: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, scorer: "GalleryScorer"):
+        self.scorer = scorer
+
+    async def on_partitions_revoked(self, revoked):
+        await self.scorer.drain_and_commit(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if self.scorer.on_assigned is not None:
+            await self.scorer.on_assigned(self.scorer.consumer, set(assigned))
+        self.scorer.ready = True
+
+
+class GalleryScorer:
+    def __init__(
+        self,
+        settings: Settings,
+        model,
+        redis,
+        *,
+        group_id: str | None = None,
+        namespace: Callable[[], Awaitable[str]] | None = None,
+        stop_at: Callable[["GalleryScorer"], Awaitable[bool]] | None = None,
+        on_assigned: Callable[[object, set[TopicPartition]], Awaitable[None]] | None = None,
+    ):
+        self.settings = settings
+        self.model = model
+        self.store = GalleryStore(redis)
+        self._namespace_fn = namespace or self._default_namespace
+        self.stop_at = stop_at
+        self.on_assigned = on_assigned
+        self.consumer = make_consumer(settings, group_id or settings.group_id)
+        self.producer = make_producer(settings)
+        self.dlq = DeadLetters(self.producer, settings.dlq_topic)
+        self.tracker = OffsetTracker()
+        self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
+        self.writer = StateWriter(self.store, self._namespace_fn)
+        workers = settings.decode_workers or os.cpu_count() or 2
+        self.decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self.downloader = ImageDownloader(settings)
+        self.summary = RunSummary()
+        self.ready = False
+        self.last_loop_at = time.monotonic()
+        self._tasks: dict[TopicPartition, set[asyncio.Task]] = {}
+        self._paused = False
+        self._stopping = asyncio.Event()
+        self._last_commit = 0.0
+        self._last_record_at = time.monotonic()
+
+    async def _default_namespace(self) -> str:
+        if self.settings.namespace:
+            return self.settings.namespace
+        return await self.store.active_namespace()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- per record ---------------------------------------------------------
+    async def _dead_letter(self, record, reason: str, detail: str, event_id: str | None) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.dlq.send(
+                    record.key, record.value, reason=reason, detail=detail,
+                    topic=record.topic, partition=record.partition, offset=record.offset, event_id=event_id,
+                )
+                self.summary.dead_lettered += 1
+                return
+            except KafkaError as exc:  # broker trouble: the record is not at fault, keep trying
+                log.warning("DLQ send failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _process(self, record) -> None:
+        event = parse_event(record.key, record.value)
+        if isinstance(event, InvalidEvent):
+            await self._dead_letter(record, event.reason, event.detail, event.event_id)
+            return
+        fence = Fence(record.partition, record.offset)
+        if isinstance(event, ImageDeleted):
+            await self.writer.write(event.hotel_id, ImageRecord(event.image_id, fence, event.event_id, deleted=True))
+            self.summary.deleted += 1
+            self.summary.hotels.add(event.hotel_id)
+            metrics.EVENTS.labels(outcome="deleted").inc()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            started = time.perf_counter()
+            data = await self.downloader.fetch(event.url)
+            metrics.STAGE_SECONDS.labels(stage="download").observe(time.perf_counter() - started)
+            started = time.perf_counter()
+            decoded = await loop.run_in_executor(
+                self.decode_pool, decode_image, data, self.model.input_size, self.settings.max_image_pixels
+            )
+            del data
+            metrics.STAGE_SECONDS.labels(stage="decode").observe(time.perf_counter() - started)
+        except (DownloadError, DecodeError) as exc:
+            await self._dead_letter(record, exc.reason, exc.detail, event.event_id)
+            return
+        scores = await self.batcher.score(decoded.pixels)
+        rec = ImageRecord(
+            image_id=event.image_id,
+            fence=fence,
+            event_id=event.event_id,
+            url=event.url,
+            aesthetic=scores.aesthetic,
+            aesthetic_dist=scores.aesthetic_dist,
+            area_probs=scores.area_probs,
+            embedding=scores.embedding,
+            phash=decoded.phash,
+            model_version=self.model.model_version,
+        )
+        await self.writer.write(event.hotel_id, rec)
+        self.summary.applied += 1
+        self.summary.hotels.add(event.hotel_id)
+        metrics.EVENTS.labels(outcome="applied").inc()
+
+    async def _run_record(self, record, tp: TopicPartition) -> None:
+        try:
+            await self._process(record)
+        except asyncio.CancelledError:
+            raise  # not done: the offset stays uncommitted and is redone
+        except Exception as exc:  # a bug must not stop the service nor lose the event
+            log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
+            await self._dead_letter(record, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}", None)
+        self.tracker.done(tp, record.offset)
+
+    def _spawn(self, record) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self.tracker.started(tp, record.offset)
+        task = asyncio.create_task(self._run_record(record, tp))
+        bucket = self._tasks.setdefault(tp, set())
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+        self.summary.events += 1
+
+    # --- offsets ------------------------------------------------------------
+    async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        positions = self.tracker.committable(partitions)
+        if not positions:
+            return
+        started = time.perf_counter()
+        try:
+            await self.consumer.commit(positions)
+        except (CommitFailedError, KafkaError) as exc:
+            # Lost the partition in a rebalance: the new owner redoes the work.
+            log.warning("commit failed (%s); the records will be redone idempotently", exc)
+            return
+        self.tracker.mark_committed(positions)
+        metrics.STAGE_SECONDS.labels(stage="commit").observe(time.perf_counter() - started)
+        metrics.LAST_COMMIT.set(time.time())
+        for tp, pos in positions.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - pos))
+
+    async def drain_and_commit(self, partitions: set[TopicPartition]) -> None:
+        """Finish (or give up on) in-flight work of `partitions`, commit what is durable."""
+        tasks = [t for tp in partitions for t in self._tasks.get(tp, ())]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=REVOKE_DRAIN_TIMEOUT_S)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("dropped %d unfinished records on revoke; the new owner redoes them", len(pending))
+        await self.commit(partitions)
+        self.tracker.forget(partitions)
+        for tp in partitions:
+            self._tasks.pop(tp, None)
+
+    # --- backpressure -------------------------------------------------------
+    def _apply_backpressure(self) -> None:
+        in_flight = self.tracker.in_flight()
+        metrics.IN_FLIGHT.set(in_flight)
+        cap = self.settings.max_in_flight
+        assigned = self.consumer.assignment()
+        if not self._paused and in_flight >= cap:
+            self.consumer.pause(*assigned)
+            self._paused = True
+        elif self._paused and in_flight <= cap * RESUME_FRACTION:
+            self.consumer.resume(*assigned)
+            self._paused = False
+        metrics.PAUSED_PARTITIONS.set(len(self.consumer.paused()))
+
+    # --- lifecycle ----------------------------------------------------------
+    async def _idle_done(self) -> bool:
+        if self.tracker.in_flight():
+            return False
+        if self.stop_at is not None and await self.stop_at(self):
+            return True
+        idle = self.settings.stop_when_idle_s
+        return idle is not None and time.monotonic() - self._last_record_at >= idle
+
+    async def run(self) -> RunSummary:
+        started = time.monotonic()
+        await self.producer.start()
+        await self.downloader.__aenter__()
+        self.consumer.subscribe([self.settings.topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.batcher.start()
+        self.writer.start()
+        try:
+            while not self._stopping.is_set():
+                self.last_loop_at = time.monotonic()
+                self._apply_backpressure()
+                room = max(1, self.settings.max_in_flight - self.tracker.in_flight())
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=min(room, 500))
+                for records in batches.values():
+                    for record in records:
+                        self._spawn(record)
+                        self._last_record_at = time.monotonic()
+                if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                    await self.commit()
+                    self._last_commit = time.monotonic()
+                if not batches and await self._idle_done():
+                    break
+            await self.drain_and_commit(set(self._tasks))
+        finally:
+            self.summary.stale = self.writer.totals.stale
+            await self._shutdown()
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    async def _shutdown(self) -> None:
+        for tasks in self._tasks.values():
+            for t in list(tasks):
+                t.cancel()
+        await self.batcher.stop()
+        await self.writer.stop()
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.downloader.__aexit__(None, None, None)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
