@@ -1,0 +1,131 @@
+"""Serving: one ``ScoringModel`` that turns uint8 batches into scores on a chosen backend.
+
+Backends (all take the same uint8 batch; normalisation is inside the graph):
+- ``torch``: eager fp32, the reference;
+- ``torch-bf16``: autocast bfloat16 + channels_last (CPU with AVX-512 BF16, or CUDA);
+- ``onnxruntime``: the scoring graph exported once to ``cache_dir`` (keyed by a hash of
+  the weights), run by ONNX Runtime;
+- ``auto``: CUDA -> ``torch-bf16``; CPU -> ``onnxruntime`` (fastest measured here:
+  see ``bench/model_backends.py`` and docs/models.md).
+
+``score`` is meant to be called from one worker thread at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.defaults import load_default_model
+from models.network import GalleryNet
+
+BACKENDS = ("torch", "torch-bf16", "onnxruntime")
+CPU_AUTO_BACKEND = "onnxruntime"  # measured on this project's 2-core machines, see docs/models.md
+SCORE_BINS = np.arange(1, 11, dtype=np.float32)
+
+
+@dataclass
+class ScoreOutput:
+    aesthetic_dist: np.ndarray  # (N, 10) float32, rows sum to 1
+    aesthetic: np.ndarray  # (N,) float32, mean of the distribution over 1..10
+    area_probs: np.ndarray  # (N, C) float32, rows sum to 1, columns in ScoringModel.areas order
+    embedding: np.ndarray  # (N, D) float32, L2-normalised
+
+    def __len__(self) -> int:
+        return len(self.aesthetic)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    if backend == "auto":
+        return "torch-bf16" if device.startswith("cuda") else CPU_AUTO_BACKEND
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, not {backend!r}")
+    return backend
+
+
+def _make_output(dist: np.ndarray, area: np.ndarray, emb: np.ndarray) -> ScoreOutput:
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
+    return ScoreOutput(
+        aesthetic_dist=dist,
+        aesthetic=(dist @ SCORE_BINS).astype(np.float32),
+        area_probs=np.ascontiguousarray(area, dtype=np.float32),
+        embedding=np.ascontiguousarray(emb, dtype=np.float32),
+    )
+
+
+class ScoringModel:
+    def __init__(self, model: GalleryNet, model_version: str, device: str = "cpu", backend: str = "torch",
+                 cache_dir: str | None = None, num_threads: int | None = None):
+        self.device = resolve_device(device)
+        self.backend = resolve_backend(backend, self.device)
+        self._model = model.eval().to(self.device)
+        for p in self._model.parameters():
+            p.requires_grad_(False)
+        self.areas: list[str] = list(model.areas)
+        self.model_version = model_version
+        self.input_size: int = model.input_size
+        self.embedding_dim: int = model.embedding_dim
+        self._session = None
+        if self.backend == "torch-bf16":
+            self._model = self._model.to(memory_format=torch.channels_last)
+        elif self.backend == "onnxruntime":
+            from models.export import onnx_session_for
+
+            self._session = onnx_session_for(self._model, cache_dir, device=self.device, num_threads=num_threads)
+
+    def torch_module(self) -> GalleryNet:
+        return self._model
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8:
+            raise TypeError("score() takes a uint8 numpy batch from models.preprocess_image")
+        s = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
+            raise ValueError(f"batch must have shape (N, 3, {s}, {s}), got {batch.shape}")
+        return np.ascontiguousarray(batch)
+
+    def score(self, batch: np.ndarray) -> ScoreOutput:
+        batch = self._check(batch)
+        if len(batch) == 0:
+            c, d = len(self.areas), self.embedding_dim
+            z = np.zeros
+            return _make_output(z((0, 10)), z((0, c)), z((0, d)))
+        if self._session is not None:
+            dist, area, emb = self._session.run(None, {"images": batch})
+            return _make_output(dist, area, emb)
+        x = torch.from_numpy(batch)
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            if self.backend == "torch-bf16":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16):
+                    dist, area, emb = self._model(x)
+            else:
+                dist, area, emb = self._model(x)
+        return _make_output(dist.float().cpu().numpy(), area.float().cpu().numpy(), emb.float().cpu().numpy())
+
+
+def load_scoring_model(checkpoint: str | None = None, device: str = "cpu", backend: str = "torch",
+                       cache_dir: str | None = None, num_threads: int | None = None) -> ScoringModel:
+    """``checkpoint`` None => package EfficientNet-Lite0 + the default heads in models/heads/."""
+    if checkpoint is None:
+        model, version = load_default_model()
+    else:
+        model, meta = load_checkpoint(os.path.expanduser(checkpoint))
+        version = meta["model_version"]
+    if cache_dir is not None:
+        cache_dir = str(Path(cache_dir).expanduser())
+    return ScoringModel(model, version, device=device, backend=backend, cache_dir=cache_dir, num_threads=num_threads)
