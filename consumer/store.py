@@ -109,7 +109,8 @@ class GalleryStore:
                 args: list[bytes | str] = [version, doc]
                 for image_id, rec in changed.items():
                     args += [image_id, encode_record(rec)]
-                self._apply(
+                # Queued on the pipeline (redis-py loads the script on NOSCRIPT).
+                await self._apply(
                     keys=[keys.images_key(namespace, hid), keys.gallery_key(namespace, hid), keys.version_key(namespace, hid)],
                     args=args,
                     client=pipe,

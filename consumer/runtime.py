@@ -1,0 +1,92 @@
+"""Building a running scorer from Settings: model, Redis client, health server.
+
+`galleryrank consume`, `demo`, `replay` and the tests all start the scorer
+through `run_scorer`, so there is one way it is wired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+
+from .pipeline import GalleryScorer, RunSummary
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_model(settings: Settings, checkpoint: str | None = None):
+    from models import load_scoring_model
+
+    model = load_scoring_model(
+        checkpoint=checkpoint or settings.checkpoint,
+        device=settings.device,
+        backend=settings.backend,
+        cache_dir=settings.model_cache_dir,
+    )
+    log.info(
+        "model %s on %s (%s backend), areas=%s", model.model_version, model.device, model.backend, ",".join(model.areas)
+    )
+    return model
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    # health_check_interval: detect a half-dead connection before writing on it.
+    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=10)
+
+
+async def caught_up(scorer: GalleryScorer) -> bool:
+    """True when every assigned partition is committed up to its high watermark.
+
+    Uses the Fetch high watermark, not `end_offsets()`: Tansu answers the latter
+    with the base offset of the last batch + 1 (design.md).
+    """
+    assigned = scorer.consumer.assignment()
+    if not assigned:
+        return False
+    for tp in assigned:
+        high = scorer.consumer.highwater(tp)
+        if high is None:
+            return False
+        committed = scorer.tracker.committable({tp}).get(tp)
+        if committed is None:
+            committed = await scorer.consumer.committed(tp) or 0
+        if committed < high:
+            return False
+    return True
+
+
+async def run_scorer(
+    settings: Settings,
+    model=None,
+    *,
+    redis: aioredis.Redis | None = None,
+    until_caught_up: bool = False,
+    install_signal_handlers: bool = True,
+    **scorer_kwargs,
+) -> RunSummary:
+    model = model or load_model(settings)
+    own_redis = redis is None
+    redis = redis or redis_client(settings)
+    scorer = GalleryScorer(settings, model, redis, stop_at=caught_up if until_caught_up else None, **scorer_kwargs)
+    health = None
+    if settings.metrics_port:
+        from .health import start_health_server
+
+        health = await start_health_server(
+            "0.0.0.0", settings.metrics_port, lambda: scorer.last_loop_at, lambda: scorer.ready
+        )
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, scorer.stop)
+    try:
+        return await scorer.run()
+    finally:
+        if health:
+            await health.cleanup()
+        if own_redis:
+            await redis.aclose()
