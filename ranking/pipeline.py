@@ -112,10 +112,29 @@ def _area_caps(areas: tuple[str, ...], config: RankingConfig) -> np.ndarray:
 
 
 def area_weights(gallery: Gallery, config: RankingConfig) -> np.ndarray:
-    """(C,) importance of covering each area: config weights on areas present in the gallery."""
+    """(C,) worth of covering each area: the config weight times the evidence
+    that the gallery has the area at all, min(1, sum of P(a|d) over the images
+    whose top area is a). A lone, unsure tag (a bathroom read as a kitchen at
+    0.45) then does not claim a whole slot for an area the hotel may not have."""
     weights = np.array([config.area_weights.get(a, 1.0) for a in gallery.areas], dtype=np.float64)
-    present = np.zeros(len(gallery.areas), dtype=bool)
-    present[np.unique(gallery.top_area)] = gallery.size > 0
-    weights = np.where(present, weights, 0.0)
-    total = weights.sum()
-    return weights / total if total > 0 else weights
+    rows = np.arange(gallery.size)
+    evidence = np.bincount(
+        gallery.top_area, weights=gallery.area_probs[rows, gallery.top_area], minlength=len(gallery.areas)
+    )
+    return weights * np.minimum(evidence, 1.0)
+
+
+def similarity_features(gallery: Gallery, config: RankingConfig) -> np.ndarray:
+    """(N, D + C) unit rows whose dot products are the MMR/DPP similarity.
+
+    A Gram matrix, so the DPP kernel built from it is positive semi-definite.
+    """
+    w = config.area_similarity
+    areas = gallery.area_probs.astype(np.float64)
+    areas /= np.maximum(np.linalg.norm(areas, axis=1, keepdims=True), 1e-12)
+    has = gallery.has_embedding[:, None]
+    embedding_part = np.where(has, np.sqrt(1.0 - w) * gallery.embeddings, 0.0)
+    area_part = np.where(has, np.sqrt(w) * areas, areas)
+    features = np.concatenate([embedding_part, area_part], axis=1)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return features

@@ -38,13 +38,17 @@ class RankingConfig:
     quality_scale: float = 1.0  # aesthetic points that count as "1" of quality
     head_size: int = 24  # positions diversified carefully; the rest follow in aesthetic order
 
+    # Similarity used by MMR and DPP: (1 - w) * embedding cosine + w * cosine of
+    # the area probabilities (rows without an embedding use the area part only).
+    area_similarity: float = 0.5
+
     # Per-area caps inside the head: at most this many images whose top area is
     # that area (None = no cap). ``area_caps`` overrides per area name.
     max_per_area: int | None = None
     area_caps: Mapping[str, int] = field(default_factory=dict)
 
-    # How much each area matters for coverage (area-aware strategies); areas not
-    # named weigh 1.0.
+    # How much covering each area is worth (xQuAD, PM-2), in quality units; areas
+    # not named weigh 1.0. Only areas present in the gallery count.
     area_weights: Mapping[str, float] = field(default_factory=dict)
 
     # Hero rule: the first image is the best one whose top area is in
@@ -66,6 +70,8 @@ class RankingConfig:
             raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
         if self.quality_scale <= 0:
             raise ValueError("quality_scale must be > 0")
+        if not 0.0 <= self.area_similarity <= 1.0:
+            raise ValueError("area_similarity must be in [0, 1]")
         if self.head_size < 0:
             raise ValueError("head_size must be >= 0")
         if self.max_per_area is not None and self.max_per_area < 1:
