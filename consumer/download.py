@@ -208,7 +208,7 @@ def _check_url(url: URL, allow: tuple[IPNetwork, ...]) -> URL:
             raise DownloadError(
                 "blocked_address", f"host {host} is address {verdict.address}, refused ({verdict.category})"
             )
-        if "." in host and ":" not in host and str(verdict.address) != host:
+        if ":" not in host and str(verdict.address) != host:
             # 2130706433, 0177.0.0.1, 127.1: aiohttp refuses these legacy forms too.
             raise DownloadError("bad_url", f"host {host} is a non-canonical IPv4 literal")
     return url.with_fragment(None)

@@ -103,12 +103,14 @@ def parse_allow_networks(spec: str | Iterable[str] | None) -> tuple[IPNetwork, .
 
 
 def parse_ip(value: str | IPAddress) -> IPAddress:
-    """An ``ipaddress`` object from a textual address; accepts IPv6 scope ids (``fe80::1%eth0``)."""
+    """An ``ipaddress`` object from a textual address; accepts brackets and IPv6 zones (``fe80::1%eth0``)."""
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return value
     text = value.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if ":" in text and "%" in text:
+        text = text.split("%", 1)[0]  # the zone (fe80::1%eth0) does not change which address it is
     return ipaddress.ip_address(text)
 
 
@@ -185,8 +187,6 @@ def check_address(value: str | IPAddress, allow: Sequence[IPNetwork] = ()) -> Ve
     Raises ``ValueError`` if ``value`` is not an IP address.
     """
     address = parse_ip(value)
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-        address = ipaddress.IPv6Address(address.exploded.split("%")[0])
     inner = embedded_ipv4(address)
     if isinstance(address, ipaddress.IPv6Address) and (
         address.ipv4_mapped is not None or address in NAT64_WELL_KNOWN
