@@ -88,3 +88,34 @@ def parity(model: GalleryNet, onnx_path: str | Path, batch: np.ndarray) -> dict[
     diffs["aesthetic_mean"] = float(np.abs((ort_out[0] - ref[0]) @ np.arange(1, 11)).max())
     diffs["max"] = max(diffs.values())
     return diffs
+
+
+def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, parity_images: int = 8,
+                seed: int = 0) -> dict:
+    """Export a checkpoint's (None: the default model's) scoring graph to ``out`` and check parity.
+
+    Parity inputs: ``parity_images`` random uint8 images plus the skimage sample photos
+    when scikit-image is installed; the max abs difference per output is returned.
+    """
+    from models.scoring import load_scoring_model
+
+    scorer = load_scoring_model(checkpoint, backend="torch")
+    model = scorer.torch_module()
+    t0 = time.perf_counter()
+    path = export_graph(model, out, opset=opset)
+    seconds = time.perf_counter() - t0
+    s = model.input_size
+    batch = np.random.default_rng(seed).integers(0, 256, (parity_images, 3, s, s), dtype=np.uint8)
+    try:
+        from skimage import data as skdata
+        from PIL import Image
+
+        from models.preprocess import preprocess_image
+
+        photos = [preprocess_image(Image.fromarray(getattr(skdata, n)()), s) for n in ("chelsea", "coffee", "astronaut")]
+        batch = np.concatenate([batch, np.stack(photos)])
+    except ImportError:
+        pass
+    diffs = parity(model, path, batch)
+    return {"onnx": str(path), "model_version": scorer.model_version, "opset": opset, "export_seconds": round(seconds, 2),
+            "parity_images": int(len(batch)), "max_abs_diff": diffs, "bytes": Path(path).stat().st_size}

@@ -1,0 +1,95 @@
+"""Class Activation Maps (Zhou et al. 2016) for the area head, and overlays for ``galleryrank explain``.
+
+CAM_c(x, y) = sum_f w_c,f * A_f(x, y): the area head's weights over the last conv
+feature map A (the head sits on its global average pool, so this is exactly the
+part of the class score each location contributes). For the zero-shot prior the
+weights are the probability-weighted ImageNet classifier rows of the area's classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.data import open_image
+from models.network import GalleryNet
+from models.preprocess import preprocess_image
+
+OVERLAY_ALPHA = 0.45
+OVERLAY_MAX_SIDE = 768
+
+
+def normalise_map(m: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] (all zeros where the map is flat)."""
+    m = m.astype(np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+@torch.inference_mode()
+def class_activation_maps(model: GalleryNet, batch: np.ndarray, area_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(cams (N, K, h, w) raw, area_probs (N, C)) for uint8 ``batch`` and the K given area indices."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = model.run(torch.from_numpy(batch).to(device))
+    fmap = out["feature_map"].float()  # (N, F, h, w)
+    weights = model.area_head.cam_weights(out["pooled"].float(), model.backbone)  # (N, C, F)
+    w = weights[:, area_indices, :]
+    cams = torch.einsum("nkf,nfhw->nkhw", w, fmap)
+    return cams.cpu().numpy(), out["area_logits"].float().softmax(1).cpu().numpy()
+
+
+def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic upsampling of one (h, w) map to PIL ``size`` (w, h), then normalised to [0, 1]."""
+    return normalise_map(np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BICUBIC)))
+
+
+def overlay(img: Image.Image, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """Blend a [0,1] heatmap (same size as img) in the jet colour map over the image."""
+    from matplotlib import colormaps
+
+    colours = (colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(img.convert("RGB"), Image.fromarray(colours), alpha)
+
+
+def explain(
+    checkpoint: str | None,
+    images: list[str | Path],
+    out_dir: str | Path,
+    areas: list[str] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """CAM overlays (PNG) for each image's predicted area and any named ``areas``."""
+    from models.scoring import load_scoring_model
+
+    scorer = load_scoring_model(checkpoint, device=device, backend="torch")
+    model = scorer.torch_module()
+    unknown = [a for a in (areas or []) if a not in model.areas]
+    if unknown:
+        raise ValueError(f"unknown areas {unknown}; this model has {model.areas}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in map(Path, images):
+        img = open_image(path)
+        img.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
+        batch = preprocess_image(img, model.input_size)[None]
+        _, probs = class_activation_maps(model, batch, [0])
+        predicted = model.areas[int(probs[0].argmax())]
+        wanted = [predicted] + [a for a in (areas or []) if a != predicted]
+        cams, _ = class_activation_maps(model, batch, [model.areas.index(a) for a in wanted])
+        files = {}
+        for k, area in enumerate(wanted):
+            heat = upsample(cams[0, k], img.size)
+            target = out_dir / f"{path.stem}_cam_{area}.png"
+            overlay(img, heat).save(target)
+            files[area] = str(target)
+        results.append({
+            "image": str(path), "predicted": predicted, "confidence": float(probs[0].max()),
+            "area_probs": {a: round(float(p), 4) for a, p in zip(model.areas, probs[0])}, "overlays": files,
+        })
+    return {"model_version": scorer.model_version, "out_dir": str(out_dir), "images": results}

@@ -1,0 +1,129 @@
+"""Duplicate-aware train/validation split.
+
+Exact duplicates (same perceptual hash: resized or re-encoded copies; imagededup
+uses dHash at Hamming 0 for these) are removed, keeping one. Near duplicates
+(pHash Hamming distance <= ``hash_distance`` or embedding cosine >= 0.9, the
+imagededup CNN threshold) are grouped with union-find, and whole groups go to
+either train or validation, so no near copy of a validation image is trained on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COSINE_THRESHOLD = 0.9  # imagededup's CNN near-duplicate threshold
+HASH_DISTANCE = 4  # pHash bits (of 64) for a near duplicate
+
+
+@dataclass
+class SplitReport:
+    n_input: int
+    n_exact_removed: int
+    n_label_conflicts: int  # exact copies whose labels disagreed (the first one kept)
+    n_near_groups: int  # groups of >= 2 images kept together
+    n_in_near_groups: int
+    n_train: int
+    n_val: int
+    removed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["removed"] = d["removed"][:50]
+        return d
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def perceptual_hashes(images) -> np.ndarray:
+    """64-bit pHash (imagehash) of each PIL image as a (N, 64) bool array."""
+    import imagehash
+
+    return np.stack([imagehash.phash(img).hash.reshape(-1) for img in images]) if images else np.zeros((0, 64), bool)
+
+
+def duplicate_groups(
+    hashes: np.ndarray, embeddings: np.ndarray | None = None,
+    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD,
+) -> tuple[list[int], list[int]]:
+    """(exact-group root of each image, near-group root of each image)."""
+    n = len(hashes)
+    h = hashes.astype(np.int16)
+    dist = (h[:, None, :] != h[None, :, :]).sum(-1) if n else np.zeros((0, 0))  # N^2*64: fine to ~5k images
+    exact, near = _UnionFind(n), _UnionFind(n)
+    close = dist <= hash_distance
+    if embeddings is not None and n:
+        e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        close |= (e @ e.T) >= cosine
+    for i, j in zip(*np.nonzero(np.triu(dist == 0, 1))):
+        exact.union(int(i), int(j))
+    for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        near.union(int(i), int(j))
+    return [exact.find(i) for i in range(n)], [near.find(i) for i in range(n)]
+
+
+def split_without_leaks(
+    labels: list, hashes: np.ndarray, embeddings: np.ndarray | None = None, *,
+    val_fraction: float = 0.2, seed: int = 0, names: list[str] | None = None,
+    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD,
+) -> tuple[list[int], list[int], SplitReport]:
+    """Indices (train, val) after removing exact copies; near groups never straddle.
+
+    ``labels`` are used to stratify (each group is placed by its first member's label;
+    pass a constant for regression targets).
+    """
+    n = len(labels)
+    exact_root, near_root = duplicate_groups(hashes, embeddings, hash_distance, cosine)
+    keep, removed, conflicts = [], [], 0
+    for i in range(n):
+        r = exact_root[i]
+        if r == i:
+            keep.append(i)
+        else:
+            removed.append(names[i] if names else str(i))
+            conflicts += labels[i] != labels[r]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in keep:
+        groups[near_root[i]].append(i)
+    by_label: dict = defaultdict(list)
+    for members in groups.values():
+        by_label[labels[members[0]]].append(members)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_label, key=str):
+        gs = by_label[label]
+        rng.shuffle(gs)
+        total = sum(len(g) for g in gs)
+        target = val_fraction * total
+        taken = 0
+        for k, g in enumerate(gs):
+            # fill validation up to its share; keep at least one group for training
+            if taken < target and k < len(gs) - 1 and (taken + len(g) <= target * 1.5 or taken == 0):
+                val.extend(g)
+                taken += len(g)
+            else:
+                train.extend(g)
+    near_groups = [g for g in groups.values() if len(g) > 1]
+    report = SplitReport(
+        n_input=n, n_exact_removed=len(removed), n_label_conflicts=int(conflicts),
+        n_near_groups=len(near_groups), n_in_near_groups=sum(len(g) for g in near_groups),
+        n_train=len(train), n_val=len(val), removed=removed,
+    )
+    return sorted(train), sorted(val), report

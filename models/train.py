@@ -1,0 +1,337 @@
+"""Two-phase transfer learning for the area tagger and the aesthetic (NIMA) head.
+
+Phase 1 trains only the task's head on a frozen backbone at a high learning rate;
+phase 2 trains all layers at a low one. Defaults are idealo's published regime
+(``config_aesthetic_gpu.json``: dense 1e-3 for 5 epochs, all layers 3e-5 for 9,
+no weight decay, dropout 0.75, batch 96). The other heads of the one-pass model
+are protected during phase 2 by distillation from a frozen copy of the starting
+model ("Learning without Forgetting", Li & Hoiem 2016), so training the tagger does
+not silently invalidate the aesthetic head and vice versa.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from models.backbones import DEFAULT_WEIGHTS
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.data import (
+    ImageDataset, Sample, TrainAugment, data_fingerprint, open_image, scan_aesthetic, scan_tagger_folder,
+    serving_transform,
+)
+from models.dedup import COSINE_THRESHOLD, HASH_DISTANCE, perceptual_hashes, split_without_leaks
+from models.losses import area_loss, emd, emd_loss
+from models.network import GalleryNet, create_model
+
+log = logging.getLogger(__name__)
+SCORE_BINS = torch.arange(1, 11, dtype=torch.float32)
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = DEFAULT_WEIGHTS  # "default" = package weights; a local file; None = random
+    init_checkpoint: str | None = None  # start from a galleryrank checkpoint (None: the shipped default model)
+    epochs_heads: int = 5  # phase 1, idealo epochs_train_dense
+    lr_heads: float = 1e-3  # idealo learning_rate_dense
+    epochs_all: int = 9  # phase 2, idealo epochs_train_all
+    lr_all: float = 3e-5  # idealo learning_rate_all
+    weight_decay: float = 0.0  # idealo decay_dense / decay_all
+    dropout: float = 0.75  # idealo dropout_rate
+    batch_size: int | None = None  # None: 96 on CUDA (idealo), 32 on CPU
+    val_fraction: float = 0.2
+    rotate_degrees: float | None = None  # None: 10 for the tagger, 0 for aesthetics (idealo)
+    distill_weight: float = 1.0  # LwF weight protecting the other heads in phase 2; 0 = off
+    dedup_hash_distance: int = HASH_DISTANCE
+    dedup_cosine: float | None = COSINE_THRESHOLD  # None: perceptual hash only
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA
+    workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+    input_size: int = 224
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def _initial_model(cfg: TrainConfig) -> tuple[GalleryNet, str]:
+    if cfg.init_checkpoint:
+        model, meta = load_checkpoint(cfg.init_checkpoint, backbone_weights=cfg.backbone_weights)
+        return model, meta["model_version"]
+    if cfg.backbone == "efficientnet_lite0" and cfg.backbone_weights == DEFAULT_WEIGHTS:
+        from models.defaults import load_default_model
+
+        return load_default_model()
+    area = "zeroshot" if cfg.backbone != "vgg16" else "linear"
+    return create_model(cfg.backbone, weights=cfg.backbone_weights, area_head=area, seed=cfg.seed), "init"
+
+
+@torch.inference_mode()
+def _embeddings(model: GalleryNet, images, device: torch.device, size: int, batch: int = 32) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.stack([serving_transform(size)(im) for im in images[i:i + batch]])).to(device)
+        out.append(model(x)[2].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), np.float32)
+
+
+class _Task:
+    """What differs between tagger and aesthetic training."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def loss(self, out: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        return area_loss(out["area_logits"], y) if self.kind == "tagger" else emd_loss(out["aesthetic_logits"], y)
+
+    def head(self, model: GalleryNet) -> torch.nn.Module:
+        return model.area_head if self.kind == "tagger" else model.aesthetic_head
+
+    def distill(self, out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Keep the *other* head's outputs where the starting model had them."""
+        if self.kind == "tagger":
+            return emd(out["aesthetic_logits"].float().softmax(1), teacher["aesthetic_logits"].float().softmax(1))
+        t = teacher["area_logits"].float().softmax(1)
+        return -(t * out["area_logits"].float().log_softmax(1)).sum(1).mean() + (t * t.clamp_min(1e-12).log()).sum(1).mean()
+
+    def metrics(self, logits: torch.Tensor, y: torch.Tensor, loss: float) -> dict[str, float]:
+        if self.kind == "tagger":
+            return {"loss": loss, "accuracy": float((logits.argmax(1) == y).float().mean())}
+        p = logits.float().softmax(1)
+        pred, true = p @ SCORE_BINS, y @ SCORE_BINS
+        srcc = stats.spearmanr(pred, true).statistic if len(y) > 2 else float("nan")
+        return {"loss": loss, "emd": float(emd(p, y)), "srcc": float(srcc)}
+
+    def better(self, new: dict[str, float], old: dict[str, float] | None) -> bool:
+        if old is None:
+            return True
+        if self.kind == "tagger":
+            return (new["accuracy"], -new["loss"]) > (old["accuracy"], -old["loss"])
+        return new["emd"] < old["emd"]
+
+
+def _set_phase(model: GalleryNet, task: _Task, phase: int) -> list[torch.nn.Parameter]:
+    """Freeze/unfreeze; return the parameters to optimise in this phase."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(task.head(model).parameters())
+    if phase == 2:
+        params += list(model.backbone.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def _train_mode(model: GalleryNet, task: _Task, phase: int) -> None:
+    """Only the task head (and the backbone in phase 2) runs in training mode (dropout, BN updates)."""
+    model.eval()
+    task.head(model).train()
+    if phase == 2:  # in phase 1 the frozen backbone keeps its BatchNorm statistics, as Keras trainable=False
+        model.backbone.train()
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.inference_mode()
+def _validate(model, loader, task: _Task, device, amp: bool) -> dict[str, float]:
+    model.eval()
+    logits, ys, losses = [], [], []
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, amp):
+            out = model.run(x)
+        losses.append(float(task.loss(out, y)) * len(y))
+        logits.append((out["area_logits"] if task.kind == "tagger" else out["aesthetic_logits"]).float().cpu())
+        ys.append(y.cpu())
+    logits_t, y_t = torch.cat(logits), torch.cat(ys)
+    return task.metrics(logits_t, y_t, sum(losses) / len(y_t))
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+def fit(
+    kind: str, samples: list[Sample], classes: list[str] | None, out: str | Path, cfg: TrainConfig,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Shared training loop; ``kind`` is "tagger" or "aesthetic"."""
+    t_start = time.perf_counter()
+    task = _Task(kind)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    amp = cfg.amp and device.type == "cuda"
+    batch_size = cfg.batch_size or (96 if device.type == "cuda" else 32)
+    rotate = cfg.rotate_degrees if cfg.rotate_degrees is not None else (10.0 if kind == "tagger" else 0.0)
+
+    model, start_version = _initial_model(cfg)
+    if kind == "tagger":
+        model.replace_area_head(classes, dropout=cfg.dropout)
+    model.to(device)
+
+    last_path = out_dir / "last.pt"
+    state = torch.load(last_path, map_location="cpu", weights_only=False) if cfg.resume and last_path.exists() else None
+    fingerprint = data_fingerprint(samples, data_root)
+    if state is not None and state["data_fingerprint"] != fingerprint:
+        raise ValueError(f"{last_path} was trained on different data; remove it or drop --resume")
+
+    # split: exact copies removed, near-duplicate groups kept on one side
+    if state is None:
+        images = [open_image(s.path) for s in samples]
+        for im in images:
+            im.thumbnail((512, 512))
+        hashes = perceptual_hashes(images)
+        emb = _embeddings(model, images, device, cfg.input_size) if cfg.dedup_cosine is not None else None
+        strat = [s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
+                 for s in samples]
+        train_idx, val_idx, split = split_without_leaks(
+            strat, hashes, emb, val_fraction=cfg.val_fraction, seed=cfg.seed, names=[str(s.path) for s in samples],
+            hash_distance=cfg.dedup_hash_distance, cosine=cfg.dedup_cosine or 2.0,
+        )
+        split_report = split.as_dict()
+        del images
+    else:
+        train_idx, val_idx, split_report = state["train_idx"], state["val_idx"], state["split"]
+    if not train_idx or not val_idx:
+        raise ValueError(f"not enough distinct images to split: {split_report}")
+    log.info("split: %s", {k: v for k, v in split_report.items() if k != "removed"})
+
+    aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
+    train_ds = ImageDataset([samples[i] for i in train_idx], aug)
+    val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen,
+                                           num_workers=cfg.workers, drop_last=len(train_ds) > batch_size)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
+
+    total_epochs = cfg.epochs_heads + cfg.epochs_all
+    history: list[dict] = []
+    best, best_epoch, epoch0 = None, -1, 0
+    backbone_changed = cfg.backbone_weights != DEFAULT_WEIGHTS or cfg.backbone != "efficientnet_lite0" or (
+        cfg.init_checkpoint is not None
+    )
+    if state is not None:
+        model.load_state_dict(state["model"])
+        history, best, best_epoch, epoch0 = state["history"], state["best"], state["best_epoch"], state["epoch"]
+        backbone_changed = state["backbone_changed"]
+    teacher = None
+    phase_opt: tuple[int, torch.optim.Optimizer] | None = None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported()) if amp else None
+    version = f"{kind}-{fingerprint[:8]}"
+
+    for epoch in range(epoch0, total_epochs):
+        phase = 1 if epoch < cfg.epochs_heads else 2
+        if phase_opt is None or phase_opt[0] != phase:
+            params = _set_phase(model, task, phase)
+            lr = cfg.lr_heads if phase == 1 else cfg.lr_all
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+            if state is not None and state.get("phase") == phase and epoch == epoch0:
+                opt.load_state_dict(state["optimizer"])
+            phase_opt = (phase, opt)
+            if phase == 2 and cfg.distill_weight > 0:
+                teacher = copy.deepcopy(model).eval()
+                for p in teacher.parameters():
+                    p.requires_grad_(False)
+        opt = phase_opt[1]
+        _train_mode(model, task, phase)
+        total, seen = 0.0, 0
+        bar = _progress(train_dl, cfg.progress, f"epoch {epoch + 1}/{total_epochs} (phase {phase})", len(train_dl))
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, amp):
+                out = model.run(x)
+                loss = task.loss(out, y)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher.run(x)
+                    loss = loss + cfg.distill_weight * task.distill(out, t_out)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None and scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if cfg.progress and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        backbone_changed |= phase == 2
+        val = _validate(model, val_dl, task, device, amp)
+        row = {"epoch": epoch + 1, "phase": phase, "train_loss": total / max(seen, 1),
+               **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        log.info("%s", row)
+        if task.better(val, best):
+            best, best_epoch = val, epoch + 1
+            save_checkpoint(
+                model, out_dir / "best.pt", include_backbone=backbone_changed,
+                model_version=f"{version}-e{epoch + 1}", data_fingerprint=fingerprint,
+                extra={"task": kind, "epoch": epoch + 1, "val": val, "started_from": start_version,
+                       "config": asdict(cfg), "split": split_report},
+            )
+        torch.save({
+            "epoch": epoch + 1, "phase": phase, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "best": best, "best_epoch": best_epoch, "history": history, "train_idx": train_idx, "val_idx": val_idx,
+            "split": split_report, "data_fingerprint": fingerprint, "backbone_changed": backbone_changed,
+        }, last_path)
+
+    result = {
+        "task": kind, "checkpoint": str(out_dir / "best.pt"), "best_epoch": best_epoch, "best_val": best,
+        "history": history, "split": split_report, "classes": classes, "data_fingerprint": fingerprint,
+        "device": str(device), "batch_size": batch_size, "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    (out_dir / "history.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _config(opts: dict[str, Any]) -> TrainConfig:
+    unknown = set(opts) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown training options: {sorted(unknown)}")
+    return TrainConfig(**opts)
+
+
+def train_tagger(data_dir: str | Path, out: str | Path, classes: list[str] | None = None, **opts) -> dict[str, Any]:
+    """Train the area tagger on ``data_dir/<area>/*.jpg``; writes ``out/best.pt``, ``out/last.pt``, ``out/history.json``."""
+    samples, classes = scan_tagger_folder(data_dir, classes)
+    return fit("tagger", samples, classes, out, _config(opts), data_root=Path(data_dir))
+
+
+def train_aesthetic(labels_file: str | Path, images_dir: str | Path, out: str | Path, **opts) -> dict[str, Any]:
+    """Train the NIMA head (EMD loss) on AVA-style vote rows; images are ``images_dir/<id>.<ext>``."""
+    samples, missing = scan_aesthetic(labels_file, images_dir)
+    if missing:
+        log.warning("%d label rows had no image in %s", missing, images_dir)
+    result = fit("aesthetic", samples, None, out, _config(opts), data_root=Path(images_dir))
+    result["rows_without_image"] = missing
+    return result
+
+
+__all__ = ["TrainConfig", "train_tagger", "train_aesthetic", "fit"]
