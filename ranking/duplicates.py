@@ -1,16 +1,17 @@
 """Near-duplicate detection on a canonical gallery.
 
-A row is a near duplicate when some *better* row (earlier in canonical order:
-higher aesthetic, then image_id) is close to it by CNN embedding cosine or by
-perceptual-hash Hamming distance. Thresholds follow idealo/imagededup: cosine
->= 0.9 for CNN near duplicates; hashing methods default to Hamming <= 10.
-
-Comparing with every better row (not only with rows that are themselves kept)
-keeps this one vectorised pass; in a chain A~B~C the images B and C both move
-down, which is what a viewer wants anyway.
+Two images are near duplicates when their CNN embeddings have cosine >= 0.9
+or their perceptual hashes differ in <= 10 bits (idealo/imagededup: cosine
+0.9 for CNN near duplicates, Hamming 10 as the hashing methods' default).
+Near duplicates form clusters (connected components: a re-save linked by its
+hash and a re-shot angle linked by its embedding are one cluster through the
+original even when the two copies share no signal). Each cluster keeps its
+best image (first in canonical order); the others are flagged and go last.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,30 +35,54 @@ def hamming(a: int, b: int) -> int:
     return (int(a) ^ int(b)).bit_count()
 
 
-def near_duplicate_mask(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
-    """(N,) bool: True where a better image is a near duplicate of this one."""
-    n = gallery.size
-    dup = np.zeros(n, dtype=bool)
+def near_duplicate_pairs(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
+    """(P, 2) row pairs (i < j) that are near duplicates by either signal."""
+    pairs = []
     emb_rows = np.flatnonzero(gallery.has_embedding)
     if emb_rows.size > 1:
-        dup[emb_rows] |= _later_close(gallery.embeddings[emb_rows], lambda a, b: a @ b.T >= cosine)
+        local = _close_pairs(gallery.embeddings[emb_rows], lambda a, b: a @ b.T >= cosine)
+        pairs.append(emb_rows[local])
     hash_rows = np.flatnonzero(gallery.has_phash)
     if hash_rows.size > 1:
-        hashes = gallery.phash[hash_rows]
-        dup[hash_rows] |= _later_close(hashes, lambda a, b: _popcount(a[:, None] ^ b[None, :]) <= max_hamming)
+        local = _close_pairs(gallery.phash[hash_rows], lambda a, b: _popcount(a[:, None] ^ b[None, :]) <= max_hamming)
+        pairs.append(hash_rows[local])
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def near_duplicate_mask(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
+    """(N,) bool: True for every image of a near-duplicate cluster but its best one."""
+    root = np.arange(gallery.size)
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    pairs = near_duplicate_pairs(gallery, cosine, max_hamming)
+    for i, j in pairs.tolist():
+        a, b = find(i), find(j)
+        if a != b:  # the better (smaller) row stays the cluster's root
+            root[max(a, b)] = min(a, b)
+    dup = np.zeros(gallery.size, dtype=bool)
+    for i in np.unique(pairs).tolist():  # only rows in some pair can be flagged
+        dup[i] = find(i) != i
     return dup
 
 
-def _later_close(values: np.ndarray, close) -> np.ndarray:
-    """For rows sorted best first: is row j close to any row i < j?"""
+def _close_pairs(values: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """(P, 2) local index pairs i < j with close(values[i], values[j])."""
     m = len(values)
-    hit = np.zeros(m, dtype=bool)
+    found = []
     for start in range(0, m - 1, _BLOCK):
         stop = min(start + _BLOCK, m)
-        # Only columns after the block start can be "later"; inside the block
-        # keep the strict upper triangle (i < j).
+        # Columns before the block were compared in earlier blocks; inside the
+        # block keep the strict upper triangle (i < j).
         block = close(values[start:stop], values[start:])
         square = stop - start
         block[:, :square] &= np.triu(np.ones((square, square), dtype=bool), k=1)
-        hit[start:] |= block.any(axis=0)
-    return hit
+        columns = np.flatnonzero(block.any(axis=0))  # few: near duplicates are rare
+        if columns.size:
+            rows, which = np.nonzero(block[:, columns])
+            found.append(np.stack([rows + start, columns[which] + start], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
