@@ -168,7 +168,8 @@ def test_settings_env_names_are_derived_from_the_model():
 
 @pytest.mark.parametrize(
     "path",
-    [COMPOSE_FILE, DOCKERFILE, *sorted(K8S_DIR.rglob("*.yaml")), *sorted(PROM_DIR.glob("*.y*ml"))],
+    [COMPOSE_FILE, DOCKERFILE, ROOT / "deploy" / "README.md", *sorted(K8S_DIR.rglob("*.yaml")),
+     *sorted(PROM_DIR.glob("*.y*ml"))],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_galleryrank_name_in_deploy_files_is_a_setting(path: Path):
@@ -359,6 +360,18 @@ def test_dockerfile_copies_only_existing_paths_and_ignores_the_rest():
     # Start from nothing and let in only what the image needs (never the local .venv).
     assert ignore[0] == "*"
     assert not any(".venv" in line for line in ignore if line.startswith("!"))
+
+
+def test_dockerfile_env_defaults_parse_as_settings():
+    env = {}
+    for c in dockerfile_commands():
+        if c.cmd == "ENV":
+            env.update(zip(c.value[::2], c.value[1::2]))
+    settings = settings_from_env(env)
+    assert settings.serve_host == "0.0.0.0"  # reachable from outside the container
+    assert settings.model_cache_dir == "/var/cache/galleryrank"
+    volumes = [v for c in dockerfile_commands() if c.cmd == "VOLUME" for v in c.value]
+    assert settings.model_cache_dir in volumes
 
 
 def test_dockerfile_passes_hadolint():
@@ -631,3 +644,15 @@ def test_alerts_fire_on_synthetic_series():
     # deploy/prometheus/alerts.test.yaml: lag growing, stuck commits, DLQ share, targets down.
     out = promtool("test", "rules", "alerts.test.yaml")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --------------------------------------------------------- deploy/README.md ---
+
+
+def test_readme_paths_exist_and_sizing_table_is_marked():
+    text = (ROOT / "deploy" / "README.md").read_text()
+    for path in set(re.findall(r"`((?:deploy/|k8s/|prometheus/)[\w./-]+)`", text)):
+        base = ROOT if path.startswith("deploy/") else ROOT / "deploy"
+        assert (base / path.rstrip("/")).exists(), f"deploy/README.md names a missing path: {path}"
+    # The throughput figures come from bench/, never invented here.
+    assert "PLACEHOLDER" in text or "bench/" in text
