@@ -381,17 +381,24 @@ class ImageDownloader:
             )
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
-        """The body, read in chunks; stops as soon as it passes the cap, whatever Content-Length said."""
-        body = bytearray()
+        """The body, read in chunks; stops as soon as it passes the cap, whatever Content-Length said.
+
+        Chunks are kept in a list (no growing buffer to re-copy), so an endless
+        body costs at most the cap plus one chunk before it is cut.
+        """
+        chunks: list[bytes] = []
+        received = 0
         async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
-            if len(body) + len(chunk) > self._max_bytes:
+            received += len(chunk)
+            if received > self._max_bytes:
+                chunks.clear()
                 raise DownloadError(
                     "too_large", f"GET {redact_url(url)} sent more than {self._max_bytes} bytes"
                 )
-            body += chunk
-        if not body:
+            chunks.append(chunk)
+        if not received:
             raise DownloadError("empty_body", f"GET {redact_url(url)} sent an empty body")
-        return bytes(body)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _classify_client_error(exc: aiohttp.ClientError, url: URL) -> DownloadError:
