@@ -120,7 +120,7 @@ def container_env(container: dict) -> dict[str, dict]:
 
 
 def configmap_data() -> dict[str, str]:
-    return one(k8s_docs(K8S_DIR / "configmap.yaml"), "ConfigMap")["data"]
+    return one(k8s_docs(K8S_DIR / "common" / "configmap.yaml"), "ConfigMap")["data"]
 
 
 def secret_template() -> dict:
@@ -414,7 +414,7 @@ def test_k8s_schema_validation_is_strict():
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
-@pytest.mark.parametrize("directory", ["", "replay", "monitoring"])
+@pytest.mark.parametrize("directory", ["", "cpu", "replay", "monitoring"])
 def test_kustomizations_render_and_validate(directory: str):
     rendered = kubectl_kustomize(K8S_DIR / directory)
     assert rendered
@@ -552,6 +552,20 @@ def test_keda_sasl_authentication_reads_the_secret():
     for ref in auth["spec"]["secretTargetRef"]:
         assert ref["name"] == "galleryrank-secrets" and ref["key"] in keys
     assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"username", "password"}
+
+
+def test_cpu_overlay_drops_the_gpu_and_nothing_else():
+    gpu = {(d["kind"], d["metadata"]["name"]): d for d in kubectl_kustomize(K8S_DIR)}
+    cpu = {(d["kind"], d["metadata"]["name"]): d for d in kubectl_kustomize(K8S_DIR / "cpu")}
+    assert gpu.keys() == cpu.keys()
+    pod = cpu[("Deployment", "galleryrank-scorer")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "tolerations" not in pod
+    assert container_env(container)["GALLERYRANK_DEVICE"]["value"] == "cpu"
+    for key in gpu.keys() - {("Deployment", "galleryrank-scorer")}:
+        assert gpu[key] == cpu[key], key
 
 
 def test_replay_overlay_is_a_separate_group_namespace_and_selector():
