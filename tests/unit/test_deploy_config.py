@@ -461,6 +461,8 @@ def test_scorer_requests_one_gpu_and_probes_the_metrics_port():
     assert resources["limits"]["nvidia.com/gpu"] == 1
     assert resources["requests"].get("nvidia.com/gpu", 1) == resources["limits"]["nvidia.com/gpu"]
     assert container_env(container)["GALLERYRANK_DEVICE"]["value"] == "cuda"
+    # Decode threads sized to the pod's CPU request, not the node's core count.
+    assert int(container_env(container)["GALLERYRANK_DECODE_WORKERS"]["value"]) == int(resources["requests"]["cpu"])
     metrics_port = int(configmap_data()["GALLERYRANK_METRICS_PORT"])
     assert {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"] == metrics_port
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -564,6 +566,7 @@ def test_cpu_overlay_drops_the_gpu_and_nothing_else():
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert "tolerations" not in pod
     assert container_env(container)["GALLERYRANK_DEVICE"]["value"] == "cpu"
+    assert int(container_env(container)["GALLERYRANK_DECODE_WORKERS"]["value"]) == int(container["resources"]["requests"]["cpu"])
     for key in gpu.keys() - {("Deployment", "galleryrank-scorer")}:
         assert gpu[key] == cpu[key], key
 
