@@ -43,8 +43,9 @@ def consume(**kwargs) -> None:
 @settings_options
 def demo(images_dir, hotels, per_hotel, **kwargs) -> None:
     """Run the whole pipeline on embedded Kafka (Tansu) and Redis, print the ranked galleries."""
+    quiet = kwargs.get("log_level") is None  # the demo prints tables; logs only on request
     settings, _ = split_settings(kwargs)
-    setup_logging(settings.log_level if kwargs.get("log_level") else "WARNING", settings.log_json)
+    setup_logging("WARNING" if quiet else settings.log_level, settings.log_json)
     from .demo import main
 
     sys.exit(main(settings, images_dir, hotels, per_hotel))

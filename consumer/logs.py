@@ -30,4 +30,4 @@ def setup_logging(level: str = "INFO", json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiokafka logs every coordinator step at INFO; keep it to warnings.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
