@@ -18,6 +18,7 @@ import numpy as np
 from ranking.gallery import Gallery
 
 _BLOCK = 512  # rows per block: bounds the temporary (block x N) matrices
+_UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), k=1)  # i < j inside a block (sliced, never written)
 
 if hasattr(np, "bitwise_count"):  # numpy >= 2.0
 
@@ -80,7 +81,7 @@ def _close_pairs(values: np.ndarray, close: Callable[[np.ndarray, np.ndarray], n
         # block keep the strict upper triangle (i < j).
         block = close(values[start:stop], values[start:])
         square = stop - start
-        block[:, :square] &= np.triu(np.ones((square, square), dtype=bool), k=1)
+        block[:, :square] &= _UPPER[:square, :square]
         columns = np.flatnonzero(block.any(axis=0))  # few: near duplicates are rare
         if columns.size:
             rows, which = np.nonzero(block[:, columns])

@@ -10,7 +10,9 @@ index per image (``(N,)`` ints) or a binary ``(N, C)`` matrix.
 - S-recall@k (Zhai, Cohen & Lafferty 2003): share of the gallery's areas shown
   in the first k.
 - aesthetic ratio@k: mean aesthetic of the first k over that of the k best.
-- duplicates@k: images in the first k that repeat an earlier one's group.
+- duplicates@k: images in the first k that repeat an earlier one's group,
+  counted in the first min(k, number of distinct photos) positions: a gallery
+  of 10 images with one copy must show that copy at position 10.
 - position shift: mean |position change| of existing images after an update.
 """
 
@@ -94,8 +96,14 @@ def aesthetic_ratio(order: Sequence[int], aesthetic: np.ndarray, k: int) -> floa
 
 
 def duplicates_at(order: Sequence[int], groups: np.ndarray, k: int) -> int:
-    """How many of the first k repeat a duplicate group already shown (images of one group are copies)."""
-    shown = np.asarray(groups)[list(order[:k])]
+    """How many of the first k repeat a duplicate group already shown (images of one group are copies).
+
+    Only the first min(k, distinct groups) positions count: once every photo has
+    been shown, a copy is no longer avoidable.
+    """
+    groups = np.asarray(groups)
+    k = min(k, np.unique(groups).size)
+    shown = groups[list(order[:k])]
     return int(shown.size - np.unique(shown).size)
 
 

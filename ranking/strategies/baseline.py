@@ -24,10 +24,11 @@ register("aesthetic_dedup")(diversified(quality_order))
 @register("interleave")
 @diversified
 def interleave(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
-    """Round robin over areas: each round visits areas in order of their best
-    remaining image and takes that image."""
+    """Round robin over top areas: each round visits areas in order of their
+    best remaining image and takes that image. A hero, if any, opens round 1."""
+    round_areas = {int(gallery.top_area[row]) for row in state.selected}
     while state.is_open():
-        round_areas: set[int] = set()
+        took = False
         for row in np.flatnonzero(~state.blocked):
             if not state.is_open():
                 return
@@ -36,5 +37,7 @@ def interleave(gallery: Gallery, config: RankingConfig, state: HeadState) -> Non
                 continue
             round_areas.add(area)
             state.take(row)
-        if not round_areas:
+            took = True
+        if not took and not round_areas:
             return
+        round_areas = set()

@@ -71,7 +71,9 @@ def test_duplicates_at_counts_repeats_of_a_group():
     groups = np.array([10, 10, 11, 10, 12])
     assert duplicates_at([0, 2, 4, 1, 3], groups, k=3) == 0
     assert duplicates_at([0, 1, 2, 3, 4], groups, k=2) == 1
-    assert duplicates_at([0, 1, 3, 2, 4], groups, k=4) == 2
+    assert duplicates_at([0, 1, 3, 2, 4], groups, k=3) == 2
+    # Three distinct photos: from position 4 on a copy is unavoidable and not counted.
+    assert duplicates_at([0, 2, 4, 1, 3], groups, k=5) == 0
 
 
 def test_position_shift():
