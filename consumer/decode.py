@@ -73,7 +73,7 @@ class DecodeError(Exception):
 @dataclass
 class DecodedImage:
     pixels: np.ndarray  # uint8 (3, size, size), from models.preprocess.preprocess_image
-    phash: int  # 64-bit perceptual hash of the oriented image (imagehash.phash), as an int
+    phash: int  # 64-bit perceptual hash (imagehash.phash) of the oriented image at model size, as an int
     width: int  # of the oriented original (before any draft/reduce)
     height: int
 
@@ -83,12 +83,11 @@ def decode_image(data: bytes, size: int = 224, max_pixels: int = 50_000_000) -> 
     from models.preprocess import preprocess_image  # lazy: keeps this module importable without torch deps
 
     rgb, width, height = load_oriented_rgb(data, size, max_pixels)
-    return DecodedImage(
-        pixels=preprocess_image(rgb, size),
-        phash=phash_int(rgb),
-        width=width,
-        height=height,
-    )
+    pixels = preprocess_image(rgb, size)
+    # The hash is taken from the model-size image: phash shrinks to 32x32 anyway,
+    # and hashing the 800x600 draft instead cost ~2.4 ms, 30 % of a JPEG decode.
+    small = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+    return DecodedImage(pixels=pixels, phash=phash_int(small), width=width, height=height)
 
 
 def load_oriented_rgb(data: bytes, size: int = 224, max_pixels: int = 50_000_000) -> tuple[Image.Image, int, int]:

@@ -152,6 +152,14 @@ def _half_transparent(mode: str) -> bytes:
     return encode(img, "PNG")
 
 
+def _png_metadata_bomb(kind: bytes) -> bytes:
+    """A 16x16 PNG with a ~16 KB zTXt/iCCP chunk that inflates to 16 MB (a zip bomb in the metadata)."""
+    rows = b"".join(b"\x00" + b"\x80" * 48 for _ in range(16))
+    keyword = b"Comment" if kind == b"zTXt" else b"icc"
+    payload = keyword + b"\x00\x00" + zlib.compress(b"\x00" * (16 * 1024 * 1024), 9)
+    return png_bytes(16, 16, 8, 2, rows, [(kind, payload)])
+
+
 def _truncated(data: bytes, keep: float) -> bytes:
     return data[: int(len(data) * keep)]
 
@@ -262,6 +270,10 @@ def corpus() -> tuple[ImageCase, ...]:
                   "too_many_pixels", "JPEG whose SOF declares 60,000 x 60,000"),
         ImageCase("gif_bomb_65535x65535", _gif_with_declared_size(65_535, 65_535), "image/gif", "too_many_pixels",
                   "GIF whose screen descriptor declares 65,535 x 65,535"),
+        ImageCase("png_ztxt_bomb", _png_metadata_bomb(b"zTXt"), "image/png", "corrupt_image",
+                  "zTXt text chunk inflating to 16 MB (Pillow's MAX_TEXT_CHUNK refuses it)"),
+        ImageCase("png_iccp_bomb", _png_metadata_bomb(b"iCCP"), "image/png", "corrupt_image",
+                  "ICC profile chunk inflating to 16 MB"),
         # --- not images (or not formats we accept) --------------------------------------
         ImageCase("empty", b"", "image/jpeg", "not_image", "zero bytes"),
         ImageCase("html", b"<!doctype html><html><body>404 Not Found</body></html>", "text/html", "not_image",
