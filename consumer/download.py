@@ -320,7 +320,7 @@ class ImageDownloader:
     async def _fetch_once(self, first: URL) -> bytes:
         assert self._session is not None
         url = first
-        for hop in range(self._max_redirects + 1):
+        for _hop in range(self._max_redirects + 1):
             try:
                 async with self._session.get(url, allow_redirects=False) as resp:
                     if resp.status in REDIRECT_STATUSES:

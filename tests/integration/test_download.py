@@ -170,6 +170,8 @@ class RawServer:
     /endless         200 image/jpeg without length, body bytes as fast as the socket takes them
     /lying-short     Content-Length: 10, then 5 MB
     /lying-long      Content-Length: 100000, then 100 bytes and close
+    /endless-headers 200, then header lines forever
+    /garbage         bytes that are not HTTP at all
     /hits            JSON: requests per path so far
     """
 
@@ -224,6 +226,14 @@ class RawServer:
         await self.send(writer, b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 10\r\n\r\n")
         for _ in range(80):
             await self.send(writer, b"\xee" * 65536)
+
+    async def serve_endless_headers(self, writer: asyncio.StreamWriter) -> None:
+        await self.send(writer, b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n")
+        for i in range(100_000):
+            await self.send(writer, b"X-Filler-%d: " % i + b"a" * 1000 + b"\r\n")
+
+    async def serve_garbage(self, writer: asyncio.StreamWriter) -> None:
+        await self.send(writer, bytes(range(256)) * 64)
 
     async def serve_lying_long(self, writer: asyncio.StreamWriter) -> None:
         await self.send(writer, b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
@@ -422,6 +432,19 @@ async def test_lying_long_content_length_is_an_incomplete_body(raw_server: RawSe
         err = await expect_error(d, f"{raw_server.base}/lying-long")
     assert (err.reason, err.retriable) == ("incomplete_body", True)
     assert await raw_server.hits("/lying-long") - before == RETRIES + 1
+
+
+@pytest.mark.parametrize("path", ["/endless-headers", "/garbage"])
+async def test_malformed_responses_are_refused(raw_server: RawServerProcess, path: str) -> None:
+    async with downloader(download_retries=0) as d:
+        tracemalloc.start()
+        try:
+            err = await expect_error(d, raw_server.base + path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert (err.reason, err.retriable) == ("bad_response", False)
+    assert peak < 2 * 1024 * 1024  # header lines are capped by aiohttp's parser
 
 
 # --------------------------------------------------------------------------- redirects
