@@ -83,7 +83,7 @@ def save_checkpoint(
         "model_version": model_version or default_model_version(model, include_backbone),
         "data_fingerprint": data_fingerprint,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "extra": extra or {},
     }
     path = Path(path)

@@ -110,12 +110,12 @@ def split_without_leaks(
     for label in sorted(by_label, key=str):
         gs = by_label[label]
         rng.shuffle(gs)
-        total = sum(len(g) for g in gs)
-        target = val_fraction * total
+        gs.sort(key=len)  # small groups fill validation; big clusters stay in training (stable: still shuffled)
+        target = val_fraction * sum(len(g) for g in gs)
         taken = 0
         for k, g in enumerate(gs):
-            # fill validation up to its share; keep at least one group for training
-            if taken < target and k < len(gs) - 1 and (taken + len(g) <= target * 1.5 or taken == 0):
+            # fill validation up to its share, never beyond it; keep at least one group for training
+            if k < len(gs) - 1 and taken + len(g) <= max(target, 1):
                 val.extend(g)
                 taken += len(g)
             else:
