@@ -1,0 +1,218 @@
+// The gallery page: search a hotel, show its gallery in stored order, CAM on click.
+// Plain DOM, no framework, no build step. Text from Redis goes in through
+// textContent only (hotel and image ids are data, never markup).
+"use strict";
+
+const params = new URLSearchParams(location.search);
+// ?namespace= pins a namespace (e.g. a replay being checked); else the server's choice.
+const pinnedNamespace = params.get("namespace");
+const EAGER_IMAGES = 24; // first rows load at once; the rest when scrolled near (big galleries)
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  form: $("search-form"), input: $("hotel-search"), suggestions: $("suggestions"),
+  namespace: $("namespace"), hotel: $("hotel"), title: $("hotel-title"), meta: $("hotel-meta"),
+  status: $("status"), gallery: $("gallery"),
+  dialog: $("cam-dialog"), camArea: $("cam-area"), camImage: $("cam-image"), camOriginal: $("cam-original"),
+  camCaption: $("cam-caption"), camFrame: document.querySelector(".cam-frame"),
+};
+let current = null; // {hotelId, doc}
+let camImage = null; // image shown in the dialog
+
+function apiUrl(path, extra = {}) {
+  const q = new URLSearchParams(extra);
+  if (pinnedNamespace) q.set("namespace", pinnedNamespace);
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+function setStatus(text, isError = false) {
+  els.status.textContent = text;
+  els.status.classList.toggle("error", isError);
+  els.status.hidden = !text;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function safeImageUrl(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : "";
+  } catch { return ""; }
+}
+
+// ---- search box -----------------------------------------------------------
+let searchTimer = 0;
+let searchSeq = 0;
+
+async function suggest(prefix) {
+  const seq = ++searchSeq;
+  try {
+    const resp = await fetch(apiUrl("/hotels", { q: prefix, limit: 20 }));
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const body = await resp.json();
+    if (seq !== searchSeq) return; // a newer keystroke won
+    els.namespace.textContent = `namespace: ${body.namespace}`;
+    showSuggestions(body.hotels, body.truncated);
+  } catch (err) {
+    if (seq === searchSeq) setStatus(`Hotel search failed: ${err.message}`, true);
+  }
+}
+
+function showSuggestions(hotels, truncated) {
+  els.suggestions.replaceChildren();
+  for (const id of hotels) {
+    const li = el("li", "", id);
+    li.setAttribute("role", "option");
+    li.dataset.hotelId = id;
+    li.addEventListener("mousedown", (ev) => { ev.preventDefault(); pick(id); });
+    els.suggestions.append(li);
+  }
+  if (truncated) els.suggestions.append(el("li", "more", "… type more to narrow"));
+  els.suggestions.hidden = hotels.length === 0;
+}
+
+function pick(hotelId) {
+  els.input.value = hotelId;
+  els.suggestions.hidden = true;
+  loadGallery(hotelId);
+}
+
+els.input.addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => suggest(els.input.value.trim()), 120);
+});
+els.input.addEventListener("focus", () => suggest(els.input.value.trim()));
+els.input.addEventListener("blur", () => { els.suggestions.hidden = true; });
+els.input.addEventListener("keydown", (ev) => {
+  const items = [...els.suggestions.querySelectorAll("li[data-hotel-id]")];
+  if (!items.length || els.suggestions.hidden) return;
+  const at = items.findIndex((li) => li.getAttribute("aria-selected") === "true");
+  if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    ev.preventDefault();
+    const next = ev.key === "ArrowDown" ? Math.min(at + 1, items.length - 1) : Math.max(at - 1, 0);
+    items.forEach((li, i) => li.setAttribute("aria-selected", String(i === next)));
+  } else if (ev.key === "Enter" && at >= 0) {
+    ev.preventDefault();
+    pick(items[at].dataset.hotelId);
+  }
+});
+els.form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const id = els.input.value.trim();
+  if (id) pick(id);
+});
+
+// ---- gallery ----------------------------------------------------------------
+async function loadGallery(hotelId) {
+  setStatus(`Loading ${hotelId}…`);
+  const url = new URL(location.href);
+  url.searchParams.set("hotel", hotelId);
+  history.replaceState(null, "", url);
+  let resp;
+  try {
+    resp = await fetch(apiUrl(`/hotels/${encodeURIComponent(hotelId)}/gallery`));
+  } catch (err) {
+    return showError(`Could not reach the API: ${err.message}`);
+  }
+  if (resp.status === 404) return showError(`No gallery for hotel “${hotelId}”.`);
+  if (!resp.ok) return showError(`The API answered HTTP ${resp.status}.`);
+  const doc = await resp.json();
+  const ns = resp.headers.get("X-Galleryrank-Namespace");
+  if (ns) els.namespace.textContent = `namespace: ${ns}`;
+  current = { hotelId, doc };
+  renderGallery(doc);
+}
+
+function showError(text) {
+  current = null;
+  els.gallery.replaceChildren();
+  els.hotel.hidden = true;
+  setStatus(text, true);
+}
+
+function renderGallery(doc) {
+  const images = doc.images || [];
+  els.title.textContent = `Hotel ${doc.hotel_id}`;
+  const updated = doc.updated_at ? new Date(doc.updated_at).toLocaleString() : "—";
+  els.meta.textContent = `${images.length} photo${images.length === 1 ? "" : "s"} · model ${doc.model_version || "—"} · updated ${updated}`;
+  els.hotel.hidden = false;
+  setStatus(images.length ? "" : "This hotel has no photos.");
+  els.gallery.replaceChildren(...images.map((img, i) => card(img, i + 1)));
+}
+
+function card(img, position) {
+  const li = el("li", "card");
+  li.tabIndex = 0;
+  li.dataset.imageId = img.image_id;
+  li.dataset.area = img.area;
+  li.dataset.position = String(position);
+  li.title = `${img.image_id}: click for the CAM`;
+
+  const thumb = el("img", "thumb");
+  thumb.alt = `${img.area} photo ${img.image_id}`;
+  thumb.decoding = "async";
+  if (position > EAGER_IMAGES) thumb.loading = "lazy";
+  thumb.src = safeImageUrl(img.url);
+
+  const info = el("div", "info");
+  info.append(el("span", "area", img.area.replace(/_/g, " ")));
+  const score = el("span", "aesthetic", Number(img.aesthetic).toFixed(2));
+  score.append(el("small", "", " / 10"));
+  score.title = "aesthetic score (mean of the predicted 1–10 distribution)";
+  info.append(score);
+
+  const conf = el("div", "confidence", `area confidence ${(100 * img.area_confidence).toFixed(0)} %`);
+  const bar = el("div", "bar");
+  const fill = el("div");
+  fill.style.width = `${Math.max(0, Math.min(1, img.area_confidence)) * 100}%`;
+  bar.append(fill);
+  conf.append(bar);
+
+  li.append(thumb, el("span", "position", `#${position}`), info, conf);
+  li.addEventListener("click", () => openCam(img));
+  li.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); openCam(img); } });
+  return li;
+}
+
+// ---- CAM dialog -------------------------------------------------------------
+function openCam(img) {
+  camImage = img;
+  const areas = [...new Set((current?.doc.images || []).map((i) => i.area).concat(img.area))].sort();
+  els.camArea.replaceChildren(...areas.map((a) => {
+    const opt = el("option", "", a === img.area ? `${a.replace(/_/g, " ")} (predicted)` : a.replace(/_/g, " "));
+    opt.value = a;
+    return opt;
+  }));
+  els.camArea.value = img.area;
+  els.camOriginal.src = safeImageUrl(img.url);
+  showCam(img.area);
+  if (!els.dialog.open) els.dialog.showModal();
+}
+
+function showCam(area) {
+  const { hotelId } = current;
+  const path = `/hotels/${encodeURIComponent(hotelId)}/images/${encodeURIComponent(camImage.image_id)}/cam.png`;
+  els.camFrame.classList.add("loading");
+  els.camCaption.textContent = `CAM for “${area.replace(/_/g, " ")}” · ${camImage.image_id}`;
+  els.camImage.src = apiUrl(path, { area });
+}
+
+els.camImage.addEventListener("load", () => els.camFrame.classList.remove("loading"));
+els.camImage.addEventListener("error", () => {
+  els.camFrame.classList.remove("loading");
+  els.camCaption.textContent = "The CAM could not be computed (image unreachable or not decodable).";
+});
+els.camArea.addEventListener("change", () => showCam(els.camArea.value));
+els.dialog.addEventListener("click", (ev) => { if (ev.target === els.dialog) els.dialog.close(); });
+
+// ---- start ------------------------------------------------------------------
+if (params.get("hotel")) {
+  els.input.value = params.get("hotel");
+  loadGallery(params.get("hotel"));
+}
