@@ -141,14 +141,15 @@ def _palette_with_transparency() -> bytes:
     return encode(img, "PNG", transparency=0)
 
 
-def _half_transparent(mode: str) -> bytes:
-    """Top half fully transparent, bottom half opaque red (RGBA) or black (LA)."""
+def _half_transparent(mode: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """Top half fully transparent (hidden colour black), bottom half opaque red (RGBA) or black (LA)."""
+    width, height = size
     if mode == "RGBA":
-        img = Image.new("RGBA", (64, 48), RED + (255,))
-        img.paste((0, 0, 0, 0), (0, 0, 64, 24))
+        img = Image.new("RGBA", size, RED + (255,))
+        img.paste((0, 0, 0, 0), (0, 0, width, height // 2))
     else:
-        img = Image.new("LA", (64, 48), (0, 255))
-        img.paste((0, 0), (0, 0, 64, 24))
+        img = Image.new("LA", size, (0, 255))
+        img.paste((0, 0), (0, 0, width, height // 2))
     return encode(img, "PNG")
 
 
@@ -227,6 +228,14 @@ def corpus() -> tuple[ImageCase, ...]:
         ImageCase("png_extreme_aspect", encode(Image.new("RGB", (4000, 2), GREEN), "PNG"), "image/png", OK,
                   "4000x2 strip: squashed, not rejected", (4000, 2), (GREEN,) * 4, tolerance=2),
         ImageCase("gif_static", gif, "image/gif", OK, "palette GIF", (320, 240), quads),
+        ImageCase("gif_large_1800x1200", encode(color_card(1800, 1200).convert("P"), "GIF"), "image/gif", OK,
+                  "large palette image: converted before the integer downscale", (1800, 1200), quads),
+        ImageCase("png_rgba_large_1800x1200", _half_transparent("RGBA", (1800, 1200)), "image/png", OK,
+                  "large RGBA: composited on white before the integer downscale", (1800, 1200),
+                  half_white_red, tolerance=2),
+        ImageCase("png_16bit_gray_large", _png_16bit(np.repeat(np.repeat(grey16, 20, 0), 20, 1)), "image/png", OK,
+                  "1280x960 16-bit grey PNG (mode I;16) through the downscale path", (1280, 960),
+                  (mid_grey, mid_grey, WHITE, WHITE), tolerance=2),
         ImageCase("gif_animated", _animated("GIF"), "image/gif", OK, "animated GIF: first frame (red) only",
                   (64, 48), (RED,) * 4, tolerance=2),
         ImageCase("webp_lossy", encode(card, "WEBP", quality=90), "image/webp", OK, "lossy WebP", (320, 240),

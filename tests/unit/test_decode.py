@@ -76,6 +76,14 @@ def test_pixel_cap_is_checked_on_the_declared_size() -> None:
     assert outcome(data, max_pixels=320 * 240 - 1) == "too_many_pixels"
 
 
+def test_webp_pixels_count_four_times_against_the_cap() -> None:
+    # Pillow's WebP decoder needs ~16 bytes per pixel, the PNG decoder ~4.
+    card = color_card(1000, 1000)
+    assert isinstance(outcome(encode(card, "PNG"), max_pixels=3_000_000), DecodedImage)
+    assert outcome(encode(card, "WEBP", lossless=True), max_pixels=3_000_000) == "too_many_pixels"
+    assert isinstance(outcome(encode(card, "WEBP", lossless=True), max_pixels=4_000_000), DecodedImage)
+
+
 def test_output_size_follows_the_size_argument() -> None:
     decoded = decode_image(case("jpeg_rgb").data, size=64)
     assert decoded.pixels.shape == (3, 64, 64)
