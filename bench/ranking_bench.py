@@ -225,12 +225,14 @@ def main() -> None:
     tuning_table = Table(title=f"Tuning set (sizes {tune_sizes}): trade-off per strategy, most coverage with aesthetic@8 >= {TARGET_AESTHETIC + TUNING_MARGIN:.2f}")
     for col in ("strategy", "diversity", "S-recall@8 / best", "aesthetic@8", "α-nDCG@10", "dups@10"):
         tuning_table.add_column(col, justify="right")
+    md.append(f"**Tuning set {tune_sizes} (size: galleries), pooled; ◀ = chosen trade-off**\n")
+    md.append("| strategy | diversity | S-recall@8 / best | aesthetic@8 | α-nDCG@10 | dups@10 |\n|---|---|---|---|---|---|")
     for name in TUNABLE:
         for d, r in grid[name].items():
             mark = " ◀" if d == chosen[name] else ""
-            tuning_table.add_row(
-                name, f"{d:g}{mark}", f"{r['s_recall@8_of_best']:.3f}", f"{r['aesthetic@8']:.3f}", f"{r['alpha_ndcg@10']:.3f}", str(r["duplicates@10"])
-            )
+            cells = [name, f"{d:g}{mark}", f"{r['s_recall@8_of_best']:.3f}", f"{r['aesthetic@8']:.3f}", f"{r['alpha_ndcg@10']:.3f}", str(r["duplicates@10"])]
+            tuning_table.add_row(*cells)
+            md.append("| " + " | ".join(cells) + " |")
     console.print(tuning_table)
     for note in choice_notes:
         console.print(f"  {note}")

@@ -64,3 +64,51 @@ def test_empty_gallery_and_unknown_strategy():
     with pytest.raises(KeyError):
         get_strategy("no-such-strategy")
     assert "default" not in STRATEGIES and get_strategy("default") is not None
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="area_probs"):
+        rank([Candidate("a", 5.0, np.ones(3, dtype=np.float32) / 3)], AREAS)
+    with pytest.raises(ValueError, match="unique"):
+        rank([make("a", 5.0, "bedroom"), make("a", 6.0, "facade")], AREAS)
+    with pytest.raises(ValueError, match="embeddings"):
+        rank(
+            [
+                Candidate("a", 5.0, one_hot("bedroom"), np.ones(4, dtype=np.float32) / 2),
+                Candidate("b", 5.0, one_hot("bedroom"), np.ones(9, dtype=np.float32) / 3),
+            ],
+            AREAS,
+        )
+    with pytest.raises(ValueError, match="diversity"):
+        RankingConfig(diversity=1.5)
+
+
+def test_non_finite_scores_go_last():
+    cands = [make("nan", float("nan"), "bedroom"), make("ok", 3.0, "facade"), make("inf", float("inf"), "bedroom")]
+    order = rank(cands, AREAS, RankingConfig(strategy="aesthetic"))
+    assert cands[order[0]].image_id == "ok"
+    assert sorted(order) == [0, 1, 2]
+
+
+def test_hero_opens_the_first_round_of_area_interleaving():
+    cands = [make("bath", 7.0, "bathroom"), make("bed", 6.9, "bedroom"), make("bed2", 6.8, "bedroom"), make("pool", 5.0, "swimming_pool")]
+    config = RankingConfig(strategy="interleave", hero_areas=("bedroom",), hero_tolerance=0.5)
+    assert [cands[i].image_id for i in rank(cands, AREAS, config)] == ["bed", "bath", "pool", "bed2"]
+
+
+def test_default_meets_the_benchmark_targets_on_a_small_sample():
+    # A quick guard on the numbers bench/ranking_bench.py reports (loose margins: 40 galleries).
+    from ranking.metrics import aesthetic_ratio, best_s_recall, duplicates_at, s_recall
+    from ranking.synthetic import synthetic_gallery
+
+    rng = np.random.default_rng(2024)
+    cover, beauty, copies = [], [], 0
+    for _ in range(40):
+        g = synthetic_gallery(133, rng)
+        order = rank(g.candidates, g.areas)
+        cover.append(s_recall(order, g.true_area, 8) / best_s_recall(g.true_area, 8))
+        beauty.append(aesthetic_ratio(order, g.aesthetic, 8))
+        copies += duplicates_at(order, g.group, 10)
+    assert np.mean(cover) >= 0.92
+    assert np.mean(beauty) >= 0.90
+    assert copies == 0
