@@ -78,6 +78,8 @@ function showSuggestions(hotels, truncated) {
 }
 
 function pick(hotelId) {
+  clearTimeout(searchTimer); // a pending or in-flight search must not reopen the list
+  searchSeq++;
   els.input.value = hotelId;
   els.suggestions.hidden = true;
   loadGallery(hotelId);
