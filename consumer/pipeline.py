@@ -86,6 +86,8 @@ class GalleryScorer:
         namespace: Callable[[], Awaitable[str]] | None = None,
         stop_at: Callable[["GalleryScorer"], Awaitable[bool]] | None = None,
         on_assigned: Callable[[object, set[TopicPartition]], Awaitable[None]] | None = None,
+        accept: Callable[[object], bool] | None = None,
+        on_tick: Callable[["GalleryScorer"], Awaitable[None]] | None = None,
     ):
         self.settings = settings
         self.model = model
@@ -93,6 +95,11 @@ class GalleryScorer:
         self._namespace_fn = namespace or self._default_namespace
         self.stop_at = stop_at
         self.on_assigned = on_assigned
+        # accept(record) False: the record is not processed nor tracked (a replay's end point).
+        self.accept = accept
+        # on_tick(scorer): called once per main-loop turn, between fetches, never
+        # concurrently with a commit (the live consumer's namespace hand-over).
+        self.on_tick = on_tick
         self.consumer = make_consumer(settings, group_id or settings.group_id)
         self.producer = make_producer(settings)
         self.dlq = DeadLetters(self.producer, settings.dlq_topic)
@@ -271,11 +278,15 @@ class GalleryScorer:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=min(room, 500))
                 for records in batches.values():
                     for record in records:
+                        if self.accept is not None and not self.accept(record):
+                            continue
                         self._spawn(record)
                         self._last_record_at = time.monotonic()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
                     self._last_commit = time.monotonic()
+                if self.on_tick is not None:
+                    await self.on_tick(self)
                 if not batches and await self._idle_done():
                     break
             await self.drain_and_commit(set(self._tasks))

@@ -68,9 +68,16 @@ async def run_scorer(
     install_signal_handlers: bool = True,
     **scorer_kwargs,
 ) -> RunSummary:
-    model = model or load_model(settings)
     own_redis = redis is None
     redis = redis or redis_client(settings)
+    if settings.namespace is None and not scorer_kwargs.keys() & {"namespace", "on_assigned", "on_tick"}:
+        # The live consumer: follow galleryrank:active across promotes (consumer/handover.py).
+        from .handover import Handover
+
+        handover = Handover(settings, redis, scorer_kwargs.get("group_id"))
+        model = await handover.start(model)
+        scorer_kwargs.update(handover.scorer_kwargs())
+    model = model or load_model(settings)
     scorer = GalleryScorer(settings, model, redis, stop_at=caught_up if until_caught_up else None, **scorer_kwargs)
     health = None
     if settings.metrics_port:

@@ -1,0 +1,195 @@
+"""Namespaces: the unit of blue/green for the website.
+
+Every gallery lives under `galleryrank:<ns>:...`; the website reads
+`GET galleryrank:active` and then `GET galleryrank:<ns>:gallery:{<hotel>}`.
+This module keeps each namespace's description (`galleryrank:<ns>:meta`),
+promotes one (a single SET, so every reader sees the old or the new namespace
+for each hotel, never a mix), lists them and drops unused ones.
+
+Meta fields (a Redis hash; all strings):
+    model_version, checkpoint ("" = the shipped default model), created_at,
+    status (replaying | complete | interrupted | live),
+    replay_from, replay_to, topic, group, started_at, finished_at, events,
+    dead_lettered, promoted_at,
+    end:<partition>  "complete to": every event of the topic below this offset
+                     is applied in this namespace (the replay's end point,
+                     raised by the live consumer when it leaves the namespace).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+import redis.asyncio as aioredis
+
+from . import keys
+
+# A namespace becomes part of key names and of a SCAN pattern (drop): keep it
+# to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# `galleryrank:active` is the pointer; `galleryrank:handover:*` holds the live
+# consumer's per-partition markers (consumer/handover.py).
+RESERVED = {"active", "handover"}
+# Keys per UNLINK call and SCAN page: big enough for few round trips, small
+# enough that one call never blocks Redis noticeably.
+DROP_BATCH = 500
+END_PREFIX = "end:"
+
+
+class NamespaceError(ValueError):
+    """An operation on a namespace that must not be done (invalid, active, empty...)."""
+
+
+def validate_name(namespace: str) -> str:
+    if not _NAME.match(namespace or "") or namespace in RESERVED:
+        raise NamespaceError(
+            f"invalid namespace {namespace!r}: use 1-64 letters, digits, '.', '_' or '-' "
+            f"(not {', '.join(sorted(RESERVED))})"
+        )
+    return namespace
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def active_namespace(redis: aioredis.Redis) -> str:
+    value = await redis.get(keys.ACTIVE_KEY)
+    return value.decode() if value else keys.DEFAULT_NAMESPACE
+
+
+async def read_meta(redis: aioredis.Redis, namespace: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.meta_key(namespace))
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+async def write_meta(redis: aioredis.Redis, namespace: str, **fields: object) -> None:
+    clean = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+    if clean:
+        await redis.hset(keys.meta_key(namespace), mapping=clean)
+
+
+def end_offsets(meta: dict[str, str]) -> dict[int, int]:
+    """partition -> offset below which the namespace has every event applied."""
+    return {int(k[len(END_PREFIX):]): int(v) for k, v in meta.items() if k.startswith(END_PREFIX)}
+
+
+def end_fields(offsets: dict[int, int]) -> dict[str, int]:
+    return {f"{END_PREFIX}{p}": o for p, o in offsets.items()}
+
+
+async def raise_end_offset(redis: aioredis.Redis, namespace: str, partition: int, offset: int) -> None:
+    """end:<partition> = max(current, offset): both a replay and the live consumer may have filled it."""
+    field = f"{END_PREFIX}{partition}"
+    current = await redis.hget(keys.meta_key(namespace), field)
+    if current is None or int(current) < offset:
+        await redis.hset(keys.meta_key(namespace), field, offset)
+
+
+@dataclass
+class NamespaceInfo:
+    name: str
+    active: bool
+    hotels: int
+    keys: int
+    model_version: str
+    created_at: str
+    status: str
+
+
+async def _discover(redis: aioredis.Redis) -> set[str]:
+    """Namespaces that have a meta hash or a hotel index."""
+    found: set[str] = set()
+    for pattern, suffix in (("galleryrank:*:meta", ":meta"), ("galleryrank:*:hotels", ":hotels")):
+        async for key in redis.scan_iter(match=pattern, count=DROP_BATCH):
+            name = _text(key)[len("galleryrank:") : -len(suffix)]
+            if _NAME.match(name) and name not in RESERVED:
+                found.add(name)
+    return found
+
+
+async def count_keys(redis: aioredis.Redis, namespace: str) -> int:
+    total = 0
+    async for _ in redis.scan_iter(match=keys.namespace_pattern(validate_name(namespace)), count=DROP_BATCH):
+        total += 1
+    return total
+
+
+async def _sample_model_version(redis: aioredis.Redis, namespace: str) -> str:
+    """For a namespace without meta: the model_version of one of its galleries."""
+    hotel = await redis.srandmember(keys.hotels_key(namespace))
+    if hotel is None:
+        return ""
+    doc = await redis.get(keys.gallery_key(namespace, _text(hotel)))
+    return orjson.loads(doc).get("model_version", "") if doc else ""
+
+
+async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
+    active = await active_namespace(redis)
+    names = await _discover(redis) | {active}
+    out = []
+    for name in sorted(names):
+        meta = await read_meta(redis, name)
+        out.append(
+            NamespaceInfo(
+                name=name,
+                active=name == active,
+                hotels=await redis.scard(keys.hotels_key(name)),
+                keys=await count_keys(redis, name),
+                model_version=meta.get("model_version") or await _sample_model_version(redis, name),
+                created_at=meta.get("created_at", ""),
+                status=meta.get("status", ""),
+            )
+        )
+    return out
+
+
+async def promote(redis: aioredis.Redis, namespace: str, *, force: bool = False) -> str:
+    """Point `galleryrank:active` at `namespace`; returns the previous active namespace.
+
+    One SET of one key: atomic for every reader. Refused (unless `force`) for a
+    namespace with no galleries or whose replay has not completed, because the
+    website would then show missing or half-rescored galleries.
+    """
+    validate_name(namespace)
+    meta = await read_meta(redis, namespace)
+    hotels = await redis.scard(keys.hotels_key(namespace))
+    if not force:
+        if not meta or not hotels:
+            raise NamespaceError(f"namespace {namespace!r} has no {'meta' if not meta else 'galleries'}; --force to promote anyway")
+        if meta.get("status") in ("replaying", "interrupted"):
+            raise NamespaceError(
+                f"namespace {namespace!r} replay is {meta['status']}; wait for it to complete or --force"
+            )
+    previous = await active_namespace(redis)
+    await redis.set(keys.ACTIVE_KEY, namespace)
+    await write_meta(redis, namespace, promoted_at=utc_now())
+    return previous
+
+
+async def drop(redis: aioredis.Redis, namespace: str, *, batch: int = DROP_BATCH) -> int:
+    """Delete every key of a namespace that is not active; returns the number of keys removed.
+
+    SCAN + UNLINK in batches: never one huge blocking DEL, and UNLINK frees
+    memory in Redis' background thread.
+    """
+    validate_name(namespace)
+    if namespace == await active_namespace(redis):
+        raise NamespaceError(f"namespace {namespace!r} is active; promote another one first")
+    removed = 0
+    pending: list[bytes] = []
+    async for key in redis.scan_iter(match=keys.namespace_pattern(namespace), count=batch):
+        pending.append(key)
+        if len(pending) >= batch:
+            removed += await redis.unlink(*pending)
+            pending.clear()
+    if pending:
+        removed += await redis.unlink(*pending)
+    return removed
