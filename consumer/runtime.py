@@ -11,6 +11,7 @@ import logging
 import signal
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from .pipeline import GalleryScorer, RunSummary
 from .settings import Settings
@@ -33,9 +34,17 @@ def load_model(settings: Settings, checkpoint: str | None = None):
     return model
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
+def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
+    """A standalone client, or with `redis_cluster` a cluster client seeded by redis_url.
+
+    Explicit, not auto-detected: detecting needs a round trip (INFO cluster) before
+    the client exists, and a wrong guess would show up only on the first MOVED.
+    """
     # health_check_interval: detect a half-dead connection before writing on it.
-    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=10)
+    options = {"health_check_interval": 10, "socket_timeout": 10}
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.Redis.from_url(settings.redis_url, **options)
 
 
 async def caught_up(scorer: GalleryScorer) -> bool:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis URL; rediss:// for TLS, redis://:password@host/ for AUTH",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url names one node of a Redis Cluster: use the cluster client (finds the other nodes itself)",
+    )
     namespace: str | None = Field(
         None,
         description="Namespace to write into; unset = follow GET galleryrank:active (default 'live')",

@@ -11,7 +11,7 @@ The script refuses the write if the hotel's version moved since step 1
 (another consumer wrote it during a rebalance); those hotels are re-read and
 merged again. Readers therefore only ever see a whole gallery document.
 All keys of one script share the `{hotel_id}` hash tag, so this works on Redis
-Cluster too.
+Cluster too (docs/redis-cluster.md; tests/integration/test_redis_cluster.py).
 """
 
 from __future__ import annotations
@@ -109,20 +109,19 @@ class GalleryStore:
                 args: list[bytes | str] = [version, doc]
                 for image_id, rec in changed.items():
                     args += [image_id, encode_record(rec)]
-                # Queued on the pipeline (redis-py loads the script on NOSCRIPT).
-                await self._apply(
-                    keys=[keys.images_key(namespace, hid), keys.gallery_key(namespace, hid), keys.version_key(namespace, hid)],
-                    args=args,
-                    client=pipe,
-                )
-                pipe.sadd(keys.hotels_key(namespace), hid)
+                # EVAL, not EVALSHA: redis-py's cluster pipeline refuses EVALSHA, and
+                # EVAL needs no SCRIPT EXISTS/LOAD round trip nor NOSCRIPT handling
+                # after a failover (Redis caches the compiled script by its SHA).
+                hotel_keys = [keys.images_key(namespace, hid), keys.gallery_key(namespace, hid), keys.version_key(namespace, hid)]
+                pipe.eval(_APPLY_LUA, len(hotel_keys), *hotel_keys, *args)
                 attempted.append((hid, applied, stale))
-            if not attempted:
-                pending = []
-                break
+            # The index SET is in another slot (on a cluster, maybe another master),
+            # so it cannot join the hotel's script. Stale hotels are re-added too: a
+            # redo after a write whose SADD was lost (that master down) heals the index.
+            pipe.sadd(keys.hotels_key(namespace), *pending)
             replies = await pipe.execute()
             pending = []
-            for (hid, applied, stale), ok in zip(attempted, replies[0::2]):
+            for (hid, applied, stale), ok in zip(attempted, replies):  # the SADD reply is last
                 if ok == 1:
                     result.applied += applied
                     result.stale += stale
