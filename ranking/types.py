@@ -59,8 +59,8 @@ class RankingConfig:
 
     # Near duplicates (idealo/imagededup practice): CNN embedding cosine >= 0.9,
     # or perceptual-hash Hamming distance <= 10 (imagededup's default
-    # max_distance_threshold for hashing methods). An image that is a near
-    # duplicate of a better one is moved after every non-duplicate.
+    # max_distance_threshold for hashing methods). Near duplicates form clusters;
+    # every image of a cluster but its best moves after every non-duplicate.
     suppress_duplicates: bool = True
     duplicate_cosine: float = 0.9
     duplicate_hamming: int = 10
