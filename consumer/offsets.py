@@ -60,6 +60,11 @@ class OffsetTracker:
                 out[tp] = pos
         return out
 
+    def committed_position(self, tp: TopicPartition) -> int | None:
+        """The last position committed for `tp` by this consumer (None before the first commit)."""
+        p = self._parts.get(tp)
+        return p.committed if p else None
+
     def mark_committed(self, positions: dict[TopicPartition, int]) -> None:
         for tp, pos in positions.items():
             if tp in self._parts:

@@ -29,6 +29,7 @@ from . import metrics
 from .batcher import MicroBatcher
 from .decode import DecodeError, decode_image
 from .dlq import DeadLetters
+from .dlq_dedupe import DlqMarks
 from .download import DownloadError, ImageDownloader
 from .events import ImageDeleted, InvalidEvent, parse_event
 from .kafka import make_consumer, make_producer
@@ -103,17 +104,27 @@ class GalleryScorer:
         self.consumer = make_consumer(settings, group_id or settings.group_id)
         self.producer = make_producer(settings)
         self.dlq = DeadLetters(self.producer, settings.dlq_topic)
+        self.dlq_marks = DlqMarks(redis, group_id or settings.group_id)  # one DLQ record per source record
         self.tracker = OffsetTracker()
         self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
         self.writer = StateWriter(self.store, self._namespace_fn)
         workers = settings.decode_workers or os.cpu_count() or 2
         self.decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self.downloader = ImageDownloader(settings)
+        # Bounded stages. max_in_flight bounds records (a few hundred bytes each);
+        # these bound the big objects: at most download_concurrency image bodies
+        # (~0.3-3 MB) and 2 x batch_size decoded images (150 KB at 224 px) exist at
+        # once, enough for the model to always find its next full batch waiting.
+        # Without them a 512-record backlog parked ~500 bodies in front of the
+        # decoders (+900 MB RSS measured by bench/pipeline_bench.py).
+        self._fetch_slots = asyncio.Semaphore(settings.download_concurrency)
+        self._model_slots = asyncio.Semaphore(2 * settings.batch_size)
         self.summary = RunSummary()
         self.ready = False
         self.last_loop_at = time.monotonic()
         self._tasks: dict[TopicPartition, set[asyncio.Task]] = {}
         self._paused = False
+        self.pause_count = 0  # times partitions were paused for backpressure (tests, benchmark)
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
         self._last_record_at = time.monotonic()
@@ -128,6 +139,11 @@ class GalleryScorer:
 
     # --- per record ---------------------------------------------------------
     async def _dead_letter(self, record, reason: str, detail: str, event_id: str | None) -> None:
+        if await self.dlq_marks.already_sent(record.topic, record.partition, record.offset):
+            # A redo after a crash between the DLQ ack and the offset commit.
+            log.info("%s[%d]@%d is already in the DLQ", record.topic, record.partition, record.offset)
+            self.summary.dead_lettered += 1
+            return
         delay = 0.1
         while True:
             try:
@@ -135,6 +151,7 @@ class GalleryScorer:
                     record.key, record.value, reason=reason, detail=detail,
                     topic=record.topic, partition=record.partition, offset=record.offset, event_id=event_id,
                 )
+                await self.dlq_marks.mark_sent(record.topic, record.partition, record.offset)
                 self.summary.dead_lettered += 1
                 return
             except KafkaError as exc:  # broker trouble: the record is not at fault, keep trying
@@ -154,21 +171,13 @@ class GalleryScorer:
             self.summary.hotels.add(event.hotel_id)
             metrics.EVENTS.labels(outcome="deleted").inc()
             return
-        loop = asyncio.get_running_loop()
-        try:
-            started = time.perf_counter()
-            data = await self.downloader.fetch(event.url)
-            metrics.STAGE_SECONDS.labels(stage="download").observe(time.perf_counter() - started)
-            started = time.perf_counter()
-            decoded = await loop.run_in_executor(
-                self.decode_pool, decode_image, data, self.model.input_size, self.settings.max_image_pixels
-            )
-            del data
-            metrics.STAGE_SECONDS.labels(stage="decode").observe(time.perf_counter() - started)
-        except (DownloadError, DecodeError) as exc:
-            await self._dead_letter(record, exc.reason, exc.detail, event.event_id)
+        decoded = await self._download_and_decode(record, event)
+        if decoded is None:
             return
-        scores = await self.batcher.score(decoded.pixels)
+        try:
+            scores = await self.batcher.score(decoded.pixels)
+        finally:
+            self._model_slots.release()
         rec = ImageRecord(
             image_id=event.image_id,
             fence=fence,
@@ -185,6 +194,33 @@ class GalleryScorer:
         self.summary.applied += 1
         self.summary.hotels.add(event.hotel_id)
         metrics.EVENTS.labels(outcome="applied").inc()
+
+    async def _download_and_decode(self, record, event):
+        """Bytes -> pixels under the stage bounds; None when the event went to the DLQ.
+
+        On success the caller holds one model slot and must release it after scoring.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._fetch_slots:  # bodies in memory: downloading or waiting for a decoder
+                started = time.perf_counter()
+                data = await self.downloader.fetch(event.url)
+                metrics.STAGE_SECONDS.labels(stage="download").observe(time.perf_counter() - started)
+                await self._model_slots.acquire()  # pixels in memory: decoding or waiting for the model
+                try:
+                    started = time.perf_counter()
+                    decoded = await loop.run_in_executor(
+                        self.decode_pool, decode_image, data, self.model.input_size, self.settings.max_image_pixels
+                    )
+                    metrics.STAGE_SECONDS.labels(stage="decode").observe(time.perf_counter() - started)
+                except BaseException:
+                    self._model_slots.release()
+                    raise
+                del data
+        except (DownloadError, DecodeError) as exc:
+            await self._dead_letter(record, exc.reason, exc.detail, event.event_id)
+            return None
+        return decoded
 
     async def _run_record(self, record, tp: TopicPartition) -> None:
         try:
@@ -220,10 +256,6 @@ class GalleryScorer:
         self.tracker.mark_committed(positions)
         metrics.STAGE_SECONDS.labels(stage="commit").observe(time.perf_counter() - started)
         metrics.LAST_COMMIT.set(time.time())
-        for tp, pos in positions.items():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - pos))
 
     async def drain_and_commit(self, partitions: set[TopicPartition]) -> None:
         """Finish (or give up on) in-flight work of `partitions`, commit what is durable."""
@@ -245,13 +277,31 @@ class GalleryScorer:
         metrics.IN_FLIGHT.set(in_flight)
         cap = self.settings.max_in_flight
         assigned = self.consumer.assignment()
-        if not self._paused and in_flight >= cap:
-            self.consumer.pause(*assigned)
+        if in_flight >= cap:
             self._paused = True
         elif self._paused and in_flight <= cap * RESUME_FRACTION:
-            self.consumer.resume(*assigned)
             self._paused = False
+            self.consumer.resume(*self.consumer.paused())
+        if self._paused:
+            # Also partitions assigned since the pause (a rebalance hands out
+            # unpaused ones): otherwise they would keep fetching past the cap.
+            unpaused = assigned - self.consumer.paused()
+            if unpaused:
+                self.consumer.pause(*unpaused)
+                self.pause_count += 1
         metrics.PAUSED_PARTITIONS.set(len(self.consumer.paused()))
+
+    def _update_lag(self) -> None:
+        """Lag per assigned partition = Fetch high watermark - our commit position.
+
+        For every assigned partition on each commit tick, not only those whose
+        commit moved: a stuck partition must show a growing lag.
+        """
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            position = self.tracker.committed_position(tp)
+            if high is not None and position is not None:
+                metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - position))
 
     # --- lifecycle ----------------------------------------------------------
     async def _idle_done(self) -> bool:
@@ -284,6 +334,7 @@ class GalleryScorer:
                         self._last_record_at = time.monotonic()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
+                    self._update_lag()
                     self._last_commit = time.monotonic()
                 if self.on_tick is not None:
                     await self.on_tick(self)
