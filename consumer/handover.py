@@ -36,8 +36,10 @@ import time
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import keys, namespaces
+from . import namespaces
 from .batcher import MicroBatcher
 from .settings import Settings
 
@@ -86,8 +88,16 @@ class Handover:
         A given `model` is kept when it is the namespace's model_version (or the
         namespace names none); otherwise the namespace's checkpoint is loaded.
         """
-        self.current = await namespaces.active_namespace(self.redis)
-        meta = await namespaces.read_meta(self.redis, self.current)
+        delay = 0.1
+        while True:  # Redis may still be starting (compose, k8s): wait for it as the writer would
+            try:
+                self.current = await namespaces.active_namespace(self.redis)
+                meta = await namespaces.read_meta(self.redis, self.current)
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("reading galleryrank:active failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         wanted = meta.get("model_version")
         if model is None or (wanted and model.model_version != wanted):
             if wanted:
@@ -96,11 +106,7 @@ class Handover:
             if model is None:
                 model = await asyncio.to_thread(load_namespace_model, self.settings, self.settings.checkpoint)
         if not wanted:  # describe the namespace the live consumer starts in (galleryrank namespaces)
-            await namespaces.write_meta(
-                self.redis, self.current, model_version=model.model_version,
-                checkpoint=self.settings.checkpoint or "", status=meta.get("status") or "live",
-            )
-            await self.redis.hsetnx(keys.meta_key(self.current), "created_at", namespaces.utc_now())
+            await namespaces.describe(self.redis, self.current, model.model_version, self.settings.checkpoint)
         log.info("following active namespace %s with model %s", self.current, model.model_version)
         return model
 

@@ -31,8 +31,9 @@ from . import keys
 # to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # `galleryrank:active` is the pointer; `galleryrank:handover:*` holds the live
-# consumer's per-partition markers (consumer/handover.py).
-RESERVED = {"active", "handover"}
+# consumer's per-partition markers (consumer/handover.py); `galleryrank:dlq-sent:*`
+# the DLQ's sent marks. A namespace of those names would mix with them (and drop them).
+RESERVED = {"active", "handover", "dlq-sent"}
 # Keys per UNLINK call and SCAN page: big enough for few round trips, small
 # enough that one call never blocks Redis noticeably.
 DROP_BATCH = 500
@@ -74,6 +75,20 @@ async def write_meta(redis: aioredis.Redis, namespace: str, **fields: object) ->
     clean = {k: ("" if v is None else str(v)) for k, v in fields.items()}
     if clean:
         await redis.hset(keys.meta_key(namespace), mapping=clean)
+
+
+async def describe(redis: aioredis.Redis, namespace: str, model_version: str, checkpoint: str | None) -> None:
+    """Record which model writes a namespace, unless the namespace already says (HSETNX).
+
+    The live consumer loads this checkpoint when the namespace is promoted, and
+    `galleryrank namespaces` shows it.
+    """
+    key = keys.meta_key(namespace)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hsetnx(key, "model_version", model_version)
+    pipe.hsetnx(key, "checkpoint", checkpoint or "")
+    pipe.hsetnx(key, "created_at", utc_now())
+    await pipe.execute()
 
 
 def end_offsets(meta: dict[str, str]) -> dict[int, int]:

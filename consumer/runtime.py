@@ -87,6 +87,13 @@ async def run_scorer(
         model = await handover.start(model)
         scorer_kwargs.update(handover.scorer_kwargs())
     model = model or load_model(settings)
+    if settings.namespace:  # a fixed-namespace scorer (blue/green) records which model fills it
+        from .namespaces import describe
+
+        try:
+            await describe(redis, settings.namespace, model.model_version, settings.checkpoint)
+        except Exception as exc:  # Redis down at start: the writer waits for it; this is only a label
+            log.warning("could not record the model of namespace %s: %s", settings.namespace, exc)
     scorer = GalleryScorer(settings, model, redis, stop_at=caught_up if until_caught_up else None, **scorer_kwargs)
     health = None
     if settings.metrics_port:

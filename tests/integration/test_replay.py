@@ -409,3 +409,42 @@ async def test_live_consumer_follows_promote_without_losing_events(
 
 async def _status(redis, ns, *wanted) -> bool:
     return (await namespaces.read_meta(redis, ns)).get("status") in wanted
+
+
+async def test_live_consumer_down_at_promote_hands_over_on_start(
+    settings, model, private_redis, private_redis_url, image_server, sample_jpegs
+):
+    """Promote while the live consumer is stopped (or crashed mid-switch): on start it
+    sees each partition's marker name the old namespace and reprocesses from the new
+    namespace's end offsets."""
+    redis = private_redis
+    old, new, ref = ns_name("old"), ns_name("new"), ns_name("ref")
+    base = settings.model_copy(update={"redis_url": private_redis_url})
+    live_settings = base.model_copy(update={"namespace": None})
+    names = sorted(sample_jpegs)
+    first = [upserted("h-1", "img-0", image_server.url(names[0])), upserted("h-2", "img-0", image_server.url(names[1]))]
+    second = [upserted("h-1", "img-1", image_server.url(names[2])), deleted("h-2", "img-0")]
+    hotels = ["h-1", "h-2"]
+    await create_topics(base, partitions=2)
+    await redis.set(keys.ACTIVE_KEY, old)
+    try:
+        await publish(base, first)
+        await run_scorer(live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
+        replayed = await run_replay(base, new, model, redis)
+        await publish(base, second)  # after the replay's end: only the live consumer sees them, into `old`
+        await run_scorer(live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
+        assert not (await galleries(redis, old, ["h-2"]))["h-2"]["images"]
+        assert without_timestamps(await galleries(redis, new, hotels)) != without_timestamps(await galleries(redis, old, hotels))
+
+        await namespaces.promote(redis, new)  # nobody running
+        summary = await run_scorer(live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
+        assert summary.events == len(second)  # exactly the events after the replay's end, again
+
+        await run_replay(base, ref, model, redis)
+        assert without_timestamps(await galleries(redis, new, hotels)) == without_timestamps(await galleries(redis, ref, hotels))
+        markers = await redis.hgetall(markers_key(live_settings.group_id))
+        assert {v.decode() for v in markers.values()} == {new} and len(markers) == 2
+        assert sum(replayed.plan.end.values()) == len(first)
+    finally:
+        await redis.delete(markers_key(live_settings.group_id))
+        await drop_all(redis, old, new, ref)
