@@ -291,17 +291,24 @@ class GalleryScorer:
                 self.pause_count += 1
         metrics.PAUSED_PARTITIONS.set(len(self.consumer.paused()))
 
-    def _update_lag(self) -> None:
+    async def _update_lag(self) -> None:
         """Lag per assigned partition = Fetch high watermark - our commit position.
 
         For every assigned partition on each commit tick, not only those whose
-        commit moved: a stuck partition must show a growing lag.
+        commit moved: a stuck partition must show a growing lag, and one that
+        never had a record here shows 0 rather than nothing.
         """
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
+            if high is None:
+                continue
             position = self.tracker.committed_position(tp)
-            if high is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - position))
+            if position is None:  # nothing fetched from it yet: committed == fetch position
+                try:
+                    position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+                except (asyncio.TimeoutError, KafkaError, AssertionError):
+                    continue  # mid-rebalance; next tick
+            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - position))
 
     # --- lifecycle ----------------------------------------------------------
     async def _idle_done(self) -> bool:
@@ -334,7 +341,7 @@ class GalleryScorer:
                         self._last_record_at = time.monotonic()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
-                    self._update_lag()
+                    await self._update_lag()
                     self._last_commit = time.monotonic()
                 if self.on_tick is not None:
                     await self.on_tick(self)
