@@ -19,7 +19,7 @@ Meta fields (a Redis hash; all strings):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import orjson
@@ -208,3 +208,74 @@ async def drop(redis: aioredis.Redis, namespace: str, *, batch: int = DROP_BATCH
     if pending:
         removed += await redis.unlink(*pending)
     return removed
+
+
+# --- compare two namespaces (before a promote) -----------------------------------------
+@dataclass
+class Comparison:
+    old: str
+    new: str
+    top: int
+    hotels: int = 0  # hotels in both (of the sample)
+    only_old: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    image_sets_differ: list[str] = field(default_factory=list)  # hotels whose live images differ
+    hero_changed: int = 0  # hotels whose first image changed
+    top_overlap: float = 0.0  # mean |top-k old ∩ top-k new| / k
+    aesthetic_shift: float = 0.0  # mean (new - old) aesthetic over images in both
+    areas_old: float = 0.0  # mean distinct areas in the top k
+    areas_new: float = 0.0
+    model_versions: tuple[set[str], set[str]] = (set(), set())
+
+
+async def _sample_hotels(redis: aioredis.Redis, namespace: str, sample: int) -> set[str]:
+    if await redis.scard(keys.hotels_key(namespace)) <= sample:
+        return {_text(h) for h in await redis.smembers(keys.hotels_key(namespace))}
+    return {_text(h) for h in await redis.srandmember(keys.hotels_key(namespace), sample)}
+
+
+async def compare(redis: aioredis.Redis, old: str, new: str, *, top: int = 5, sample: int = 1000) -> Comparison:
+    """How `new` would change what the website shows, on up to `sample` hotels of each side.
+
+    For a complete replay of the same events, image sets must be equal (a
+    difference means events missing on one side, or events that arrived after
+    the replay's end point and only the live namespace has yet).
+    """
+    validate_name(old), validate_name(new)
+    hotels = sorted(await _sample_hotels(redis, old, sample) | await _sample_hotels(redis, new, sample))
+    result = Comparison(old, new, top)
+    pipe = redis.pipeline(transaction=False)
+    for hid in hotels:
+        pipe.get(keys.gallery_key(old, hid))
+        pipe.get(keys.gallery_key(new, hid))
+    raw = await pipe.execute()
+    overlaps, shifts, areas_old, areas_new = [], [], [], []
+    for i, hid in enumerate(hotels):
+        a, b = raw[2 * i], raw[2 * i + 1]
+        if a is None or b is None:
+            (result.only_old if b is None else result.only_new).append(hid)
+            continue
+        doc_a, doc_b = orjson.loads(a), orjson.loads(b)
+        result.model_versions[0].add(doc_a.get("model_version", ""))
+        result.model_versions[1].add(doc_b.get("model_version", ""))
+        imgs_a, imgs_b = doc_a["images"], doc_b["images"]
+        result.hotels += 1
+        ids_a, ids_b = [x["image_id"] for x in imgs_a], [x["image_id"] for x in imgs_b]
+        if set(ids_a) != set(ids_b):
+            result.image_sets_differ.append(hid)
+        if ids_a[:1] != ids_b[:1]:
+            result.hero_changed += 1
+        k = min(top, len(ids_a), len(ids_b))
+        if k:
+            overlaps.append(len(set(ids_a[:k]) & set(ids_b[:k])) / k)
+        score_a = {x["image_id"]: x["aesthetic"] for x in imgs_a}
+        shifts += [x["aesthetic"] - score_a[x["image_id"]] for x in imgs_b if x["image_id"] in score_a]
+        areas_old.append(len({x["area"] for x in imgs_a[:top]}))
+        areas_new.append(len({x["area"] for x in imgs_b[:top]}))
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    result.top_overlap, result.aesthetic_shift = mean(overlaps), mean(shifts)
+    result.areas_old, result.areas_new = mean(areas_old), mean(areas_new)
+    return result

@@ -231,6 +231,14 @@ async def test_promote_is_atomic_for_polling_readers(
         await run_replay(settings, new, model_v2, redis, checkpoint=checkpoint_v2)
         snapshot = {ns: {h: await redis.get(keys.gallery_key(ns, h)) for h in hotels} for ns in (old, new)}
         assert all(snapshot[old][h] != snapshot[new][h] for h in hotels)  # two models, different documents
+
+        # Compare before promoting: same events, so same hotels and image sets; other scores.
+        cmp = await namespaces.compare(redis, old, new, top=2)
+        assert cmp.hotels == 3 and not cmp.only_old and not cmp.only_new and not cmp.image_sets_differ
+        assert cmp.model_versions == ({model.model_version}, {"test-v2"})
+        assert cmp.aesthetic_shift != 0.0 and 0.0 <= cmp.top_overlap <= 1.0
+        shown = await _invoke("compare", old, new, "--redis-url", private_redis_url)
+        assert shown.exit_code == 0 and "3 hotels in both" in shown.output and "image sets differ: 0" in shown.output
         await redis.set(keys.ACTIVE_KEY, old)
 
         stop = asyncio.Event()
@@ -409,6 +417,24 @@ async def test_live_consumer_follows_promote_without_losing_events(
 
 async def _status(redis, ns, *wanted) -> bool:
     return (await namespaces.read_meta(redis, ns)).get("status") in wanted
+
+
+async def test_handover_keeps_the_running_model_when_the_checkpoint_is_unreadable(
+    settings, model, private_redis, private_redis_url, caplog
+):
+    from consumer.handover import Handover
+
+    ns = ns_name("gone")
+    await namespaces.write_meta(private_redis, ns, model_version="some-model", checkpoint="/nonexistent/v9.pt")
+    await private_redis.set(keys.ACTIVE_KEY, ns)
+    live_settings = settings.model_copy(update={"namespace": None, "redis_url": private_redis_url})
+    try:
+        with caplog.at_level("ERROR", logger="consumer.handover"):
+            running = await Handover(live_settings, private_redis).start(model)
+        assert running is model
+        assert any("/nonexistent/v9.pt" in r.getMessage() and "keeping the current model" in r.getMessage() for r in caplog.records)
+    finally:
+        await drop_all(private_redis, ns)
 
 
 async def test_live_consumer_down_at_promote_hands_over_on_start(
