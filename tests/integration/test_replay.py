@@ -344,7 +344,7 @@ async def test_live_consumer_follows_promote_without_losing_events(
     settings, model, model_v2, checkpoint_v2, private_redis, private_redis_url, image_server, sample_jpegs
 ):
     redis = private_redis
-    live_ns, new, ref = ns_name("live"), ns_name("v2"), ns_name("ref")
+    live_ns, new, ref, ref_old = ns_name("live"), ns_name("v2"), ns_name("ref"), ns_name("ref-old")
     base = settings.model_copy(update={"redis_url": private_redis_url})
     live_settings = base.model_copy(update={"namespace": None})  # the live consumer: follows galleryrank:active
     names = sorted(sample_jpegs)
@@ -408,11 +408,23 @@ async def test_live_consumer_follows_promote_without_losing_events(
         # The old namespace got nothing after the switch; it records how far it is complete.
         assert await galleries(redis, live_ns, hotels) == old_after_switch
         assert set(namespaces.end_offsets(await namespaces.read_meta(redis, live_ns))) == {0, 1}
+
+        # Rollback is another promote: the old namespace gets everything it missed, old model.
+        await namespaces.promote(redis, live_ns)
+        await publish(base, [upserted("h-2", "img-9", url(names[8]))])
+        await run_replay(base, ref_old, model, redis)
+        expected_old = without_timestamps(await galleries(redis, ref_old, hotels))
+
+        async def rolled_back():
+            return without_timestamps(await galleries(redis, live_ns, hotels)) == expected_old
+
+        await _wait_for(rolled_back, 60, "the rolled-back namespace to equal a full replay with its model")
+        assert {d["model_version"] for d in expected_old.values()} == {model.model_version}
     finally:
         live.cancel()
         await asyncio.gather(live, return_exceptions=True)
         await redis.delete(markers_key(live_settings.group_id))
-        await drop_all(redis, live_ns, new, ref)
+        await drop_all(redis, live_ns, new, ref, ref_old)
 
 
 async def _status(redis, ns, *wanted) -> bool:
