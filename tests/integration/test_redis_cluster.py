@@ -182,8 +182,15 @@ def hotels_on_distinct_masters(client: RedisCluster, count: int) -> list[str]:
     raise AssertionError("could not find hotels on distinct masters")
 
 
-async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model, image_server, sample_jpegs):
+@pytest.mark.parametrize("follow_active", [False, True], ids=["fixed-namespace", "follow-active"])
+async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model, image_server, sample_jpegs,
+                                            follow_active):
     cluster_settings = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+    if follow_active:
+        # The live consumer: reads galleryrank:active from the cluster, keeps hand-over markers there.
+        await rc.set(keys.ACTIVE_KEY, "cluster-live")
+        cluster_settings = cluster_settings.model_copy(update={"namespace": None})
+    ns = "cluster-live" if follow_active else cluster_settings.namespace
     assert isinstance(redis_client(cluster_settings), RedisCluster)
     names = sorted(sample_jpegs)
     await rc.initialize()
@@ -192,7 +199,6 @@ async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model,
     events = [upserted(hid, f"img-{j}", image_server.url(n)) for hid, ns_ in plan.items() for j, n in enumerate(ns_)]
     # Bad input too: the DLQ path writes its marker into the cluster.
     await publish(cluster_settings, [*events, (b"h-bad", b"not json")])
-    ns = cluster_settings.namespace
     try:
         # redis=None: run_scorer builds its own client from the settings, i.e. the cluster client.
         summary = await run_until_caught_up(cluster_settings, model, None)
@@ -209,29 +215,47 @@ async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model,
         # The three galleries really are on three different masters.
         held = await keys_by_node(nodes, f"galleryrank:{ns}:gallery:*")
         assert sorted(len(h) for h in held) == [1, 1, 1]
+        if follow_active:
+            markers = await rc.hgetall(f"galleryrank:handover:{cluster_settings.group_id}")
+            assert markers and set(markers.values()) == {b"cluster-live"}, markers
     finally:
         await drop_everywhere(nodes, ns)
+        await rc.delete(keys.ACTIVE_KEY, f"galleryrank:handover:{cluster_settings.group_id}")
         for node in nodes:
             async for key in node.scan_iter(match=f"galleryrank:dlq-sent:{cluster_settings.group_id}:*"):
                 await node.unlink(key)
 
 
-async def test_namespace_listing_and_drop_scan_every_master(rc, nodes):
+async def test_namespace_operations_scan_every_master(rc, nodes):
+    """consumer/namespaces.py on the cluster client: list, count, describe, compare, promote, drop."""
     namespaces = pytest.importorskip("consumer.namespaces")
-    ns = "cluster-drop"
-    await drop_everywhere(nodes, ns)
-    await GalleryStore(rc).apply(ns, [(hid, r) for h, hid in enumerate(HOTELS) for r in scored_records(h)[:2]])
-    await namespaces.write_meta(rc, ns, model_version="cluster-test", created_at=namespaces.utc_now())
+    old, new = "cluster-old", "cluster-new"
+    for ns in (old, new):
+        await drop_everywhere(nodes, ns)
+        await GalleryStore(rc).apply(ns, [(hid, r) for h, hid in enumerate(HOTELS) for r in scored_records(h)[:2]])
+        await namespaces.write_meta(rc, ns, model_version="cluster-test", created_at=namespaces.utc_now())
     expected_keys = 3 * len(HOTELS) + 2  # gallery, images, version per hotel + hotels set + meta
     try:
         listed = {info.name: info for info in await namespaces.list_namespaces(rc)}
-        assert listed[ns].hotels == len(HOTELS) and listed[ns].keys == expected_keys
-        assert listed[ns].model_version == "cluster-test"
-        assert await namespaces.count_keys(rc, ns) == expected_keys
-        assert await namespaces.drop(rc, ns, batch=7) == expected_keys  # small batches: UNLINKs across slots
-        assert await keys_by_node(nodes, keys.namespace_pattern(ns)) == [set(), set(), set()]
+        assert listed[old].hotels == len(HOTELS) and listed[old].keys == expected_keys
+        assert listed[old].model_version == "cluster-test"
+        assert await namespaces.count_keys(rc, old) == expected_keys
+
+        # compare reads both namespaces' galleries of every hotel in one cross-slot pipeline.
+        diff = await namespaces.compare(rc, old, new)
+        assert diff.hotels == len(HOTELS) and not (diff.only_old or diff.only_new or diff.image_sets_differ)
+        assert diff.top_overlap == 1.0
+
+        assert await namespaces.promote(rc, new) == "live"
+        assert await namespaces.active_namespace(rc) == new
+        with pytest.raises(namespaces.NamespaceError):
+            await namespaces.drop(rc, new)  # the active one is refused
+        assert await namespaces.drop(rc, old, batch=7) == expected_keys  # small batches: UNLINKs across slots
+        assert await keys_by_node(nodes, keys.namespace_pattern(old)) == [set(), set(), set()]
     finally:
-        await drop_everywhere(nodes, ns)
+        await rc.delete(keys.ACTIVE_KEY)
+        for ns in (old, new):
+            await drop_everywhere(nodes, ns)
 
 
 async def test_read_api_serves_galleries_from_every_master(cluster, rc, nodes, tmp_path):
