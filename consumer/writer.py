@@ -18,7 +18,7 @@ from typing import Awaitable, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
 
 from . import metrics
 from .records import ImageRecord
@@ -26,7 +26,8 @@ from .store import ApplyResult, GalleryStore
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError)
+# ClusterDownError/TryAgainError: a Redis Cluster mid-failover or mid-resharding.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ClusterDownError, TryAgainError, ConnectionError, OSError)
 # 1,024 changes is ~1 MB of Lua arguments: big enough to amortise round trips,
 # small enough to keep one script well under Redis' 5 s busy threshold.
 MAX_CHANGES_PER_WRITE = 1024
