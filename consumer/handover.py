@@ -59,6 +59,21 @@ def _field(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+async def _retrying(call, what: str):
+    """`await call()` until Redis answers (capped exponential backoff), for reads that must not be skipped."""
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except _REDIS_DOWN as exc:
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def load_namespace_model(settings: Settings, checkpoint: str | None):
     """The model a namespace's meta names ("" / None = the shipped default model)."""
     from models import load_scoring_model
@@ -88,16 +103,9 @@ class Handover:
         A given `model` is kept when it is the namespace's model_version (or the
         namespace names none); otherwise the namespace's checkpoint is loaded.
         """
-        delay = 0.1
-        while True:  # Redis may still be starting (compose, k8s): wait for it as the writer would
-            try:
-                self.current = await namespaces.active_namespace(self.redis)
-                meta = await namespaces.read_meta(self.redis, self.current)
-                break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("reading galleryrank:active failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # Redis may still be starting (compose, k8s): wait for it as the writer would.
+        self.current = await _retrying(lambda: namespaces.active_namespace(self.redis), "reading galleryrank:active")
+        meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
         wanted = meta.get("model_version")
         if model is None or (wanted and model.model_version != wanted):
             if wanted:
@@ -135,8 +143,11 @@ class Handover:
         if not assigned:
             return
         fields = [_field(tp) for tp in sorted(assigned)]
-        markers = await self.redis.hmget(markers_key(self.group_id), fields)
-        ends = namespaces.end_offsets(await namespaces.read_meta(self.redis, self.current))
+        # Nothing of these partitions may be processed before this check: wait for Redis here
+        # (it is needed for every write anyway).
+        markers = await _retrying(lambda: self.redis.hmget(markers_key(self.group_id), fields), "reading hand-over markers")
+        meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
+        ends = namespaces.end_offsets(meta)
         for tp, marker in zip(sorted(assigned), markers):
             owner = marker.decode() if marker else None
             if owner == self.current:
@@ -174,23 +185,32 @@ class Handover:
             except KafkaError as exc:
                 log.warning("hand-over commit of partition %d failed (%s); the next owner redoes it", tp.partition, exc)
                 continue
-            await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)
+            try:
+                await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)
+            except _REDIS_DOWN:
+                self._pending[tp] = None  # committed already; only the marker is left to write
 
     # --- the switch ----------------------------------------------------------------
     async def on_tick(self, scorer) -> None:
-        if self._pending:
-            await self._settle(scorer)
-        now = time.monotonic()
-        if now < self._next_check:
+        """Runs in the scorer's main loop: a Redis error here must not stop the scorer."""
+        try:
+            if self._pending:
+                await self._settle(scorer)
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._next_check = now + CHECK_INTERVAL_S
+            active = await namespaces.active_namespace(self.redis)
+            if active == self.current:
+                return
+            meta = await namespaces.read_meta(self.redis, active)
+        except _REDIS_DOWN as exc:
+            log.warning("hand-over check failed (%s); trying again on the next turn", exc)
             return
-        self._next_check = now + CHECK_INTERVAL_S
-        active = await namespaces.active_namespace(self.redis)
-        if active != self.current:
-            await self.switch(scorer, active)
+        await self.switch(scorer, active, meta)
 
-    async def switch(self, scorer, new: str) -> None:
+    async def switch(self, scorer, new: str, meta: dict[str, str]) -> None:
         old = self.current
-        meta = await namespaces.read_meta(self.redis, new)
         wanted = meta.get("model_version")
         model = None
         if wanted and wanted != scorer.model.model_version:
@@ -203,7 +223,8 @@ class Handover:
         for tp in assigned:
             positions[tp] = await consumer.committed(tp)
             if positions[tp] is not None:
-                await namespaces.raise_end_offset(self.redis, old, tp.partition, positions[tp])
+                await _retrying(lambda: namespaces.raise_end_offset(self.redis, old, tp.partition, positions[tp]),
+                                "recording where the old namespace is complete")
         if model is not None:
             await scorer.batcher.stop()
             scorer.batcher = MicroBatcher(
@@ -227,7 +248,7 @@ class Handover:
             except (IllegalStateError, KafkaError) as exc:
                 log.warning("hand-over of partition %d failed (%s); its next owner redoes it", tp.partition, exc)
                 continue
-            await self.redis.hset(markers_key(self.group_id), _field(tp), new)
+            await _retrying(lambda: self.redis.hset(markers_key(self.group_id), _field(tp), new), "writing a hand-over marker")
             if target is not None and position is not None and target < position:
                 log.info("partition %d: reprocessing %d events from %d into %s", tp.partition, position - target, target, new)
         log.info("now writing into namespace %s (was %s) with model %s", new, old, scorer.model.model_version)
