@@ -39,6 +39,14 @@ def _model_version(records: list[ImageRecord]) -> str:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
+def ranking_config(strategy: str = "default", diversity: float | None = None) -> RankingConfig:
+    """A RankingConfig from the service settings; refuses unknown strategies at start-up."""
+    from ranking import get_strategy
+
+    get_strategy(strategy)  # KeyError now, not at the first event
+    return RankingConfig(strategy=strategy) if diversity is None else RankingConfig(strategy=strategy, diversity=diversity)
+
+
 def order_records(records: Iterable[ImageRecord], config: RankingConfig | None = None) -> list[ImageRecord]:
     """Live (not deleted) images in display order."""
     live = sorted((r for r in records if not r.deleted), key=lambda r: r.image_id)

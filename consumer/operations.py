@@ -195,18 +195,13 @@ def rerank(hotels, strategy, diversity, **kwargs) -> None:
     Namespace: --namespace, else the active one.
     """
     settings, _ = split_settings(kwargs)
-    from ranking.registry import get_strategy
-    from ranking.types import RankingConfig
-
+    from .gallery import ranking_config
     from .namespaces import active_namespace
     from .store import GalleryStore
 
-    options = {"strategy": strategy or settings.ranking_strategy}
-    if diversity is not None:
-        options["diversity"] = diversity
     try:
-        get_strategy(options["strategy"])
-        config = RankingConfig(**options)
+        config = ranking_config(strategy or settings.ranking_strategy,
+                                diversity if diversity is not None else settings.ranking_diversity)
     except (KeyError, ValueError) as exc:
         _fail(str(exc))
 

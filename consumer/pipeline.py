@@ -32,6 +32,7 @@ from .dlq import DeadLetters
 from .dlq_dedupe import DlqMarks
 from .download import DownloadError, ImageDownloader
 from .events import ImageDeleted, InvalidEvent, parse_event
+from .gallery import ranking_config
 from .kafka import make_consumer, make_producer
 from .offsets import OffsetTracker
 from .records import Fence, ImageRecord
@@ -92,7 +93,7 @@ class GalleryScorer:
     ):
         self.settings = settings
         self.model = model
-        self.store = GalleryStore(redis)
+        self.store = GalleryStore(redis, ranking_config(settings.ranking_strategy, settings.ranking_diversity))
         self._namespace_fn = namespace or self._default_namespace
         self.stop_at = stop_at
         self.on_assigned = on_assigned

@@ -85,7 +85,12 @@ class Settings(BaseSettings):
     )
 
     # --- Ranking -----------------------------------------------------------------
-    ranking_strategy: str = Field("default", description="Gallery ordering strategy (see ranking/)")
+    ranking_strategy: str = Field(
+        "default", description="Gallery ordering strategy: default, xquad, pm2, mmr, dpp, interleave, aesthetic, ..."
+    )
+    ranking_diversity: float | None = Field(
+        None, ge=0, le=1, description="Aesthetics/diversity trade-off 0..1; unset = the benchmarked default (0.9)"
+    )
 
     # --- Operations ----------------------------------------------------------------
     metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics, /healthz, /readyz; 0 = off")

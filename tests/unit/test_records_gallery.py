@@ -61,3 +61,22 @@ def test_gallery_is_deterministic_for_the_same_state():
     now = datetime(2026, 11, 28, tzinfo=timezone.utc)
     recs = [normalise_scores(record(f"i{k}", 5 + (k % 3), ["bedroom", "facade", "bathroom"][k % 3], emb_seed=k)) for k in range(20)]
     assert build_gallery("h", recs, now=now) == build_gallery("h", list(reversed(recs)), now=now)
+
+
+def test_ranking_config_from_settings_refuses_unknown_strategies_early():
+    import pytest
+
+    from consumer.gallery import ranking_config
+
+    assert ranking_config("aesthetic").strategy == "aesthetic"
+    assert ranking_config("xquad", 0.3).diversity == 0.3
+    with pytest.raises(KeyError):
+        ranking_config("no-such-strategy")
+
+
+def test_pure_aesthetic_setting_orders_by_score_only():
+    from consumer.gallery import order_records, ranking_config
+
+    recs = [normalise_scores(record(f"i{k}", 3 + k * 0.5, "bedroom", emb_seed=k)) for k in range(6)]
+    ordered = order_records(recs, ranking_config("aesthetic"))
+    assert [r.aesthetic for r in ordered] == sorted((r.aesthetic for r in recs), reverse=True)
