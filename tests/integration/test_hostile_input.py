@@ -1,0 +1,167 @@
+"""Hostile and broken input through the real consumer (real Tansu, Redis, HTTP, model).
+
+Every case of tests/hostile_events.py ends exactly as expected: scored into its
+hotel's gallery with the right score, a tombstone, or the DLQ with its reason.
+The service never stops, memory stays bounded, secrets stay out of logs and
+DLQ headers, and nothing reaches a refused address.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import orjson
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from consumer import keys
+from consumer.decode import decode_image
+from consumer.kafka import create_topics
+from consumer.produce import publish, upserted
+from consumer.settings import Settings
+from tests.hostile_events import DELETED, SCORED, URL_PASSWORD, hostile_events
+from tests.hostile_images import case, corpus
+from tests.fault_support import peak_rss_mb, rss_mb
+from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up
+from tests.integration.test_download import RawServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+class CorpusServer:
+    """/img/<case> serves tests.hostile_images with its Content-Type; /status/<code>; /redirect-to?target=."""
+
+    def __init__(self) -> None:
+        self.cases = {c.name: c for c in corpus()}
+        self.base = ""
+        self.runner: web.AppRunner | None = None
+
+    async def image(self, request: web.Request) -> web.Response:
+        c = self.cases[request.match_info["name"]]
+        return web.Response(body=c.data, headers={"Content-Type": c.content_type})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]), text="no")
+
+    async def redirect_to(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["target"])
+
+    async def start(self) -> "CorpusServer":
+        app = web.Application()
+        app.router.add_get("/img/{name}", self.image)
+        app.router.add_get("/status/{code}", self.status)
+        app.router.add_get("/redirect-to", self.redirect_to)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+
+@pytest.fixture
+async def corpus_server():
+    server = await CorpusServer().start()
+    yield server
+    await server.runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def raw_server():
+    server = RawServerProcess()
+    yield server
+    server.close()
+
+
+def independent_aesthetic(model, data: bytes) -> float:
+    """The score of one image computed outside the consumer (same decode, batch of one)."""
+    pixels = decode_image(data, model.input_size).pixels
+    return float(model.score(pixels[np.newaxis]).aesthetic[0])
+
+
+@pytest.mark.timeout(180)
+async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, corpus_server, raw_server, caplog):
+    caplog.set_level(logging.INFO)
+    s = settings.model_copy(update={
+        "download_timeout_s": 2.0, "download_connect_timeout_s": 0.5, "download_retries": 1,
+        "download_max_bytes": 4_000_000, "sasl_password": SecretStr("Sasl-Pw-never-logged"),
+    })
+    cases = hostile_events(corpus_server.base, raw_server.base)
+    assert len(cases) >= 30
+    sentinel = upserted("hx-sentinel", "after-everything", f"{corpus_server.base}/img/jpeg_rgb")
+    await create_topics(s, partitions=1)  # one partition: offset i is case i
+    await publish(s, [(c.key, c.value) for c in cases] + [sentinel])
+    rss_before = rss_mb()
+    try:
+        summary = await run_until_caught_up(s, model, redis, partitions=1)
+        rss_after, peak_after = rss_mb(), peak_rss_mb()
+        assert summary.events == len(cases) + 1, "the service processed every record and did not stop"
+
+        expect_dlq = [c for c in cases if c.expect not in (SCORED, DELETED)]
+        dead = await read_topic(s, s.dlq_topic, expected=len(expect_dlq))
+        by_offset = {int(headers(r)["source_offset"]): r for r in dead}
+        assert len(dead) == len(by_offset), "each bad event once"
+
+        outcomes: dict[str, str] = {}
+        for offset, c in enumerate(cases):
+            if offset in by_offset:
+                rec = by_offset[offset]
+                h = headers(rec)
+                outcomes[c.name] = h["reason"]
+                assert (rec.key, rec.value) == (c.key, c.value), f"{c.name}: the DLQ keeps the original record"
+                assert h["error"] and h["source_topic"] == s.topic and h["failed_at"], c.name
+            elif c.expect == DELETED:
+                raw = await redis.hget(keys.images_key(s.namespace, c.hotel_id), c.image_id)
+                outcomes[c.name] = DELETED if raw and orjson.loads(raw).get("deleted") else "missing"
+            else:
+                doc = (await galleries(redis, s.namespace, [c.hotel_id])).get(c.hotel_id)
+                found = [i for i in (doc or {}).get("images", []) if i["image_id"] == c.image_id]
+                outcomes[c.name] = SCORED if found else "missing"
+                if found:
+                    data = (c.image or case("jpeg_rgb")).data
+                    assert found[0]["aesthetic"] == pytest.approx(independent_aesthetic(model, data), abs=2e-3), \
+                        f"{c.name}: the gallery must carry the score of exactly this image"
+                    assert found[0]["area"] in model.areas
+        mismatches = {c.name: (c.expect, outcomes[c.name]) for c in cases if not c.accepts(outcomes[c.name])}
+        assert not mismatches, mismatches
+        sentinel_doc = (await galleries(redis, s.namespace, ["hx-sentinel"]))["hx-sentinel"]
+        assert [i["image_id"] for i in sentinel_doc["images"]] == ["after-everything"]
+
+        # A photo shown with its EXIF orientation scores like the upright photo.
+        upright = independent_aesthetic(model, case("jpeg_rgb").data)
+        for o in range(2, 9):
+            doc = (await galleries(redis, s.namespace, [f"hx-{_index(cases, f'image_jpeg_exif_orientation_{o}')}"]))
+            (entry,) = next(iter(doc.values()))["images"]
+            assert entry["aesthetic"] == pytest.approx(upright, abs=0.05), o
+
+        # Secrets never reach the log or DLQ headers (the original value is kept as sent, by contract).
+        assert URL_PASSWORD not in caplog.text and "Sasl-Pw-never-logged" not in caplog.text
+        for rec in dead:
+            assert all(URL_PASSWORD.encode() not in v for _, v in rec.headers)
+        # Log lines stay one line each: no id with a newline or escape got into a message unquoted.
+        assert "\x1b[31m" not in caplog.text
+
+        grown = rss_after - rss_before
+        assert grown < 300, f"RSS grew by {grown:.0f} MB over the corpus"
+        counts = Counter(outcomes.values())
+        print("\nHOSTILE " + orjson.dumps({
+            "cases": len(cases), "scored": counts[SCORED], "deleted": counts[DELETED],
+            "dead_lettered": len(dead), "reasons": dict(sorted(Counter(headers(r)["reason"] for r in dead).items())),
+            "rss_before_mb": round(rss_before), "rss_after_mb": round(rss_after), "peak_rss_mb": round(peak_after),
+        }).decode(), flush=True)
+    finally:
+        await drop_namespace(redis, s.namespace)
+
+
+def _index(cases, name: str) -> int:
+    return next(i for i, c in enumerate(cases) if c.name == name)
+
+
+def test_settings_never_show_the_sasl_password():
+    s = Settings(sasl_username="scorer", sasl_password="Sasl-Pw-repr")
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert "Sasl-Pw-repr" not in text
+    assert s.sasl_password.get_secret_value() == "Sasl-Pw-repr"  # still usable by consumer.kafka
