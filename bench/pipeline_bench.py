@@ -181,11 +181,34 @@ async def _loop_lag_probe(samples: list[float], period: float = 0.02) -> None:
         samples.append(time.perf_counter() - t0 - period)
 
 
+def _ort_session_options(options: list[str]) -> None:
+    """Experiment (--ort-options): ONNX Runtime session options not (yet) in models/export.py,
+    applied in this scorer process only. ``no-spin``: intra-op threads sleep instead of
+    spin-waiting between ops, leaving the cores to the decode threads; ``no-arena``: no
+    CPU memory arena (the arena keeps the largest batch's activations, ~0.5 GB at batch 32)."""
+    import onnxruntime as ort
+
+    original = ort.InferenceSession
+
+    class ConfiguredSession(original):
+        def __init__(self, path, sess_options=None, **kw):
+            sess_options = sess_options or ort.SessionOptions()
+            if "no-spin" in options:
+                sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if "no-arena" in options:
+                sess_options.enable_cpu_mem_arena = False
+            super().__init__(path, sess_options=sess_options, **kw)
+
+    ort.InferenceSession = ConfiguredSession
+
+
 async def child_pipeline(settings, expect: int, stop_after_s: float | None, announce_ready: bool) -> dict:
     from consumer import metrics
     from consumer.pipeline import GalleryScorer
     from consumer.runtime import caught_up, load_model, redis_client
 
+    if os.environ.get("BENCH_ORT_OPTIONS"):
+        _ort_session_options(os.environ["BENCH_ORT_OPTIONS"].split(","))
     model = load_model(settings)
     redis = redis_client(settings)
     marks: dict[str, float] = {"rss_loaded": _rss_mb()}
@@ -321,9 +344,11 @@ class ProcCpu:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def run_child(args: list[str], on_ready=None, timeout_s: float = 900) -> dict:
+async def run_child(args: list[str], on_ready=None, timeout_s: float = 900, profile: str | None = None) -> dict:
+    # --profile: py-spy samples the child (all threads, native frames off) into collapsed stacks.
+    spy = ["py-spy", "record", "--format", "raw", "--threads", "--rate", "50", "-o", profile, "--"] if profile else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.pipeline_bench", "child", *args,
+        *spy, sys.executable, "-m", "bench.pipeline_bench", "child", *args,
         stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).resolve().parent.parent),
     )
     result = None
@@ -411,6 +436,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
             bootstrap_servers=kafka.bootstrap_servers, redis_url=a.redis_url, session_timeout_ms=6000,
             download_allow_networks="127.0.0.0/8", metrics_port=0, backend=a.backend, device="cpu",
             model_cache_dir=a.cache_dir, batch_size=a.batch_size, max_in_flight=a.max_in_flight,
+            decode_workers=a.decode_workers,
         )
 
         def settings_for(name: str, topic: str) -> Settings:
@@ -426,7 +452,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
                 args += ["--stop-after-s", str(kw["stop_after_s"])]
             if kw.get("on_ready"):
                 args.append("--ready")
-            result = await run_child(args, kw.get("on_ready"))
+            result = await run_child(args, kw.get("on_ready"), profile=kw.get("profile"))
             result["broker_cpu_s"] = broker_cpu.read() - cpu0
             result["bench_process_cpu_s"] = _cpu_s() - self0  # image server + producer
             return result
@@ -437,8 +463,10 @@ async def run_parent(a: argparse.Namespace) -> dict:
             await create_topics(main, partitions=a.partitions)
             await publish(main, bench_events(server, names, a.events, a.hotels, "main"))
             log(f"(b) pipeline: {a.events} events over {a.hotels} hotels")
-            out["pipeline"] = await scorer_run("pipeline", main, expect=a.events)
+            out["pipeline"] = await scorer_run("pipeline", main, expect=a.events, profile=a.profile)
             log(f"    {out['pipeline']['events_per_s']:.1f} events/s")
+            if a.only_pipeline:
+                return out
 
             naive = settings_for("naive", "main")
             log(f"(c) naive consumer: first {a.naive_events} events of the same topic")
@@ -559,6 +587,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/galleryrank"))
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--profile", help="py-spy collapsed stacks of the (b) scorer to this file (pip install py-spy)")
+    p.add_argument("--only-pipeline", action="store_true", help="stop after (a) and (b) (profiling, tuning)")
+    p.add_argument("--ort-options", default="", help="experiment, comma separated: no-spin, no-arena")
+    p.add_argument("--decode-workers", type=int, default=0, help="decode threads in the scorer (0 = cores)")
     a = p.parse_args(argv)
     defaults = {"events": (5000, 1000), "hotels": (250, 100), "naive_events": (1000, 200),
                 "backlog": (100_000, 20_000), "backlog_seconds": (60.0, 20.0), "latency_seconds": (40.0, 15.0),
@@ -566,8 +598,15 @@ def main(argv: list[str] | None = None) -> None:
     for k, (full, quick) in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, quick if a.quick else full)
+    if a.ort_options:
+        os.environ["BENCH_ORT_OPTIONS"] = a.ort_options  # read by the scorer children
     started = time.perf_counter()
     result = asyncio.run(run_parent(a))
+    if a.only_pipeline:
+        Path(a.out).write_text(json.dumps(result, indent=2, default=str))
+        print(json.dumps({k: result["pipeline"][k] for k in ("events_per_s", "cpu_s_per_event", "mean_batch",
+                                                             "stage_mean_ms", "peak_rss_mb", "loop_lag_ms")}))
+        return
     result["ratios"] = ratios(result)
     result["wall_s"] = time.perf_counter() - started
     result["markdown"] = markdown_table(result)

@@ -31,6 +31,21 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, Cluster
 # 1,024 changes is ~1 MB of Lua arguments: big enough to amortise round trips,
 # small enough to keep one script well under Redis' 5 s busy threshold.
 MAX_CHANGES_PER_WRITE = 1024
+# GalleryStore.apply re-ranks every touched hotel on the event loop without
+# yielding (~2 ms per hotel of ~20 images on these 2-core machines; py-spy in
+# bench/pipeline_bench.py). At most this many hotels per apply keeps one write
+# under ~100 ms of loop time, so heartbeats and fetches are not held up.
+MAX_HOTELS_PER_WRITE = 32
+
+
+def split_by_hotel(batch: list, max_hotels: int) -> list[list]:
+    """Consecutive chunks of `batch` ((hotel_id, ...) tuples) with at most `max_hotels` hotels each;
+    all changes of one hotel stay in one chunk."""
+    by_hotel: dict[str, list] = {}
+    for item in batch:
+        by_hotel.setdefault(item[0], []).append(item)
+    hotels = list(by_hotel.values())
+    return [[item for group in hotels[i : i + max_hotels] for item in group] for i in range(0, len(hotels), max_hotels)]
 
 
 class StateWriter:
@@ -88,21 +103,23 @@ class StateWriter:
                 except asyncio.QueueEmpty:
                     break
             live = [(h, r, f) for h, r, f in batch if not f.cancelled()]
-            if not live:
-                continue
-            try:
-                result = await self._apply_with_retry([(h, r) for h, r, _ in live])
-            except Exception as exc:  # a non-transient bug: fail these events loudly, keep running
-                log.exception("redis write failed permanently")
-                for _, _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.totals.applied += result.applied
-            self.totals.stale += result.stale
-            self.totals.hotels_written += result.hotels_written
-            if result.stale:
-                metrics.EVENTS.labels(outcome="stale").inc(result.stale)
+            for chunk in split_by_hotel(live, MAX_HOTELS_PER_WRITE):
+                await self._write_chunk(chunk)
+
+    async def _write_chunk(self, live: list[tuple[str, ImageRecord, asyncio.Future]]) -> None:
+        try:
+            result = await self._apply_with_retry([(h, r) for h, r, _ in live])
+        except Exception as exc:  # a non-transient bug: fail these events loudly, keep running
+            log.exception("redis write failed permanently")
             for _, _, fut in live:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_exception(exc)
+            return
+        self.totals.applied += result.applied
+        self.totals.stale += result.stale
+        self.totals.hotels_written += result.hotels_written
+        if result.stale:
+            metrics.EVENTS.labels(outcome="stale").inc(result.stale)
+        for _, _, fut in live:
+            if not fut.done():
+                fut.set_result(None)
