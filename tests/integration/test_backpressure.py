@@ -85,3 +85,55 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
         assert await committed_total(settings) == EVENTS
     finally:
         await drop_namespace(redis, settings.namespace)
+
+
+async def test_rebalance_mid_stream_drains_revoked_work_without_deadlock(
+    settings, model, redis, image_server, sample_jpegs
+):
+    """A second scorer joins while the first is busy and paused: the first one's revoke
+    listener finishes in-flight work of the lost partitions and commits it, both keep
+    going, and every event ends up applied and committed."""
+    events_n, hotels, partitions = 60, 12, 4
+    settings = settings.model_copy(update={"max_in_flight": 8, "batch_size": 4, "stop_when_idle_s": 6.0})
+    names = sorted(sample_jpegs)
+    await create_topics(settings, partitions=partitions)
+    await publish(settings, [
+        upserted(f"h-rb-{i % hotels}", f"img-{i // hotels}", image_server.url(names[i % len(names)]))
+        for i in range(events_n)
+    ])
+    assignments: dict[str, list[set[int]]] = {"a": [], "b": []}
+
+    def recorder(name):
+        async def on_assigned(_consumer, assigned):
+            assignments[name].append({tp.partition for tp in assigned})
+        return on_assigned
+
+    first = GalleryScorer(settings, model, redis, on_assigned=recorder("a"))
+    second = GalleryScorer(settings, model, redis, on_assigned=recorder("b"))
+    try:
+        run_a = asyncio.create_task(first.run())
+        while first.summary.applied < 8:  # mid-stream, with the in-flight cap reached
+            assert not run_a.done(), "first scorer stopped early"
+            await asyncio.sleep(0.1)
+        run_b = asyncio.create_task(second.run())
+        summary_a, summary_b = await asyncio.wait_for(asyncio.gather(run_a, run_b), timeout=240)
+
+        # A rebalance happened: the first scorer was assigned twice, the second got partitions.
+        assert len(assignments["a"]) >= 2 and assignments["a"][0] == set(range(partitions))
+        assert any(assignments["b"]), assignments
+        # ... and the first one lost partitions to it (revoke listener ran: drain + commit).
+        assert any(a < set(range(partitions)) for a in assignments["a"][1:]), assignments
+        # Every event applied (a redone event is a no-op: at most counted as stale) and committed.
+        docs = await galleries(redis, settings.namespace, {f"h-rb-{h}" for h in range(hotels)})
+        assert sum(len(d["images"]) for d in docs.values()) == events_n
+        assert summary_a.applied + summary_b.applied >= events_n
+        assert summary_a.dead_lettered == summary_b.dead_lettered == 0
+        probe = make_consumer(settings, settings.group_id)
+        await probe.start()
+        try:
+            committed = [await probe.committed(TopicPartition(settings.topic, p)) or 0 for p in range(partitions)]
+        finally:
+            await probe.stop()
+        assert sum(committed) == events_n
+    finally:
+        await drop_namespace(redis, settings.namespace)
