@@ -133,7 +133,12 @@ class GalleryNet(nn.Module):
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything training, evaluation and CAM need from one pass (logits, not probabilities)."""
         fmap = self.backbone.forward_features(self.normalise(x))
-        pooled = fmap.mean(dim=(2, 3))
+        # heads run in fp32 even under bf16/fp16 autocast: they cost nothing and a trained head
+        # amplifies low-precision weights (bf16 heads moved the aesthetic mean by ~0.1)
+        with torch.autocast(device_type=fmap.device.type, enabled=False):
+            return self._heads(fmap, fmap.float().mean(dim=(2, 3)))
+
+    def _heads(self, fmap: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
             "feature_map": fmap,
             "pooled": pooled,
