@@ -8,8 +8,14 @@ Stages run concurrently, each bounded:
 Every record gets its own task, so downloads overlap and finish in any order;
 the OffsetTracker commits per partition only up to the first unfinished
 offset. When more than `max_in_flight` records are between fetch and commit
-the partitions are paused (aiokafka keeps heart-beating meanwhile), which
-bounds memory whatever the backlog. Nothing CPU-heavy runs on the event loop.
+the partitions are paused (aiokafka keeps heart-beating meanwhile). Inside
+that cap the big objects have their own bounds: at most
+`download_concurrency` image bodies (downloading or waiting for a decoder)
+and 2 x `batch_size` decoded images (decoding or waiting for the model), so
+memory stays flat whatever the backlog (bench/pipeline_bench.py measures it).
+Decode and inference run in threads; what stays on the event loop is I/O and
+the per-hotel re-ranking inside GalleryStore.apply, which the writer caps at
+32 hotels per call.
 """
 
 from __future__ import annotations
