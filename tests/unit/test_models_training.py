@@ -170,3 +170,48 @@ def test_cli_explain_and_export(trained, dataset, tmp_path):
     res = runner.invoke(models_app, ["export", "--checkpoint", trained["checkpoint"], "--out", str(tmp_path / "m.onnx")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["max_abs_diff"]["max"] < 1e-4
+
+
+def test_vote_file_formats(tmp_path):
+    from models.data import parse_vote_rows
+
+    ava = tmp_path / "AVA.txt"
+    ava.write_text("1 953619 0 1 5 17 38 36 15 6 5 1 1 22 1396\n2 953958 10 7 15 26 26 21 10 8 1 2 1 21 1396\n")
+    assert parse_vote_rows(ava) == [("953619", (0, 1, 5, 17, 38, 36, 15, 6, 5, 1)),
+                                    ("953958", (10, 7, 15, 26, 26, 21, 10, 8, 1, 2))]
+    plain = tmp_path / "votes.csv"
+    plain.write_text("image_id,c1,c2,c3,c4,c5,c6,c7,c8,c9,c10\nimg-1,0,0,0,0,1,2,3,2,1,0\n")
+    assert parse_vote_rows(plain) == [("img-1", (0, 0, 0, 0, 1, 2, 3, 2, 1, 0))]
+    idealo = tmp_path / "labels.json"
+    idealo.write_text(json.dumps([{"image_id": "a", "label": [1] * 10}]))
+    assert parse_vote_rows(idealo) == [("a", (1.0,) * 10)]
+
+
+def test_train_and_evaluate_aesthetic(tmp_path):
+    """AVA-style votes on blurred copies: the EMD head trains, evaluation reports NIMA's metrics."""
+    from PIL import ImageFilter
+
+    from models.train import train_aesthetic
+
+    rng = np.random.default_rng(5)
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i in range(16):
+        level = i % 4  # sharp ... very blurred
+        img = synthetic(CLASSES[i % 3], rng).filter(ImageFilter.GaussianBlur(level * 2))
+        img.save(images / f"im{i}.png")
+        votes = np.zeros(10, int)
+        votes[8 - 2 * level] = 10
+        votes[7 - 2 * level] = 5
+        rows.append(f"im{i} " + " ".join(map(str, votes)))
+    labels = tmp_path / "votes.txt"
+    labels.write_text("\n".join(rows) + "\n")
+    result = train_aesthetic(labels, images, tmp_path / "run", epochs_heads=2, epochs_all=0, lr_heads=1e-2,
+                             batch_size=8, progress=False, dedup_cosine=None)
+    assert result["rows_without_image"] == 0 and result["best_epoch"] in (1, 2)
+    assert set(result["best_val"]) == {"loss", "emd", "srcc"}
+    report = evaluate(result["checkpoint"], labels=labels, images_dir=images, report_path=tmp_path / "aes.json")
+    aes = report["aesthetic"]
+    assert aes["n"] == 16 and 0 <= aes["emd"] < 1 and 0 <= aes["accuracy_2class"] <= 1
+    assert -1 <= aes["lcc"] <= 1 and -1 <= aes["srcc"] <= 1
