@@ -16,47 +16,67 @@ uint8 (N, 3, size, size), squashed with antialiased bilinear resampling.
 
 from __future__ import annotations
 
+import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .decode import DecodeError, _check_dimensions, decode_image
+from .decode import (
+    _TRANSPOSING_ORIENTATIONS,
+    DecodedImage,
+    DecodeError,
+    _check_dimensions,
+    _exif_orientation,
+    decode_image,
+    phash_int,
+)
 
 _JPEG_SOI = b"\xff\xd8\xff"
 
 
 @dataclass
 class DecodedBatch:
-    pixels: torch.Tensor  # uint8 (N_ok, 3, size, size) on the requested device, in input order minus failures
+    pixels: "torch.Tensor"  # uint8 (N_ok, 3, size, size) on the requested device, in input order minus failures
     ok: list[int]  # input indices that decoded, in pixels order
     failed: dict[int, DecodeError] = field(default_factory=dict)  # input index -> why
     on_gpu: int = 0  # how many of `ok` took the batched torchvision path (nvJPEG on a GPU)
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # input index -> oriented (width, height)
 
 
 def gpu_decode_available(device: str) -> bool:
-    return device.startswith("cuda") and torch.cuda.is_available()
+    if not device.startswith("cuda"):
+        return False  # no torch import on CPU scorers
+    import torch
+
+    return torch.cuda.is_available()
 
 
-def _jpeg_header_ok(data: bytes, max_pixels: int) -> bool:
-    """True when Pillow sees a plain RGB/greyscale JPEG within the pixel cap (header only, no decode)."""
+def _jpeg_header_ok(data: bytes, max_pixels: int) -> tuple[int, int] | None:
+    """(width, height) of the oriented image when Pillow sees a plain RGB/greyscale JPEG within
+    the pixel cap (header only, no decode); None for anything the CPU path should take."""
     from PIL import Image
 
     if not data.startswith(_JPEG_SOI):
-        return False
+        return None
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             _check_dimensions(img.width, img.height, max_pixels)
-            return img.mode in ("RGB", "L")  # CMYK/YCCK JPEGs: Pillow's CPU path converts them properly
+            if img.mode not in ("RGB", "L"):  # CMYK/YCCK JPEGs: Pillow's CPU path converts them properly
+                return None
+            swap = _exif_orientation(img) in _TRANSPOSING_ORIENTATIONS
+            return (img.height, img.width) if swap else (img.width, img.height)
     except DecodeError:
         raise
     except Exception:  # noqa: BLE001 - not a JPEG Pillow can read: let the CPU path name the reason
-        return False
+        return None
 
 
 def resize_batch(images: list[torch.Tensor], size: int) -> torch.Tensor:
     """(3, H, W) uint8 tensors of any sizes -> (N, 3, size, size) uint8, antialiased bilinear like Pillow."""
+    import torch
+
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images[0].device)
     for i, img in enumerate(images):
         x = img.unsqueeze(0).float()
@@ -79,19 +99,24 @@ def decode_batch(
     fastest CPU decoder here) unless ``torchvision_on_cpu`` asks for the GPU
     code path run by torchvision's CPU decoder (to test that path without a GPU).
     """
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     target = device if gpu_decode_available(device) else "cpu"
     results: dict[int, torch.Tensor] = {}
     failed: dict[int, DecodeError] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     gpu_idx: list[int] = []
     if target != "cpu" or torchvision_on_cpu:
         for i, data in enumerate(datas):
             try:
-                if _jpeg_header_ok(data, max_pixels):
-                    gpu_idx.append(i)
+                size_wh = _jpeg_header_ok(data, max_pixels)
             except DecodeError as exc:
                 failed[i] = exc
+                continue
+            if size_wh is not None:
+                gpu_idx.append(i)
+                sizes[i] = size_wh
     on_gpu = 0
     if gpu_idx:
         tensors = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in gpu_idx]
@@ -108,14 +133,90 @@ def decode_batch(
         if i in results or i in failed:
             continue
         try:
-            pixels = decode_image(data, size, max_pixels).pixels
+            decoded = decode_image(data, size, max_pixels)
         except DecodeError as exc:
             failed[i] = exc
             continue
-        results[i] = torch.from_numpy(np.ascontiguousarray(pixels)).to(target)
+        results[i] = torch.from_numpy(np.ascontiguousarray(decoded.pixels)).to(target)
+        sizes[i] = (decoded.width, decoded.height)
     ok = sorted(results)
     if ok:
         pixels = torch.stack([results[i] for i in ok])
     else:
         pixels = torch.empty((0, 3, size, size), dtype=torch.uint8, device=target)
-    return DecodedBatch(pixels=pixels, ok=ok, failed=failed, on_gpu=on_gpu)
+    return DecodedBatch(pixels=pixels, ok=ok, failed=failed, on_gpu=on_gpu, sizes=sizes)
+
+
+class GpuDecoder:
+    """The scorer's decode stage on a GPU: bodies from many tasks, decoded in batches.
+
+    Same pattern as :class:`consumer.batcher.MicroBatcher`: when the worker is
+    free it takes every queued body (up to ``max_batch``) and decodes them in
+    one ``decode_batch`` call on its own thread. Each caller gets a
+    :class:`~consumer.decode.DecodedImage` like ``decode_image`` returns
+    (host uint8 pixels: 150 KB copied back per image, needed for the pHash
+    anyway and cheap next to the ~0.3 MB JPEG that went up), or its own
+    :class:`DecodeError`.
+    """
+
+    def __init__(self, device: str, size: int, max_pixels: int, max_batch: int = 256,
+                 torchvision_on_cpu: bool = False):
+        self.device, self.size, self.max_pixels, self.max_batch = device, size, max_pixels, max_batch
+        self.torchvision_on_cpu = torchvision_on_cpu
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-decode")
+        self._task = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gpu-decoder")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def decode(self, data: bytes) -> DecodedImage:
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((data, fut))
+        return await fut
+
+    def _decode_many(self, bodies: list[bytes]) -> list[DecodedImage | DecodeError]:
+        from PIL import Image
+
+        batch = decode_batch(bodies, self.size, self.device, self.max_pixels, self.torchvision_on_cpu)
+        host = batch.pixels.cpu().numpy()
+        out: list[DecodedImage | DecodeError] = [batch.failed.get(i) for i in range(len(bodies))]
+        for j, i in enumerate(batch.ok):
+            px = np.ascontiguousarray(host[j])
+            phash = phash_int(Image.fromarray(np.ascontiguousarray(px.transpose(1, 2, 0)), "RGB"))
+            width, height = batch.sizes[i]
+            out[i] = DecodedImage(pixels=px, phash=phash, width=width, height=height)
+        return out
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            items = [(d, f) for d, f in items if not f.cancelled()]
+            if not items:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._decode_many, [d for d, _ in items])
+            except Exception as exc:  # noqa: BLE001 - a GPU failure fails this batch, not the service
+                results = [exc] * len(items)
+            for (_, fut), res in zip(items, results):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)

@@ -37,3 +37,27 @@ def test_declared_size_cap_applies_before_the_batched_decoder(sample_jpegs):
     body = sample_jpegs[sorted(sample_jpegs)[0]]
     out = decode_batch([body], 224, device="cuda", max_pixels=1000, torchvision_on_cpu=True)
     assert out.ok == [] and out.failed[0].reason == "too_many_pixels"
+
+
+async def test_gpu_decoder_batches_concurrent_bodies_and_fails_only_the_bad_one(bodies):
+    import asyncio
+
+    from consumer.decode import DecodeError
+    from consumer.gpu_decode import GpuDecoder
+
+    decoder = GpuDecoder("cpu", 224, 50_000_000, max_batch=8, torchvision_on_cpu=True)
+    calls: list[int] = []
+    original = decoder._decode_many
+    decoder._decode_many = lambda batch: calls.append(len(batch)) or original(batch)
+    decoder.start()
+    try:
+        results = await asyncio.gather(*(decoder.decode(b) for b in bodies), return_exceptions=True)
+    finally:
+        await decoder.stop()
+    assert sum(calls) == len(bodies) and len(calls) < len(bodies)  # decoded in batches, not one by one
+    assert isinstance(results[4], DecodeError) and results[4].reason == "not_image"
+    for body, got in zip(bodies[:4], results[:4]):
+        want = decode_image(body)
+        assert (got.width, got.height) == (want.width, want.height)
+        assert np.abs(got.pixels.astype(np.int16) - want.pixels.astype(np.int16)).mean() < 1.0
+        assert bin(got.phash ^ want.phash).count("1") <= 6  # near-identical pixels: near-identical pHash
