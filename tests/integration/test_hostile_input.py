@@ -26,7 +26,8 @@ from tests.hostile_events import DELETED, SCORED, URL_PASSWORD, hostile_events
 from tests.hostile_images import case, corpus
 from tests.fault_support import peak_rss_mb, rss_mb
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up
-from tests.integration.test_download import RawServerProcess
+from consumer.download import DownloadError, ImageDownloader
+from tests.integration.test_download import RawServerProcess, RebindingResolver
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +166,33 @@ def test_settings_never_show_the_sasl_password():
     for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
         assert "Sasl-Pw-repr" not in text
     assert s.sasl_password.get_secret_value() == "Sasl-Pw-repr"  # still usable by consumer.kafka
+
+
+@pytest.mark.parametrize(
+    ("answers", "category"),
+    [
+        (["169.254.169.254"], "metadata"),
+        (["168.63.129.16"], "Azure WireServer"),
+        (["10.1.2.3"], "private"),
+        (["169.254.10.10"], "link-local"),
+        (["fe80::1"], "IPv6 link-local"),
+        (["100.64.0.1"], "carrier-grade NAT"),
+        (["127.0.0.2"], "loopback outside the allow-list"),
+    ],
+)
+async def test_redirect_to_a_name_that_resolves_inside_is_refused_before_connecting(
+    corpus_server, answers, category
+):
+    """Redirect *and* DNS together: an allowed server sends us to a harmless-looking
+    name whose DNS answer is an internal address. Only 127.0.0.1 is allow-listed."""
+    port = corpus_server.base.rsplit(":", 1)[1]
+    resolver = RebindingResolver(answers)
+    settings = Settings(download_allow_networks="127.0.0.1/32", download_timeout_s=2.0,
+                        download_connect_timeout_s=0.5, download_retries=0)
+    target = f"http://cdn.images.example:{port}/img/jpeg_rgb"
+    async with ImageDownloader(settings, resolver=resolver) as downloader:
+        assert await downloader.fetch(f"{corpus_server.base}/img/jpeg_rgb")  # the allowed server itself works
+        with pytest.raises(DownloadError) as info:
+            await downloader.fetch(f"{corpus_server.base}/redirect-to?target={target}")
+    assert (info.value.reason, info.value.retriable) == ("blocked_address", False), category
+    assert resolver.calls == 1, "the redirect target was resolved and refused"
