@@ -170,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             dist, area, emb = net(batch.pixels.contiguous(memory_format=torch.channels_last))
         return outputs_to_host(dist, area, emb)
 
+    from consumer.gpu_decode import GpuDecoder
+
+    # What GalleryScorer runs per batch on a GPU: GpuDecoder (decode + host pixels + pHash on
+    # CPU threads) then ScoringModel.score from host numpy.
+    scorer_decoder = GpuDecoder(device, model.input_size, 50_000_000, max_batch=e2e_batch, torchvision_on_cpu=a.smoke)
+
+    def scorer_path():
+        decoded = scorer_decoder._decode_many(bodies)
+        return model.score(np.stack([d.pixels for d in decoded]))
+
+    out["scorer_path_img_per_s"] = rate(scorer_path, e2e_batch, seconds, device)
     out["decode_only_img_per_s"] = rate(decode_only, e2e_batch, seconds, device)
     out["end_to_end_img_per_s"] = rate(end_to_end, e2e_batch, seconds, device)
     out["end_to_end_batch"] = e2e_batch
@@ -211,6 +222,8 @@ def print_table(out: dict, batches: list[int]) -> None:
               f"batch {out['end_to_end_batch']}")
     t.add_row("end to end from JPEG bytes", f"{out['end_to_end_img_per_s']:,.0f} img/s",
               f">= 5,000; batch {out['end_to_end_batch']}, outputs back on the host")
+    t.add_row("scorer's per-batch path (GpuDecoder + score)", f"{out['scorer_path_img_per_s']:,.0f} img/s",
+              "adds host pixels + pHash on CPU threads, as GalleryScorer runs it")
     Console().print(t)
 
 
