@@ -65,6 +65,9 @@ def make_session(path: str | Path, device: str = "cpu", num_threads: int | None 
     if num_threads:
         opts.intra_op_num_threads = num_threads
     opts.inter_op_num_threads = 1
+    # no busy-waiting between ops: on a CPU shared with decode threads (and other tenants) spinning
+    # workers steal the cores the rest of the pipeline needs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
