@@ -58,7 +58,7 @@ def evaluate(
         y_true = np.array([model.areas.index(classes[s.label]) for s in samples])
         tag = classification_report(y_true, out.area_probs.argmax(1), model.areas)
         png = report_path.with_suffix(".confusion.png")
-        plot_confusion(np.array(tag["confusion_matrix"]), model.areas, png, f"area tagger ({model.model_version})")
+        plot_confusion(np.array(tag["confusion_matrix"]), model.areas, png, f"area tagger\n{model.model_version}")
         tag["confusion_png"] = str(png)
         report["tagger"] = tag
     if labels is not None:

@@ -60,13 +60,13 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path, title: str = "area 
 
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True).clip(1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.8 + 0.55 * len(classes)), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.6 * len(classes)), max(4.0, 1.2 + 0.55 * len(classes))), dpi=110)
     ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     for i in range(len(classes)):
         for j in range(len(classes)):
             if cm[i, j]:

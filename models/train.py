@@ -254,6 +254,8 @@ def fit(
                 opt.load_state_dict(state["optimizer"])
             phase_opt = (phase, opt)
             if phase == 2 and cfg.distill_weight > 0:
+                # the teacher is the model as phase 2 begins (after a resume inside phase 2: as resumed,
+                # whose other heads were themselves held to the original teacher until then)
                 teacher = copy.deepcopy(model).eval()
                 for p in teacher.parameters():
                     p.requires_grad_(False)
