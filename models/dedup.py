@@ -59,23 +59,36 @@ def perceptual_hashes(images) -> np.ndarray:
     return np.stack([imagehash.phash(img).hash.reshape(-1) for img in images]) if images else np.zeros((0, 64), bool)
 
 
+def _pack(hashes: np.ndarray) -> np.ndarray:
+    """(N, 64) bools -> (N,) uint64, so Hamming distance is one XOR + popcount."""
+    return np.packbits(hashes.astype(bool), axis=1).view(">u8").reshape(-1).astype(np.uint64)
+
+
 def duplicate_groups(
     hashes: np.ndarray, embeddings: np.ndarray | None = None,
-    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD,
+    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD, block: int = 1024,
 ) -> tuple[list[int], list[int]]:
-    """(exact-group root of each image, near-group root of each image)."""
+    """(exact-group root of each image, near-group root of each image).
+
+    Pairs are compared in row blocks, so memory stays O(block x N) (20k images: ~160 MB a block).
+    """
     n = len(hashes)
-    h = hashes.astype(np.int16)
-    dist = (h[:, None, :] != h[None, :, :]).sum(-1) if n else np.zeros((0, 0))  # N^2*64: fine to ~5k images
-    exact, near = _UnionFind(n), _UnionFind(n)
-    close = dist <= hash_distance
+    packed = _pack(hashes) if n else np.zeros(0, np.uint64)
+    e = None
     if embeddings is not None and n:
-        e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
-        close |= (e @ e.T) >= cosine
-    for i, j in zip(*np.nonzero(np.triu(dist == 0, 1))):
-        exact.union(int(i), int(j))
-    for i, j in zip(*np.nonzero(np.triu(close, 1))):
-        near.union(int(i), int(j))
+        e = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+    exact, near = _UnionFind(n), _UnionFind(n)
+    for i0 in range(0, n, block):
+        rows = slice(i0, min(i0 + block, n))
+        dist = np.bitwise_count(packed[rows, None] ^ packed[None, :])
+        close = dist <= hash_distance
+        if e is not None:
+            close |= (e[rows] @ e.T) >= cosine
+        upper = np.arange(i0, rows.stop)[:, None] < np.arange(n)[None, :]  # each pair once
+        for i, j in zip(*np.nonzero((dist == 0) & upper)):
+            exact.union(i0 + int(i), int(j))
+        for i, j in zip(*np.nonzero(close & upper)):
+            near.union(i0 + int(i), int(j))
     return [exact.find(i) for i in range(n)], [near.find(i) for i in range(n)]
 
 

@@ -35,6 +35,7 @@ from models.network import GalleryNet, create_model
 
 log = logging.getLogger(__name__)
 SCORE_BINS = torch.arange(1, 11, dtype=torch.float32)
+CACHE_DECODED_UP_TO = 3000  # images kept decoded in memory (<= 512 px: ~0.6 MB each)
 
 
 @dataclass
@@ -80,13 +81,18 @@ def _initial_model(cfg: TrainConfig) -> tuple[GalleryNet, str]:
 
 
 @torch.inference_mode()
-def _embeddings(model: GalleryNet, images, device: torch.device, size: int, batch: int = 32) -> np.ndarray:
+def _hashes_and_embeddings(model: GalleryNet, samples: list[Sample], device: torch.device, size: int,
+                           with_embeddings: bool, batch: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """pHash and serving embedding of every sample, streaming (only one batch of images in memory)."""
     model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.stack([serving_transform(size)(im) for im in images[i:i + batch]])).to(device)
-        out.append(model(x)[2].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.embedding_dim), np.float32)
+    hashes, embs = [], []
+    for i in range(0, len(samples), batch):
+        images = [open_image(s.path) for s in samples[i:i + batch]]
+        hashes.append(perceptual_hashes(images))
+        if with_embeddings:
+            x = torch.from_numpy(np.stack([serving_transform(size)(im) for im in images])).to(device)
+            embs.append(model(x)[2].float().cpu().numpy())
+    return np.concatenate(hashes), (np.concatenate(embs) if with_embeddings else None)
 
 
 class _Task:
@@ -202,11 +208,7 @@ def fit(
 
     # split: exact copies removed, near-duplicate groups kept on one side
     if state is None:
-        images = [open_image(s.path) for s in samples]
-        for im in images:
-            im.thumbnail((512, 512))
-        hashes = perceptual_hashes(images)
-        emb = _embeddings(model, images, device, cfg.input_size) if cfg.dedup_cosine is not None else None
+        hashes, emb = _hashes_and_embeddings(model, samples, device, cfg.input_size, cfg.dedup_cosine is not None)
         strat = [s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
                  for s in samples]
         train_idx, val_idx, split = split_without_leaks(
@@ -214,7 +216,6 @@ def fit(
             hash_distance=cfg.dedup_hash_distance, cosine=cfg.dedup_cosine or 2.0,
         )
         split_report = split.as_dict()
-        del images
     else:
         train_idx, val_idx, split_report = state["train_idx"], state["val_idx"], state["split"]
     if not train_idx or not val_idx:
@@ -222,8 +223,9 @@ def fit(
     log.info("split: %s", {k: v for k, v in split_report.items() if k != "removed"})
 
     aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
-    train_ds = ImageDataset([samples[i] for i in train_idx], aug)
-    val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size))
+    cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
+    train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
+    val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen,
                                            num_workers=cfg.workers, drop_last=len(train_ds) > batch_size)
