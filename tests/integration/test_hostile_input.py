@@ -211,3 +211,20 @@ async def test_redirect_to_a_name_that_resolves_inside_is_refused_before_connect
             await downloader.fetch(f"{corpus_server.base}/redirect-to?target={target}")
     assert (info.value.reason, info.value.retriable) == ("blocked_address", False), category
     assert resolver.calls == 1, "the redirect target was resolved and refused"
+
+
+def test_rediss_url_gives_a_tls_client_with_auth_and_the_ca_bundle():
+    """TLS to Redis is configured by the URL alone (the bundled redis-server 6.2 is built
+    without TLS, so this checks the client the scorer builds, not a handshake)."""
+    from redis.asyncio.connection import SSLConnection
+
+    from consumer.runtime import redis_client
+
+    url = "rediss://scorer:Redis-Tls-Pw@redis.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    client = redis_client(Settings(redis_url=url))
+    pool = client.connection_pool
+    assert pool.connection_class is SSLConnection
+    kwargs = pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("scorer", "Redis-Tls-Pw")
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"]) == ("required", "/etc/ca.pem")
+    assert "Redis-Tls-Pw" not in repr(client)
