@@ -225,7 +225,8 @@ class Comparison:
     aesthetic_shift: float = 0.0  # mean (new - old) aesthetic over images in both
     areas_old: float = 0.0  # mean distinct areas in the top k
     areas_new: float = 0.0
-    model_versions: tuple[set[str], set[str]] = (set(), set())
+    # A factory: a plain tuple default would share its two sets across every Comparison.
+    model_versions: tuple[set[str], set[str]] = field(default_factory=lambda: (set(), set()))
 
 
 async def _sample_hotels(redis: aioredis.Redis, namespace: str, sample: int) -> set[str]:
