@@ -93,6 +93,21 @@ def rss_mb(pid: int | str = "self") -> float:
     return _status_kb(pid, "VmRSS") / 1024
 
 
+def trimmed_rss_mb() -> float:
+    """This process's RSS after asking glibc to hand freed heap pages back to the OS.
+
+    Without the trim, RSS keeps memory that was freed but is still cached in the
+    per-thread malloc arenas (decode threads), which reads like growth but is not.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: plain RSS
+        pass
+    return rss_mb()
+
+
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident set (VmHWM) since the process started."""
     return _status_kb(pid, "VmHWM") / 1024
