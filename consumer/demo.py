@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 
 import orjson
@@ -71,7 +72,7 @@ def print_galleries(console: Console, galleries: dict[str, dict]) -> None:
 
 
 async def run_demo(settings: Settings, images_dir: str | None, hotels: int, per_hotel: int) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     images = folder_images(images_dir) if images_dir else skimage_jpegs()
     console.print(f"[bold]galleryrank demo[/]: {len(images)} sample photos, {hotels} hotels")
     with EmbeddedKafka() as kafka, EmbeddedRedis() as redis_server:
@@ -83,6 +84,8 @@ async def run_demo(settings: Settings, images_dir: str | None, hotels: int, per_
             "download_allow_networks": "127.0.0.0/8",  # the sample server is on loopback
             "metrics_port": 0,
             "group_id": f"galleryrank-demo-{time.time_ns()}",
+            # Tansu holds a JoinGroup for half the session timeout: 6 s keeps the join at ~3 s.
+            "session_timeout_ms": 6000,
         })
         console.print(f"Kafka (Tansu) at {kafka.bootstrap_servers}; Redis at {redis_server.url}; namespace '{namespace}'")
         server = await ImageServer(images).start()
