@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from consumer import keys
 from consumer.decode import decode_image
+from consumer.dlq_dedupe import marker_pattern
 from consumer.kafka import create_topics
 from consumer.produce import publish, upserted
 from consumer.settings import Settings
@@ -172,6 +173,8 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
         }).decode(), flush=True)
     finally:
         await drop_namespace(redis, s.namespace)
+        async for key in redis.scan_iter(match=marker_pattern(s.group_id), count=500):
+            await redis.unlink(key)
 
 
 def _index(cases, name: str) -> int:
