@@ -9,6 +9,7 @@ the Kubernetes ConfigMap name only settings that exist here.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,21 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field("127.0.0.1", description="Read API / gallery page bind address")
     serve_port: int = Field(8080, ge=0, description="Read API / gallery page port")
+
+
+    def __repr_args__(self):
+        # A Redis password may ride in redis_url (redis://:secret@host): never print it.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" and isinstance(value, str) else value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -10,6 +10,7 @@ import pytest
 from consumer.kafka import create_topics
 from consumer.produce import deleted, publish, upserted
 from tests.crash_harness import ConsumerProcess, kill_schedule
+from tests.fault_support import wait_for_log
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,10 +43,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
                                                  "batch_size": 8})
     proc = ConsumerProcess(crash_settings, tmp_path / "consumer.log")
     try:
-        # Crash run: start, let it work for a random while, SIGKILL; three times. A start
-        # costs ~5 s (imports, model) + the dead member's session timeout (6 s) + a join (3 s).
-        for run_s in kill_schedule(seed=3, kills=3, low_s=12.0, high_s=18.0):
+        # Crash run: start, wait until it owns partitions (start-up costs ~5 s of imports
+        # and model + the dead member's 6 s session + a ~3 s join, and varies with load),
+        # let it work for a seeded random while, SIGKILL; three times.
+        log = tmp_path / "consumer.log"
+        for run_s in kill_schedule(seed=3, kills=3, low_s=1.0, high_s=5.0):
+            start = log.stat().st_size if log.exists() else 0
             proc.start()
+            assert await wait_for_log(log, b"assigned partitions", start, timeout_s=90), "consumer never joined"
             await asyncio.sleep(run_s)
             proc.kill()
         assert proc.kills == 3

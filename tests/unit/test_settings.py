@@ -41,3 +41,10 @@ def test_secret_never_shows_in_repr(monkeypatch):
     settings = Settings()
     assert settings.sasl_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+
+
+def test_redis_password_in_url_never_shows_in_repr():
+    settings = Settings(redis_url="redis://:s3cret-pw@redis.internal:6379/0")
+    assert settings.redis_url.endswith("@redis.internal:6379/0")  # still usable
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings)
+    assert "redis://:***@redis.internal:6379/0" in repr(settings)
