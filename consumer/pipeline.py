@@ -13,9 +13,8 @@ that cap the big objects have their own bounds: at most
 `download_concurrency` image bodies (downloading or waiting for a decoder)
 and 2 x `batch_size` decoded images (decoding or waiting for the model), so
 memory stays flat whatever the backlog (bench/pipeline_bench.py measures it).
-Decode and inference run in threads; what stays on the event loop is I/O and
-the per-hotel re-ranking inside GalleryStore.apply, which the writer caps at
-32 hotels per call.
+Decode, inference and the per-hotel re-ranking (GalleryStore.apply) run in
+threads; the event loop only does I/O and bookkeeping.
 """
 
 from __future__ import annotations

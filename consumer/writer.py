@@ -31,10 +31,11 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, Cluster
 # 1,024 changes is ~1 MB of Lua arguments: big enough to amortise round trips,
 # small enough to keep one script well under Redis' 5 s busy threshold.
 MAX_CHANGES_PER_WRITE = 1024
-# GalleryStore.apply re-ranks every touched hotel on the event loop without
-# yielding (~2 ms per hotel of ~20 images on these 2-core machines; py-spy in
-# bench/pipeline_bench.py). At most this many hotels per apply keeps one write
-# under ~100 ms of loop time, so heartbeats and fetches are not held up.
+# GalleryStore.apply makes a whole chunk durable at once, after re-ranking every
+# hotel in it (~2 ms each on these 2-core machines, py-spy in
+# bench/pipeline_bench.py). Chunks of at most this many hotels let the first
+# events of a big batch commit without waiting for the ranking of all others,
+# and keep one Redis pipeline small.
 MAX_HOTELS_PER_WRITE = 32
 
 
