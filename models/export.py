@@ -67,6 +67,10 @@ def make_session(path: str | Path, device: str = "cpu", num_threads: int | None 
     # no busy-waiting between ops: on a CPU shared with decode threads (and other tenants) spinning
     # workers steal the cores the rest of the pipeline needs
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No CPU memory arena: it keeps the high-water mark of every batch size seen;
+    # off, peak RSS of the pipeline benchmark fell by ~300 MB at the same CPU per
+    # event (bench/pipeline_bench.py --ort-options), margin under the 2 GB budget.
+    opts.enable_cpu_mem_arena = False
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
