@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from . import metrics
+from .tasks import cancel_and_wait
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,7 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         self._executor.shutdown(wait=True)
 
     def queued(self) -> int:

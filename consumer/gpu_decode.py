@@ -33,6 +33,7 @@ from .decode import (
     decode_image,
     phash_int,
 )
+from .tasks import cancel_and_wait
 
 _JPEG_SOI = b"\xff\xd8\xff"
 
@@ -173,12 +174,7 @@ class GpuDecoder:
         self._task = asyncio.create_task(self._run(), name="gpu-decoder")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         self._executor.shutdown(wait=True)
         self._hash_pool.shutdown(wait=True)
 

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
 
 from . import metrics
+from .tasks import cancel_and_wait
 from .records import ImageRecord
 from .store import ApplyResult, GalleryStore
 
@@ -67,12 +68,7 @@ class StateWriter:
         self._task = asyncio.create_task(self._run(), name="state-writer")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def write(self, hotel_id: str, record: ImageRecord) -> None:
         """Resolves once the change (or its no-op verdict) is durable in Redis."""
