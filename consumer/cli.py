@@ -95,8 +95,22 @@ def _mount_optional(group: click.Group) -> None:
 _mount_optional(cli)
 
 
-def main() -> None:
-    cli(auto_envvar_prefix=None)
+# The model tool-chain is a typer app. typer >= 0.29 raises its own (vendored)
+# click exceptions, which a plain click group neither catches nor prints: run
+# through the group, `--help` or a bad flag of those commands ended in a
+# traceback. They are listed in the group (so `galleryrank --help` shows them)
+# but run by their own typer app, which handles its exceptions.
+MODEL_COMMANDS = ("train", "evaluate", "explain", "export")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in MODEL_COMMANDS:
+        from models.cli import models_app
+
+        models_app(args=args, prog_name="galleryrank")
+        return
+    cli(args=args, auto_envvar_prefix=None)
 
 
 if __name__ == "__main__":
