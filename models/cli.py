@@ -35,6 +35,13 @@ def _train_opts(**kw) -> dict:
 _Backbone = typer.Option("efficientnet_lite0", help="efficientnet_lite0 | mobilenet_v2 | mobilenet_v3_large | vgg16")
 _Weights = typer.Option(None, help="Local backbone weights file (torchvision backbones); default: package weights")
 _Init = typer.Option(None, help="Start from this galleryrank checkpoint instead of the shipped default model")
+# The two-phase regime's knobs, shared by both training commands (idealo's defaults in models/train.py).
+_EpochsHeads = typer.Option(None, help="Phase 1 epochs (default 5)")
+_LrHeads = typer.Option(None, help="Phase 1 learning rate (default 1e-3)")
+_EpochsAll = typer.Option(None, help="Phase 2 epochs, all layers (default 9)")
+_LrAll = typer.Option(None, help="Phase 2 learning rate (default 3e-5)")
+_BatchSize = typer.Option(None, help="Default 96 on CUDA, 32 on CPU")
+_Resume = typer.Option(False, help="Continue from OUT/last.pt")
 
 
 @train_app.command("tagger")
@@ -44,16 +51,16 @@ def train_tagger_cmd(
     backbone: str = _Backbone,
     backbone_weights: Optional[str] = _Weights,
     init_checkpoint: Optional[str] = _Init,
-    epochs_heads: Optional[int] = typer.Option(None, help="Phase 1 epochs (default 5)"),
-    lr_heads: Optional[float] = typer.Option(None, help="Phase 1 learning rate (default 1e-3)"),
-    epochs_all: Optional[int] = typer.Option(None, help="Phase 2 epochs, all layers (default 9)"),
-    lr_all: Optional[float] = typer.Option(None, help="Phase 2 learning rate (default 3e-5)"),
-    batch_size: Optional[int] = typer.Option(None, help="Default 96 on CUDA, 32 on CPU"),
+    epochs_heads: Optional[int] = _EpochsHeads,
+    lr_heads: Optional[float] = _LrHeads,
+    epochs_all: Optional[int] = _EpochsAll,
+    lr_all: Optional[float] = _LrAll,
+    batch_size: Optional[int] = _BatchSize,
     val_fraction: Optional[float] = typer.Option(None),
     device: str = typer.Option("auto"),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes"),
     seed: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="Continue from OUT/last.pt"),
+    resume: bool = _Resume,
     progress: bool = typer.Option(True),
 ) -> None:
     """Train the area tagger on DATA/<area>/*.jpg."""
@@ -74,16 +81,16 @@ def train_aesthetic_cmd(
     backbone: str = _Backbone,
     backbone_weights: Optional[str] = _Weights,
     init_checkpoint: Optional[str] = _Init,
-    epochs_heads: Optional[int] = typer.Option(None, help="Phase 1 epochs (default 5)"),
-    lr_heads: Optional[float] = typer.Option(None, help="Phase 1 learning rate (default 1e-3)"),
-    epochs_all: Optional[int] = typer.Option(None, help="Phase 2 epochs, all layers (default 9)"),
-    lr_all: Optional[float] = typer.Option(None, help="Phase 2 learning rate (default 3e-5)"),
-    batch_size: Optional[int] = typer.Option(None, help="Default 96 on CUDA, 32 on CPU"),
+    epochs_heads: Optional[int] = _EpochsHeads,
+    lr_heads: Optional[float] = _LrHeads,
+    epochs_all: Optional[int] = _EpochsAll,
+    lr_all: Optional[float] = _LrAll,
+    batch_size: Optional[int] = _BatchSize,
     val_fraction: Optional[float] = typer.Option(None),
     device: str = typer.Option("auto"),
     workers: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="Continue from OUT/last.pt"),
+    resume: bool = _Resume,
     progress: bool = typer.Option(True),
 ) -> None:
     """Train the NIMA aesthetic head (EMD loss) on vote distributions."""
