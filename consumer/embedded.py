@@ -34,6 +34,18 @@ def _wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float, wha
     raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class EmbeddedKafka:
     """A Tansu broker with in-memory storage on a free loopback port."""
@@ -65,13 +77,7 @@ class EmbeddedKafka:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> "EmbeddedKafka":
         return self.start()
@@ -109,9 +115,7 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
+        stop_process(self.proc)
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 

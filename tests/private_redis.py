@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
-from consumer.embedded import _wait_for_port, free_port
+from consumer.embedded import _wait_for_port, free_port, stop_process
 
 
 def redis_server_binary() -> str:
@@ -58,12 +58,7 @@ class PrivateRedis:
             self.proc.wait(5)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def close(self) -> None:
         self.stop()
