@@ -3,7 +3,7 @@
 1. correctness against the CPU on the same inputs: the same CPU-decoded
    pixels scored in bf16 on the device vs PyTorch eager fp32 on the CPU
    (tolerances of tests/unit/test_backends.py), and the GPU decode path
-   (consumer.gpu_decode, nvJPEG + antialiased resize) vs the CPU decode path;
+   (galleryrank.consumer.images.gpu_decode, nvJPEG + antialiased resize) vs the CPU decode path;
 2. model-only img/s at batch 64 and 256, bf16 autocast + channels_last, input
    already on the device; and through ``ScoringModel.score`` from host numpy
    (pinned memory, non-blocking copy, outputs back to the host);
@@ -60,12 +60,15 @@ def compare(out, ref) -> dict:
 
 
 def within(diff: dict, tol: dict) -> bool:
-    return bool(diff["aesthetic_max_abs"] <= tol["aesthetic"] and diff["area_max_abs"] <= tol["area"]
-                and diff["embedding_cos_min"] >= tol["embedding_cos"])
+    return bool(
+        diff["aesthetic_max_abs"] <= tol["aesthetic"]
+        and diff["area_max_abs"] <= tol["area"]
+        and diff["embedding_cos_min"] >= tol["embedding_cos"]
+    )
 
 
 def outputs_to_host(dist, area, emb):
-    from models.scoring import _make_output
+    from galleryrank.models.scoring import _make_output
 
     return _make_output(dist.float().cpu().numpy(), area.float().cpu().numpy(), emb.float().cpu().numpy())
 
@@ -90,14 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     e2e_batch = a.e2e_batch or (8 if a.smoke else 256)
 
     from bench.pipeline_bench import make_photos
-    from consumer.decode import decode_image
-    from consumer.gpu_decode import decode_batch
-    from models import load_scoring_model
+    from galleryrank.consumer.images.decode import decode_image
+    from galleryrank.consumer.images.gpu_decode import decode_batch
+    from galleryrank.models import load_scoring_model
 
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)  # noqa: E731
-    out: dict = {"device": device, "smoke": a.smoke,
-                 "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-                 "torch": torch.__version__}
+    out: dict = {
+        "device": device,
+        "smoke": a.smoke,
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "torch": torch.__version__,
+    }
     log(f"{n_photos} photos 1600x1200 on {device}")
     photos = list(make_photos(n_photos).values())
     k = min(len(photos), 32)
@@ -118,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         decoded_scores = outputs_to_host(*net(gpu_dec.pixels.contiguous(memory_format=torch.channels_last)))
     decode_path = compare(decoded_scores, reference)
     out["correctness"] = {
-        "bf16_same_pixels": same_pixels, "bf16_same_pixels_ok": within(same_pixels, BF16_TOL),
-        "gpu_decode_path": decode_path, "gpu_decode_pixel_mean_abs": float(pixel_diff.mean()),
-        "gpu_decode_pixel_max_abs": int(pixel_diff.max()), "gpu_decoded_on_device": gpu_dec.on_gpu,
+        "bf16_same_pixels": same_pixels,
+        "bf16_same_pixels_ok": within(same_pixels, BF16_TOL),
+        "gpu_decode_path": decode_path,
+        "gpu_decode_pixel_mean_abs": float(pixel_diff.mean()),
+        "gpu_decode_pixel_max_abs": int(pixel_diff.max()),
+        "gpu_decoded_on_device": gpu_dec.on_gpu,
         "gpu_decode_path_ok": within(decode_path, DECODE_TOL) and bool(pixel_diff.mean() <= DECODE_TOL["pixel_mean"]),
     }
     log(f"correctness: {out['correctness']}")
@@ -154,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         forward_compiled()
         sync(device)
-        out["compiled"] = {"batch": bs, "compile_s": time.perf_counter() - t0,
-                           "img_per_s": rate(forward_compiled, bs, seconds, device)}
+        out["compiled"] = {
+            "batch": bs,
+            "compile_s": time.perf_counter() - t0,
+            "img_per_s": rate(forward_compiled, bs, seconds, device),
+        }
         log(f"torch.compile: {out['compiled']}")
 
     # 3. end to end from JPEG bytes in host memory
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             dist, area, emb = net(batch.pixels.contiguous(memory_format=torch.channels_last))
         return outputs_to_host(dist, area, emb)
 
-    from consumer.gpu_decode import GpuDecoder
+    from galleryrank.consumer.images.gpu_decode import GpuDecoder
 
     # What GalleryScorer runs per batch on a GPU: GpuDecoder (decode + host pixels + pHash on
     # CPU threads) then ScoringModel.score from host numpy.
@@ -203,27 +215,46 @@ def print_table(out: dict, batches: list[int]) -> None:
     for col in ("measure", "value", "target / note"):
         t.add_column(col)
     s = c["bf16_same_pixels"]
-    t.add_row("bf16 on device vs fp32 CPU, same pixels",
-              f"|Δaesthetic| {s['aesthetic_max_abs']:.4f}, |Δarea| {s['area_max_abs']:.4f}, cos {s['embedding_cos_min']:.4f}",
-              f"{BF16_TOL}: {'ok' if c['bf16_same_pixels_ok'] else 'FAILED'}")
+    t.add_row(
+        "bf16 on device vs fp32 CPU, same pixels",
+        f"|Δaesthetic| {s['aesthetic_max_abs']:.4f}, |Δarea| {s['area_max_abs']:.4f}, cos {s['embedding_cos_min']:.4f}",
+        f"{BF16_TOL}: {'ok' if c['bf16_same_pixels_ok'] else 'FAILED'}",
+    )
     d = c["gpu_decode_path"]
-    t.add_row("GPU decode path vs CPU decode + fp32",
-              f"|Δaesthetic| {d['aesthetic_max_abs']:.4f}, |Δarea| {d['area_max_abs']:.4f}, cos {d['embedding_cos_min']:.4f}, "
-              f"pixels mean {c['gpu_decode_pixel_mean_abs']:.2f} max {c['gpu_decode_pixel_max_abs']}",
-              f"{DECODE_TOL}: {'ok' if c['gpu_decode_path_ok'] else 'FAILED'} ({c['gpu_decoded_on_device']} via batched decode_jpeg)")
+    t.add_row(
+        "GPU decode path vs CPU decode + fp32",
+        f"|Δaesthetic| {d['aesthetic_max_abs']:.4f}, |Δarea| {d['area_max_abs']:.4f}, cos {d['embedding_cos_min']:.4f}, "
+        f"pixels mean {c['gpu_decode_pixel_mean_abs']:.2f} max {c['gpu_decode_pixel_max_abs']}",
+        f"{DECODE_TOL}: {'ok' if c['gpu_decode_path_ok'] else 'FAILED'} ({c['gpu_decoded_on_device']} via batched decode_jpeg)",
+    )
     for bs in batches:
         m = out["model_only"][bs]
-        t.add_row(f"model only, bf16, batch {bs}", f"{m['on_device_img_per_s']:,.0f} img/s",
-                  f">= 20,000; from host numpy via ScoringModel.score: {m['from_host_img_per_s']:,.0f} img/s")
+        t.add_row(
+            f"model only, bf16, batch {bs}",
+            f"{m['on_device_img_per_s']:,.0f} img/s",
+            f">= 20,000; from host numpy via ScoringModel.score: {m['from_host_img_per_s']:,.0f} img/s",
+        )
     if "compiled" in out:
-        t.add_row(f"model only, torch.compile, batch {out['compiled']['batch']}",
-                  f"{out['compiled']['img_per_s']:,.0f} img/s", f"compile {out['compiled']['compile_s']:.0f} s")
-    t.add_row("decode + resize only (1600x1200 JPEG)", f"{out['decode_only_img_per_s']:,.0f} img/s",
-              f"batch {out['end_to_end_batch']}")
-    t.add_row("end to end from JPEG bytes", f"{out['end_to_end_img_per_s']:,.0f} img/s",
-              f">= 5,000; batch {out['end_to_end_batch']}, outputs back on the host")
-    t.add_row("scorer's per-batch path (GpuDecoder + score)", f"{out['scorer_path_img_per_s']:,.0f} img/s",
-              "adds host pixels + pHash on CPU threads, as GalleryScorer runs it")
+        t.add_row(
+            f"model only, torch.compile, batch {out['compiled']['batch']}",
+            f"{out['compiled']['img_per_s']:,.0f} img/s",
+            f"compile {out['compiled']['compile_s']:.0f} s",
+        )
+    t.add_row(
+        "decode + resize only (1600x1200 JPEG)",
+        f"{out['decode_only_img_per_s']:,.0f} img/s",
+        f"batch {out['end_to_end_batch']}",
+    )
+    t.add_row(
+        "end to end from JPEG bytes",
+        f"{out['end_to_end_img_per_s']:,.0f} img/s",
+        f">= 5,000; batch {out['end_to_end_batch']}, outputs back on the host",
+    )
+    t.add_row(
+        "scorer's per-batch path (GpuDecoder + score)",
+        f"{out['scorer_path_img_per_s']:,.0f} img/s",
+        "adds host pixels + pHash on CPU threads, as GalleryScorer runs it",
+    )
     Console().print(t)
 
 

@@ -35,16 +35,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import metrics  # noqa: E402
-from consumer.dlq_dedupe import marker_pattern  # noqa: E402
-from consumer.embedded import EmbeddedKafka, EmbeddedRedis  # noqa: E402
-from consumer.events import encode_event  # noqa: E402
-from consumer.kafka import create_topics, make_producer  # noqa: E402
-from consumer.pipeline import GalleryScorer  # noqa: E402
-from consumer.produce import upserted  # noqa: E402
-from consumer.runtime import caught_up, load_model  # noqa: E402
-from consumer.samples import ImageServer, skimage_jpegs  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from galleryrank.consumer import metrics  # noqa: E402
+from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis  # noqa: E402
+from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs  # noqa: E402
+from galleryrank.consumer.runtime import caught_up, load_model  # noqa: E402
+from galleryrank.consumer.settings import Settings  # noqa: E402
+from galleryrank.consumer.stream.dlq_dedupe import marker_pattern  # noqa: E402
+from galleryrank.consumer.stream.events import encode_event  # noqa: E402
+from galleryrank.consumer.stream.kafka import create_topics, make_producer  # noqa: E402
+from galleryrank.consumer.stream.produce import upserted  # noqa: E402
+from galleryrank.consumer.stream.scorer import GalleryScorer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load.json"
 
@@ -107,8 +107,12 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_s": None, "p95_s": None, "p99_s": None, "max_s": None}
     arr = np.asarray(values)
-    return {"p50_s": round(float(np.percentile(arr, 50)), 3), "p95_s": round(float(np.percentile(arr, 95)), 3),
-            "p99_s": round(float(np.percentile(arr, 99)), 3), "max_s": round(float(arr.max()), 3)}
+    return {
+        "p50_s": round(float(np.percentile(arr, 50)), 3),
+        "p95_s": round(float(np.percentile(arr, 95)), 3),
+        "p99_s": round(float(np.percentile(arr, 99)), 3),
+        "max_s": round(float(arr.max()), 3),
+    }
 
 
 def _redis_url() -> tuple[str, EmbeddedRedis | None]:
@@ -132,10 +136,18 @@ async def run(args) -> dict:
     server = await ImageServer(images).start()
     kafka = EmbeddedKafka().start()
     settings = Settings(
-        bootstrap_servers=kafka.bootstrap_servers, redis_url=redis_url,
-        topic=f"load-{tag}", dlq_topic=f"load-{tag}.dlq", group_id=f"load-{tag}", namespace=f"load-{tag}",
+        bootstrap_servers=kafka.bootstrap_servers,
+        redis_url=redis_url,
+        topic=f"load-{tag}",
+        dlq_topic=f"load-{tag}.dlq",
+        group_id=f"load-{tag}",
+        namespace=f"load-{tag}",
         download_allow_networks="127.0.0.0/8",  # loopback only: the image server
-        session_timeout_ms=6000, metrics_port=0, batch_size=args.batch_size, backend=args.backend, device="cpu",
+        session_timeout_ms=6000,
+        metrics_port=0,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        device="cpu",
     )
     redis = aioredis.Redis.from_url(redis_url)
     urls = [server.url(n) for n in sorted(images) if n.endswith(".jpg")]
@@ -193,22 +205,31 @@ async def run(args) -> dict:
         done = {k: v for k, v in scorer.latencies.items() if k in kinds}
         good = [v for k, v in done.items() if kinds[k] == "good"]
         bad = [v for k, v in done.items() if kinds[k] != "good"]
-        dlq_by_reason = {
-            labels["reason"]: int(value)
-            for labels, value in _labelled(metrics.DLQ)
-        }
+        dlq_by_reason = {labels["reason"]: int(value) for labels, value in _labelled(metrics.DLQ)}
         result = {
-            "settings": {"rate_per_s": args.rate, "duration_s": args.duration, "max_events": args.max_events,
-                         "bad_share": args.bad_share, "partitions": args.partitions, "batch_size": args.batch_size,
-                         "image_size": f"{args.width}x{args.height}", "backend": model.backend,
-                         "cpu_cores": os.cpu_count()},
-            "offered": sum(offered.values()), "offered_by_kind": dict(offered),
-            "processed": len(done), "lost": sum(offered.values()) - len(done),
-            "applied": scorer.summary.applied, "dead_lettered": scorer.summary.dead_lettered,
+            "settings": {
+                "rate_per_s": args.rate,
+                "duration_s": args.duration,
+                "max_events": args.max_events,
+                "bad_share": args.bad_share,
+                "partitions": args.partitions,
+                "batch_size": args.batch_size,
+                "image_size": f"{args.width}x{args.height}",
+                "backend": model.backend,
+                "cpu_cores": os.cpu_count(),
+            },
+            "offered": sum(offered.values()),
+            "offered_by_kind": dict(offered),
+            "processed": len(done),
+            "lost": sum(offered.values()) - len(done),
+            "applied": scorer.summary.applied,
+            "dead_lettered": scorer.summary.dead_lettered,
             "dlq_by_reason": dlq_by_reason,
             "throughput_events_per_s": round(len(done) / elapsed, 1) if elapsed else None,
-            "latency_good": percentiles(good), "latency_bad": percentiles(bad),
-            "rss_start_mb": round(rss_start), "peak_rss_mb": round(max(rss_samples + [rss_mb()])),
+            "latency_good": percentiles(good),
+            "latency_bad": percentiles(bad),
+            "rss_start_mb": round(rss_start),
+            "peak_rss_mb": round(max(rss_samples + [rss_mb()])),
             "backpressure_pauses": getattr(scorer, "pause_count", None),
         }
         return result
@@ -230,7 +251,7 @@ def _labelled(counter):
 
 
 async def drop(redis, settings: Settings) -> None:
-    from consumer import keys
+    from galleryrank.consumer.state import keys
 
     for pattern in (keys.namespace_pattern(settings.namespace), marker_pattern(settings.group_id)):
         async for key in redis.scan_iter(match=pattern, count=500):
@@ -239,16 +260,28 @@ async def drop(redis, settings: Settings) -> None:
 
 def print_table(r: dict) -> None:
     rows = [
-        ("offered (events)", f"{r['offered']} at {r['settings']['rate_per_s']}/s, {r['settings']['bad_share']:.0%} bad"),
+        (
+            "offered (events)",
+            f"{r['offered']} at {r['settings']['rate_per_s']}/s, {r['settings']['bad_share']:.0%} bad",
+        ),
         ("processed / lost", f"{r['processed']} / {r['lost']}"),
         ("applied / dead-lettered", f"{r['applied']} / {r['dead_lettered']}"),
         ("throughput", f"{r['throughput_events_per_s']} events/s"),
-        ("latency good p50/p95/p99/max", "/".join(str(r['latency_good'][k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + " s"),
-        ("latency bad p50/p95/p99/max", "/".join(str(r['latency_bad'][k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + " s"),
+        (
+            "latency good p50/p95/p99/max",
+            "/".join(str(r["latency_good"][k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + " s",
+        ),
+        (
+            "latency bad p50/p95/p99/max",
+            "/".join(str(r["latency_bad"][k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + " s",
+        ),
         ("DLQ by reason", ", ".join(f"{k} {v}" for k, v in sorted(r["dlq_by_reason"].items()))),
         ("RSS start / peak", f"{r['rss_start_mb']} / {r['peak_rss_mb']} MB"),
-        ("setup", f"{r['settings']['cpu_cores']} cores, {r['settings']['backend']}, batch {r['settings']['batch_size']}, "
-                  f"images {r['settings']['image_size']}, {r['settings']['partitions']} partitions"),
+        (
+            "setup",
+            f"{r['settings']['cpu_cores']} cores, {r['settings']['backend']}, batch {r['settings']['batch_size']}, "
+            f"images {r['settings']['image_size']}, {r['settings']['partitions']} partitions",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"| {'measure'.ljust(width)} | value |")

@@ -28,10 +28,18 @@ def photos(size: int) -> np.ndarray:
     from PIL import Image
     from skimage import data
 
-    from models import preprocess_image
+    from galleryrank.models import preprocess_image
 
-    names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-             "colorwheel"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "retina",
+        "colorwheel",
+    ]
     return np.stack([preprocess_image(Image.fromarray(getattr(data, n)()), size) for n in names])
 
 
@@ -73,7 +81,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from models import load_scoring_model
+    from galleryrank.models import load_scoring_model
 
     cache = tempfile.mkdtemp(prefix="galleryrank-bench-")
     backends = args.backends.split(",")
@@ -99,8 +107,9 @@ def main() -> None:
     for bs in sizes:
         batch = rng.integers(0, 256, (bs, 3, real.shape[2], real.shape[3]), dtype=np.uint8)
         for b, (ips, per_cpu) in measure(models, batch, args.seconds, args.rounds).items():
-            rows.append({"backend": b, "batch": bs, "img_per_s": ips, "img_per_cpu_s": per_cpu,
-                         "vs_fp32": deviation[b]})
+            rows.append(
+                {"backend": b, "batch": bs, "img_per_s": ips, "img_per_cpu_s": per_cpu, "vs_fp32": deviation[b]}
+            )
     rows.sort(key=lambda r: (backends.index(r["backend"]), r["batch"]))
     base = {r["batch"]: r["img_per_cpu_s"] for r in rows if r["backend"] == "torch"}
     best_torch = max(base.values()) if base else None
@@ -109,22 +118,41 @@ def main() -> None:
         r["speedup_vs_best_torch_fp32"] = r["img_per_cpu_s"] / best_torch if best_torch else None
 
     cpu = platform.processor() or platform.machine()
-    print(f"\nEfficientNet-Lite0 scoring graph (3 heads), 224 px, {args.threads} threads, {cpu}, "
-          f"torch {torch.__version__}; best of {args.rounds} interleaved rounds; load avg {os.getloadavg()[0]:.1f}")
-    print(f"{'backend':<12} {'batch':>5} {'img/s':>8} {'img/cpu-s':>9} {'x fp32':>7} | {'d aesth':>8} {'d area':>8}"
-          f" {'cos emb':>8}")
+    print(
+        f"\nEfficientNet-Lite0 scoring graph (3 heads), 224 px, {args.threads} threads, {cpu}, "
+        f"torch {torch.__version__}; best of {args.rounds} interleaved rounds; load avg {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'backend':<12} {'batch':>5} {'img/s':>8} {'img/cpu-s':>9} {'x fp32':>7} | {'d aesth':>8} {'d area':>8}"
+        f" {'cos emb':>8}"
+    )
     for r in rows:
         d = r["vs_fp32"]
-        print(f"{r['backend']:<12} {r['batch']:>5} {r['img_per_s']:>8.1f} {r['img_per_cpu_s']:>9.1f}"
-              f" {r['speedup_vs_torch_fp32_same_batch'] or 0:>7.2f}"
-              f" | {d.get('aesthetic_mean', 0):>8.4f} {d.get('area_probs', 0):>8.4f} {d.get('embedding_cos_min', 1):>8.4f}")
+        print(
+            f"{r['backend']:<12} {r['batch']:>5} {r['img_per_s']:>8.1f} {r['img_per_cpu_s']:>9.1f}"
+            f" {r['speedup_vs_torch_fp32_same_batch'] or 0:>7.2f}"
+            f" | {d.get('aesthetic_mean', 0):>8.4f} {d.get('area_probs', 0):>8.4f} {d.get('embedding_cos_min', 1):>8.4f}"
+        )
     best = max(rows, key=lambda r: r["img_per_cpu_s"])
-    print(f"cheapest per image: {best['backend']} at batch {best['batch']}: {best['img_per_cpu_s']:.1f} img/cpu-s "
-          f"({best['speedup_vs_best_torch_fp32'] or 0:.2f}x the best PyTorch eager fp32); x fp32 = CPU-cost ratio")
+    print(
+        f"cheapest per image: {best['backend']} at batch {best['batch']}: {best['img_per_cpu_s']:.1f} img/cpu-s "
+        f"({best['speedup_vs_best_torch_fp32'] or 0:.2f}x the best PyTorch eager fp32); x fp32 = CPU-cost ratio"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "cpu": cpu, "torch": torch.__version__,
-                               "cpu_count": os.cpu_count(), "rows": rows, "fastest": best}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "cpu": cpu,
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "rows": rows,
+                "fastest": best,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -4,7 +4,7 @@ One event at a time, as a first version would be written: fetch one record,
 download its image, decode it, score it as a batch of 1, write it to Redis in
 its own `GalleryStore.apply`, commit its offset, then take the next record.
 It reuses the real downloader, decoder, model and store, so the only
-difference from `consumer.pipeline.GalleryScorer` is the architecture (no
+difference from `galleryrank.consumer.stream.scorer.GalleryScorer` is the architecture (no
 overlap, no batching, one write and one commit per event).
 """
 
@@ -14,13 +14,13 @@ import time
 
 from aiokafka import TopicPartition
 
-from consumer.decode import DecodeError, decode_image
-from consumer.download import DownloadError, ImageDownloader
-from consumer.events import ImageDeleted, InvalidEvent, parse_event
-from consumer.kafka import make_consumer
-from consumer.records import Fence, ImageRecord
-from consumer.settings import Settings
-from consumer.store import GalleryStore
+from galleryrank.consumer.images.decode import DecodeError, decode_image
+from galleryrank.consumer.images.download import DownloadError, ImageDownloader
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.store import GalleryStore
+from galleryrank.consumer.stream.events import ImageDeleted, InvalidEvent, parse_event
+from galleryrank.consumer.stream.kafka import make_consumer
 
 
 async def run_naive(settings: Settings, model, redis, namespace: str, max_events: int) -> dict:
@@ -47,7 +47,7 @@ async def run_naive(settings: Settings, model, redis, namespace: str, max_events
                         failed += 1
                     else:
                         out = model.score(decoded.pixels[None])  # batch of 1
-                        rec = ImageRecord(
+                        rec = ImageState(
                             image_id=event.image_id,
                             fence=Fence(record.partition, record.offset),
                             event_id=event.event_id,
@@ -65,5 +65,10 @@ async def run_naive(settings: Settings, model, redis, namespace: str, max_events
         finally:
             await consumer.stop()
     seconds = time.perf_counter() - (first_at or time.perf_counter())
-    return {"events": applied + failed, "applied": applied, "failed": failed, "seconds": seconds,
-            "events_per_s": (applied + failed) / seconds if seconds else 0.0}
+    return {
+        "events": applied + failed,
+        "applied": applied,
+        "failed": failed,
+        "seconds": seconds,
+        "events_per_s": (applied + failed) / seconds if seconds else 0.0,
+    }

@@ -4,7 +4,7 @@ One run on one machine measures, and prints as a table (also bench/results/pipel
 
 (a) the ceiling: model-only img/s at the best batch size on the chosen backend
     (``models.load_scoring_model(backend="auto")``) and on PyTorch eager fp32;
-    t_decode (``consumer.decode.decode_image`` of a 1600x1200 JPEG, one core) and
+    t_decode (``galleryrank.consumer.images.decode.decode_image`` of a 1600x1200 JPEG, one core) and
     the combined CPU ceiling = cores / (t_decode_per_core + t_model_per_core)
     (docs: /work/shared/anchors.md), since decode and model share the cores;
 (b) the full pipeline: events/s from a real Tansu broker through downloads from
@@ -59,7 +59,16 @@ def make_photos(count: int, width: int = 1600, height: int = 1200, seed: int = 0
     from PIL import Image
     from skimage import data
 
-    names = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field", "camera"]
+    names = [
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "immunohistochemistry",
+        "retina",
+        "hubble_deep_field",
+        "camera",
+    ]
     sources = []
     for name in names:
         arr = np.asarray(getattr(data, name)())
@@ -100,7 +109,7 @@ def _timed_rate(fn, items_per_call: int, min_seconds: float, min_calls: int = 3)
 
 
 def measure_decode(photos: dict[str, bytes], min_seconds: float) -> dict:
-    from consumer.decode import decode_image
+    from galleryrank.consumer.images.decode import decode_image
 
     bodies = list(photos.values())
     state = {"i": 0}
@@ -110,8 +119,11 @@ def measure_decode(photos: dict[str, bytes], min_seconds: float) -> dict:
         state["i"] += 1
 
     rate, cpu_ms = _timed_rate(one, 1, min_seconds, min_calls=len(bodies))
-    return {"img_per_s_one_core": rate, "cpu_ms_per_img": cpu_ms,
-            "jpeg_kb_mean": sum(map(len, bodies)) / len(bodies) / 1024}
+    return {
+        "img_per_s_one_core": rate,
+        "cpu_ms_per_img": cpu_ms,
+        "jpeg_kb_mean": sum(map(len, bodies)) / len(bodies) / 1024,
+    }
 
 
 def measure_model(model, pixels: np.ndarray, batch_sizes: list[int], min_seconds: float) -> dict:
@@ -120,13 +132,19 @@ def measure_model(model, pixels: np.ndarray, batch_sizes: list[int], min_seconds
         batch = np.ascontiguousarray(np.resize(pixels, (bs,) + pixels.shape[1:]))
         rates[bs], cpu[bs] = _timed_rate(lambda b=batch: model.score(b), bs, min_seconds)
     best = min(cpu, key=cpu.get)  # the batch size that costs the least CPU per image
-    return {"backend": model.backend, "img_per_s_by_batch": rates, "cpu_ms_per_img_by_batch": cpu,
-            "best_batch": best, "best_img_per_s": rates[best], "cpu_ms_per_img": cpu[best]}
+    return {
+        "backend": model.backend,
+        "img_per_s_by_batch": rates,
+        "cpu_ms_per_img_by_batch": cpu,
+        "best_batch": best,
+        "best_img_per_s": rates[best],
+        "cpu_ms_per_img": cpu[best],
+    }
 
 
 def measure_ceiling(photos: dict[str, bytes], quick: bool, cache_dir: str) -> dict:
-    from consumer.decode import decode_image
-    from models import load_scoring_model
+    from galleryrank.consumer.images.decode import decode_image
+    from galleryrank.models import load_scoring_model
 
     seconds = 2.0 if quick else 5.0
     decode = measure_decode(photos, seconds)
@@ -161,12 +179,17 @@ def remeasure_ceiling(c: dict) -> dict:
     after = {
         "decode": measure_decode(st["photos"], st["seconds"]),
         "model_auto": measure_model(st["chosen"], st["pixels"], [c["model_auto"]["best_batch"]], st["seconds"]),
-        "model_eager_fp32": measure_model(st["eager"], st["pixels"], [c["model_eager_fp32"]["best_batch"]], st["seconds"]),
+        "model_eager_fp32": measure_model(
+            st["eager"], st["pixels"], [c["model_eager_fp32"]["best_batch"]], st["seconds"]
+        ),
     }
     pairs = {
-        ("decode", "img_per_s_one_core"), ("decode", "cpu_ms_per_img"),
-        ("model_auto", "best_img_per_s"), ("model_auto", "cpu_ms_per_img"),
-        ("model_eager_fp32", "best_img_per_s"), ("model_eager_fp32", "cpu_ms_per_img"),
+        ("decode", "img_per_s_one_core"),
+        ("decode", "cpu_ms_per_img"),
+        ("model_auto", "best_img_per_s"),
+        ("model_auto", "cpu_ms_per_img"),
+        ("model_eager_fp32", "best_img_per_s"),
+        ("model_eager_fp32", "cpu_ms_per_img"),
     }
     c["before_after"] = {f"{part}.{key}": [c[part][key], after[part][key]] for part, key in sorted(pairs)}
     for part, key in pairs:
@@ -238,9 +261,9 @@ def _ort_session_options(options: list[str]) -> None:
 
 
 async def child_pipeline(settings, expect: int, stop_after_s: float | None, announce_ready: bool) -> dict:
-    from consumer import metrics
-    from consumer.pipeline import GalleryScorer
-    from consumer.runtime import caught_up, load_model, redis_client
+    from galleryrank.consumer import metrics
+    from galleryrank.consumer.runtime import caught_up, load_model, redis_client
+    from galleryrank.consumer.stream.scorer import GalleryScorer
 
     if os.environ.get("BENCH_ORT_OPTIONS"):
         _ort_session_options(os.environ["BENCH_ORT_OPTIONS"].split(","))
@@ -282,9 +305,15 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
         while True:
             in_flight = scorer.tracker.in_flight()
             max_in_flight = max(max_in_flight, in_flight)
-            timeline.append({"t": round(time.perf_counter() - started, 1), "rss_mb": round(_rss_mb(), 1),
-                             "in_flight": in_flight, "paused": len(scorer.consumer.paused()),
-                             "events": scorer.summary.events})
+            timeline.append(
+                {
+                    "t": round(time.perf_counter() - started, 1),
+                    "rss_mb": round(_rss_mb(), 1),
+                    "in_flight": in_flight,
+                    "paused": len(scorer.consumer.paused()),
+                    "events": scorer.summary.events,
+                }
+            )
             if stop_after_s and "first" in marks and time.perf_counter() - marks["first"] >= stop_after_s:
                 if "cut" not in marks:
                     s = scorer.summary
@@ -322,18 +351,22 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
         "rss_after_model_load_mb": marks.get("rss_loaded"),
         "max_in_flight": max_in_flight,
         "pauses": scorer.pause_count,
-        "loop_lag_ms": {"p99": 1000 * float(np.percentile(lag, 99)) if lag else None,
-                        "max": 1000 * max(lag) if lag else None},
-        "latency_s": {"p50": float(np.percentile(lat_sorted, 50)) if lat_sorted else None,
-                      "p99": float(np.percentile(lat_sorted, 99)) if lat_sorted else None,
-                      "n": len(lat_sorted)},
+        "loop_lag_ms": {
+            "p99": 1000 * float(np.percentile(lag, 99)) if lag else None,
+            "max": 1000 * max(lag) if lag else None,
+        },
+        "latency_s": {
+            "p50": float(np.percentile(lat_sorted, 50)) if lat_sorted else None,
+            "p99": float(np.percentile(lat_sorted, 99)) if lat_sorted else None,
+            "n": len(lat_sorted),
+        },
         "timeline": timeline[:: max(1, len(timeline) // 120)],
     }
 
 
 async def child_naive(settings, max_events: int) -> dict:
     from bench.naive_consumer import run_naive
-    from consumer.runtime import load_model, redis_client
+    from galleryrank.consumer.runtime import load_model, redis_client
 
     model = load_model(settings)
     redis = redis_client(settings)
@@ -349,7 +382,7 @@ async def child_naive(settings, max_events: int) -> dict:
 
 
 def child_main(argv: list[str]) -> None:
-    from consumer.settings import Settings
+    from galleryrank.consumer.settings import Settings
 
     p = argparse.ArgumentParser(prog="pipeline_bench child")
     p.add_argument("mode", choices=["pipeline", "naive"])
@@ -383,8 +416,14 @@ async def run_child(args: list[str], on_ready=None, timeout_s: float = 900, prof
     # --profile: py-spy samples the child (all threads, native frames off) into collapsed stacks.
     spy = ["py-spy", "record", "--format", "raw", "--threads", "--rate", "50", "-o", profile, "--"] if profile else []
     proc = await asyncio.create_subprocess_exec(
-        *spy, sys.executable, "-m", "bench.pipeline_bench", "child", *args,
-        stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).resolve().parent.parent),
+        *spy,
+        sys.executable,
+        "-m",
+        "bench.pipeline_bench",
+        "child",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parent.parent),
     )
     result = None
     ready_task = None
@@ -394,7 +433,7 @@ async def run_child(args: list[str], on_ready=None, timeout_s: float = 900, prof
             if text == "READY" and on_ready is not None:
                 ready_task = asyncio.create_task(on_ready())
             elif text.startswith("RESULT "):
-                result = json.loads(text[len("RESULT "):])
+                result = json.loads(text[len("RESULT ") :])
         await proc.wait()
     if ready_task is not None:
         await ready_task
@@ -405,18 +444,20 @@ async def run_child(args: list[str], on_ready=None, timeout_s: float = 900, prof
 
 def bench_events(server, names: list[str], events: int, hotels: int, tag: str):
     """Event i goes to hotel i % hotels (image i // hotels); photos are reused round-robin by URL."""
-    from consumer.events import ImageUpserted
-    from consumer.produce import now_iso
+    from galleryrank.consumer.stream.events import ImageUpserted
+    from galleryrank.consumer.stream.produce import now_iso
 
     now = now_iso()
     for i in range(events):
-        yield ImageUpserted(f"{tag}-{i}", f"h-{i % hotels:05d}", f"img-{i // hotels}", server.url(names[(i * 7) % len(names)]), now)
+        yield ImageUpserted(
+            f"{tag}-{i}", f"h-{i % hotels:05d}", f"img-{i // hotels}", server.url(names[(i * 7) % len(names)]), now
+        )
 
 
 async def publish_at_rate(settings, events: list, rate: float) -> float:
     """Produce `events` evenly at `rate` per second (acks=all); returns the achieved rate."""
-    from consumer.events import encode_event
-    from consumer.kafka import make_producer
+    from galleryrank.consumer.stream.events import encode_event
+    from galleryrank.consumer.stream.kafka import make_producer
 
     producer = make_producer(settings, linger_ms=0)
     await producer.start()
@@ -446,20 +487,26 @@ async def drop_namespaces(redis_url: str, prefix: str) -> None:
 
 
 async def run_parent(a: argparse.Namespace) -> dict:
-    from consumer.embedded import EmbeddedKafka
-    from consumer.kafka import create_topics
-    from consumer.produce import publish
-    from consumer.samples import ImageServer
-    from consumer.settings import Settings
+    from galleryrank.consumer.dev.embedded import EmbeddedKafka
+    from galleryrank.consumer.dev.samples import ImageServer
+    from galleryrank.consumer.settings import Settings
+    from galleryrank.consumer.stream.kafka import create_topics
+    from galleryrank.consumer.stream.produce import publish
 
     tag = uuid.uuid4().hex[:6]
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     log(f"generating {a.photos} photos 1600x1200")
     photos = make_photos(a.photos)
     names = sorted(photos)
-    out: dict = {"machine": {"cores": CORES, "cpu": platform.processor() or platform.machine(),
-                             "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
-                 "config": vars(a).copy()}
+    out: dict = {
+        "machine": {
+            "cores": CORES,
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "config": vars(a).copy(),
+    }
 
     log("(a) ceiling: decode and model-only")
     out["ceiling"] = measure_ceiling(photos, a.quick, a.cache_dir)
@@ -468,15 +515,28 @@ async def run_parent(a: argparse.Namespace) -> dict:
         broker_cpu = ProcCpu(kafka.proc.pid)
         server = await ImageServer(photos).start()
         base = Settings(
-            bootstrap_servers=kafka.bootstrap_servers, redis_url=a.redis_url, session_timeout_ms=6000,
-            download_allow_networks="127.0.0.0/8", metrics_port=0, backend=a.backend, device="cpu",
-            model_cache_dir=a.cache_dir, batch_size=a.batch_size, max_in_flight=a.max_in_flight,
+            bootstrap_servers=kafka.bootstrap_servers,
+            redis_url=a.redis_url,
+            session_timeout_ms=6000,
+            download_allow_networks="127.0.0.0/8",
+            metrics_port=0,
+            backend=a.backend,
+            device="cpu",
+            model_cache_dir=a.cache_dir,
+            batch_size=a.batch_size,
+            max_in_flight=a.max_in_flight,
             decode_workers=a.decode_workers,
         )
 
         def settings_for(name: str, topic: str) -> Settings:
-            return base.model_copy(update={"topic": f"{topic}-{tag}", "dlq_topic": f"{topic}-{tag}.dlq",
-                                           "group_id": f"{name}-{tag}", "namespace": f"bench-{tag}-{name}"})
+            return base.model_copy(
+                update={
+                    "topic": f"{topic}-{tag}",
+                    "dlq_topic": f"{topic}-{tag}.dlq",
+                    "group_id": f"{name}-{tag}",
+                    "namespace": f"bench-{tag}-{name}",
+                }
+            )
 
         async def scorer_run(mode: str, s: Settings, **kw) -> dict:
             cpu0, self0 = broker_cpu.read(), _cpu_s()
@@ -562,41 +622,79 @@ def table_rows(r: dict) -> list[tuple[str, str, str]]:
     spread = lambda key: " / ".join(f"{v:.0f}" for v in ba.get(key, []))  # noqa: E731
     by_batch = ", ".join(f"b{k}: {v:.1f}" for k, v in auto["cpu_ms_per_img_by_batch"].items())
     return [
-        ("(a) model only, chosen backend", f"{c['model_auto_cpu_bound_img_per_s']:.1f} img/s",
-         f"{auto['backend']}: {c['t_model_core_ms']:.1f} core-ms/img at best batch {auto['best_batch']} "
-         f"(core-ms by batch {by_batch}); wall before/after (b): {spread('model_auto.best_img_per_s')} img/s"),
-        ("(a) model only, PyTorch eager fp32", f"{c['model_eager_cpu_bound_img_per_s']:.1f} img/s",
-         f"{eager['cpu_ms_per_img']:.1f} core-ms/img at batch {eager['best_batch']}; "
-         f"wall before/after (b): {spread('model_eager_fp32.best_img_per_s')} img/s"),
-        ("(a) decode 1600x1200 JPEG (draft), 1 core", f"{c['t_decode_ms']:.2f} core-ms/img",
-         f"{c['decode']['jpeg_kb_mean']:.0f} KB mean; wall before/after: {spread('decode.img_per_s_one_core')} img/s"),
-        ("(a) combined CPU ceiling", f"{c['combined_ceiling_img_per_s']:.1f} img/s",
-         f"{CORES} cores / (t_decode + t_model)"),
-        ("(b) full pipeline, measured", f"{b['events_per_s']:.1f} events/s",
-         f"{b['done_events']} events, {b['hotels']} hotels, mean batch {b['mean_batch'] or 0:.1f}; "
-         f"used {q['pipeline_cores_used']:.2f} of {CORES} cores (the rest: other jobs, broker, image server)"),
-        ("(b) full pipeline, CPU cost", f"{1000 * b['cpu_s_per_event']:.1f} core-ms/event",
-         f"= {q['pipeline_cpu_bound_events_per_s']:.1f} events/s with {CORES} free cores; broker "
-         f"{b['broker_cpu_s']:.1f} core-s, image server + producer {b['bench_process_cpu_s']:.1f} core-s in total"),
-        ("(c) naive consumer", f"{n['events_per_s']:.1f} events/s",
-         f"{n['events']} events, batch 1, 1 write + 1 commit each; {1000 * n['cpu_s_per_event']:.1f} core-ms/event, "
-         f"used {q['naive_cores_used']:.2f} cores"),
-        ("(b)/(a) model only", f"{q['pipeline_vs_model_only']:.2f} wall, {q['pipeline_vs_model_only_cpu']:.2f} CPU",
-         f"target >= 0.85: {ok(max(q['pipeline_vs_model_only'], q['pipeline_vs_model_only_cpu']) >= 0.85)}"),
-        ("(b)/(a) combined ceiling",
-         f"{q['pipeline_vs_combined_ceiling']:.2f} wall, {q['pipeline_vs_combined_ceiling_cpu']:.2f} CPU",
-         "decode + model on the same cores"),
+        (
+            "(a) model only, chosen backend",
+            f"{c['model_auto_cpu_bound_img_per_s']:.1f} img/s",
+            f"{auto['backend']}: {c['t_model_core_ms']:.1f} core-ms/img at best batch {auto['best_batch']} "
+            f"(core-ms by batch {by_batch}); wall before/after (b): {spread('model_auto.best_img_per_s')} img/s",
+        ),
+        (
+            "(a) model only, PyTorch eager fp32",
+            f"{c['model_eager_cpu_bound_img_per_s']:.1f} img/s",
+            f"{eager['cpu_ms_per_img']:.1f} core-ms/img at batch {eager['best_batch']}; "
+            f"wall before/after (b): {spread('model_eager_fp32.best_img_per_s')} img/s",
+        ),
+        (
+            "(a) decode 1600x1200 JPEG (draft), 1 core",
+            f"{c['t_decode_ms']:.2f} core-ms/img",
+            f"{c['decode']['jpeg_kb_mean']:.0f} KB mean; wall before/after: {spread('decode.img_per_s_one_core')} img/s",
+        ),
+        (
+            "(a) combined CPU ceiling",
+            f"{c['combined_ceiling_img_per_s']:.1f} img/s",
+            f"{CORES} cores / (t_decode + t_model)",
+        ),
+        (
+            "(b) full pipeline, measured",
+            f"{b['events_per_s']:.1f} events/s",
+            f"{b['done_events']} events, {b['hotels']} hotels, mean batch {b['mean_batch'] or 0:.1f}; "
+            f"used {q['pipeline_cores_used']:.2f} of {CORES} cores (the rest: other jobs, broker, image server)",
+        ),
+        (
+            "(b) full pipeline, CPU cost",
+            f"{1000 * b['cpu_s_per_event']:.1f} core-ms/event",
+            f"= {q['pipeline_cpu_bound_events_per_s']:.1f} events/s with {CORES} free cores; broker "
+            f"{b['broker_cpu_s']:.1f} core-s, image server + producer {b['bench_process_cpu_s']:.1f} core-s in total",
+        ),
+        (
+            "(c) naive consumer",
+            f"{n['events_per_s']:.1f} events/s",
+            f"{n['events']} events, batch 1, 1 write + 1 commit each; {1000 * n['cpu_s_per_event']:.1f} core-ms/event, "
+            f"used {q['naive_cores_used']:.2f} cores",
+        ),
+        (
+            "(b)/(a) model only",
+            f"{q['pipeline_vs_model_only']:.2f} wall, {q['pipeline_vs_model_only_cpu']:.2f} CPU",
+            f"target >= 0.85: {ok(max(q['pipeline_vs_model_only'], q['pipeline_vs_model_only_cpu']) >= 0.85)}",
+        ),
+        (
+            "(b)/(a) combined ceiling",
+            f"{q['pipeline_vs_combined_ceiling']:.2f} wall, {q['pipeline_vs_combined_ceiling_cpu']:.2f} CPU",
+            "decode + model on the same cores",
+        ),
         ("(b)/(c)", f"{q['pipeline_vs_naive']:.2f}", f"target >= 2: {ok(q['pipeline_vs_naive'] >= 2)}"),
-        ("backend / eager fp32", f"{q['backend_vs_eager_fp32']:.2f} CPU, {q['backend_vs_eager_fp32_wall']:.2f} wall",
-         f"target >= 2.5: {ok(q['backend_vs_eager_fp32'] >= 2.5)}"),
-        ("peak RSS, huge backlog", f"{bl['peak_rss_mb']:.0f} MB",
-         f"{bl['backlog_events']} backlog, {bl['done_events']} done in {bl['seconds']:.0f} s (cut), "
-         f"{bl.get('rss_after_model_load_mb') or 0:.0f} MB after model load, max in-flight {bl['max_in_flight']}, "
-         f"{bl['pauses']} pauses; <= 2 GB: {ok(q['peak_rss_vs_2gb'] <= 1)}"),
-        ("latency p50 / p99", f"{lat['latency_s']['p50']:.3f} / {lat['latency_s']['p99']:.3f} s",
-         f"{lat['latency_s']['n']} events at {lat.get('produced_per_s') or 0:.1f}/s (steady)"),
-        ("event-loop lag p99 / max", f"{b['loop_lag_ms']['p99']:.1f} / {b['loop_lag_ms']['max']:.1f} ms",
-         "20 ms sleeper in the scorer during (b)"),
+        (
+            "backend / eager fp32",
+            f"{q['backend_vs_eager_fp32']:.2f} CPU, {q['backend_vs_eager_fp32_wall']:.2f} wall",
+            f"target >= 2.5: {ok(q['backend_vs_eager_fp32'] >= 2.5)}",
+        ),
+        (
+            "peak RSS, huge backlog",
+            f"{bl['peak_rss_mb']:.0f} MB",
+            f"{bl['backlog_events']} backlog, {bl['done_events']} done in {bl['seconds']:.0f} s (cut), "
+            f"{bl.get('rss_after_model_load_mb') or 0:.0f} MB after model load, max in-flight {bl['max_in_flight']}, "
+            f"{bl['pauses']} pauses; <= 2 GB: {ok(q['peak_rss_vs_2gb'] <= 1)}",
+        ),
+        (
+            "latency p50 / p99",
+            f"{lat['latency_s']['p50']:.3f} / {lat['latency_s']['p99']:.3f} s",
+            f"{lat['latency_s']['n']} events at {lat.get('produced_per_s') or 0:.1f}/s (steady)",
+        ),
+        (
+            "event-loop lag p99 / max",
+            f"{b['loop_lag_ms']['p99']:.1f} / {b['loop_lag_ms']['max']:.1f} ms",
+            "20 ms sleeper in the scorer during (b)",
+        ),
     ]
 
 
@@ -611,8 +709,10 @@ def print_table(r: dict) -> None:
         t.add_row(*row)
     Console().print(t)
     stages = r["pipeline"]["stage_mean_ms"]
-    print("(b) mean stage times, ms (download/decode per image, score/redis per batch): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items())))
+    print(
+        "(b) mean stage times, ms (download/decode per image, score/redis per batch): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items()))
+    )
 
 
 def markdown_table(r: dict) -> str:
@@ -648,9 +748,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ort-options", default="", help="experiment, comma separated: no-spin, no-arena")
     p.add_argument("--decode-workers", type=int, default=0, help="decode threads in the scorer (0 = cores)")
     a = p.parse_args(argv)
-    defaults = {"events": (5000, 1000), "hotels": (250, 100), "naive_events": (1000, 200),
-                "backlog": (100_000, 20_000), "backlog_seconds": (60.0, 20.0), "latency_seconds": (40.0, 15.0),
-                "photos": (40, 16)}
+    defaults = {
+        "events": (5000, 1000),
+        "hotels": (250, 100),
+        "naive_events": (1000, 200),
+        "backlog": (100_000, 20_000),
+        "backlog_seconds": (60.0, 20.0),
+        "latency_seconds": (40.0, 15.0),
+        "photos": (40, 16),
+    }
     for k, (full, quick) in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, quick if a.quick else full)
@@ -660,8 +766,21 @@ def main(argv: list[str] | None = None) -> None:
     result = asyncio.run(run_parent(a))
     if a.only_pipeline:
         Path(a.out).write_text(json.dumps(result, indent=2, default=str))
-        print(json.dumps({k: result["pipeline"][k] for k in ("events_per_s", "cpu_s_per_event", "mean_batch",
-                                                             "stage_mean_ms", "peak_rss_mb", "loop_lag_ms")}))
+        print(
+            json.dumps(
+                {
+                    k: result["pipeline"][k]
+                    for k in (
+                        "events_per_s",
+                        "cpu_s_per_event",
+                        "mean_batch",
+                        "stage_mean_ms",
+                        "peak_rss_mb",
+                        "loop_lag_ms",
+                    )
+                }
+            )
+        )
         return
     result["ratios"] = ratios(result)
     result["wall_s"] = time.perf_counter() - started

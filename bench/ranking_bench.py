@@ -43,9 +43,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ranking import DEFAULT_STRATEGY, STRATEGIES, RankingConfig, rank
-from ranking import metrics as M
-from ranking.synthetic import SyntheticGallery, synthetic_gallery
+from galleryrank.ranking import DEFAULT_STRATEGY, STRATEGIES, RankingConfig, rank
+from galleryrank.ranking import metrics as M
+from galleryrank.ranking.synthetic import SyntheticGallery, synthetic_gallery
 
 K_COVER, K_NDCG, K_DUP = 8, 10, 10
 TARGET_COVER_SHARE = 0.95  # S-recall@8 >= 0.95 of the best achievable
@@ -65,7 +65,10 @@ LATENCY_REPEATS = {133: 3, 2000: 2}
 
 def galleries(sizes: dict[int, int], seed: int) -> dict[int, list[SyntheticGallery]]:
     rng = np.random.default_rng(seed)
-    return {n: [synthetic_gallery(n, rng, id_prefix=f"s{seed}-n{n}-g{i}") for i in range(count)] for n, count in sizes.items()}
+    return {
+        n: [synthetic_gallery(n, rng, id_prefix=f"s{seed}-n{n}-g{i}") for i in range(count)]
+        for n, count in sizes.items()
+    }
 
 
 def quality_metrics(g: SyntheticGallery, order: list[int]) -> dict[str, float]:
@@ -128,7 +131,10 @@ def tune(sets: dict[int, list[SyntheticGallery]]) -> tuple[dict, dict[str, float
             for d, r in grid[name].items()
             if r["aesthetic@8"] >= TARGET_AESTHETIC + TUNING_MARGIN and r["duplicates@10"] == 0
         ]
-        pick = max(feasible or [min(DIVERSITY_GRID)], key=lambda d: (grid[name][d]["s_recall@8_of_best"], grid[name][d]["alpha_ndcg@10"]))
+        pick = max(
+            feasible or [min(DIVERSITY_GRID)],
+            key=lambda d: (grid[name][d]["s_recall@8_of_best"], grid[name][d]["alpha_ndcg@10"]),
+        )
         chosen[name] = pick
     return grid, chosen
 
@@ -176,7 +182,9 @@ def choose_default(grid: dict, chosen: dict[str, float], timings: dict[str, dict
             and all(timings[s][n]["cpu_p50_ms"] < TARGET_P50_MS[n] for n in TARGET_P50_MS)
         )
         utility[s] = (r["s_recall@8_of_best"] + r["alpha_ndcg@10"] + r["aesthetic@8"]) / 3
-        notes.append(f"{s} d={chosen[s]:g}: utility {utility[s]:.4f}, cpu p50 {timings[s][2000]['cpu_p50_ms']:.1f} ms at 2000, {'meets' if feasible else 'misses'} the targets")
+        notes.append(
+            f"{s} d={chosen[s]:g}: utility {utility[s]:.4f}, cpu p50 {timings[s][2000]['cpu_p50_ms']:.1f} ms at 2000, {'meets' if feasible else 'misses'} the targets"
+        )
         if not feasible:
             utility[s] = -1.0
     best = max(utility.values())
@@ -222,15 +230,26 @@ def main() -> None:
 
     # --- tables ------------------------------------------------------------------
     md: list[str] = []
-    tuning_table = Table(title=f"Tuning set (sizes {tune_sizes}): trade-off per strategy, most coverage with aesthetic@8 >= {TARGET_AESTHETIC + TUNING_MARGIN:.2f}")
+    tuning_table = Table(
+        title=f"Tuning set (sizes {tune_sizes}): trade-off per strategy, most coverage with aesthetic@8 >= {TARGET_AESTHETIC + TUNING_MARGIN:.2f}"
+    )
     for col in ("strategy", "diversity", "S-recall@8 / best", "aesthetic@8", "α-nDCG@10", "dups@10"):
         tuning_table.add_column(col, justify="right")
     md.append(f"**Tuning set {tune_sizes} (size: galleries), pooled; ◀ = chosen trade-off**\n")
-    md.append("| strategy | diversity | S-recall@8 / best | aesthetic@8 | α-nDCG@10 | dups@10 |\n|---|---|---|---|---|---|")
+    md.append(
+        "| strategy | diversity | S-recall@8 / best | aesthetic@8 | α-nDCG@10 | dups@10 |\n|---|---|---|---|---|---|"
+    )
     for name in TUNABLE:
         for d, r in grid[name].items():
             mark = " ◀" if d == chosen[name] else ""
-            cells = [name, f"{d:g}{mark}", f"{r['s_recall@8_of_best']:.3f}", f"{r['aesthetic@8']:.3f}", f"{r['alpha_ndcg@10']:.3f}", str(r["duplicates@10"])]
+            cells = [
+                name,
+                f"{d:g}{mark}",
+                f"{r['s_recall@8_of_best']:.3f}",
+                f"{r['aesthetic@8']:.3f}",
+                f"{r['alpha_ndcg@10']:.3f}",
+                str(r["duplicates@10"]),
+            ]
             tuning_table.add_row(*cells)
             md.append("| " + " | ".join(cells) + " |")
     console.print(tuning_table)
@@ -267,24 +286,56 @@ def main() -> None:
     d_pooled = pooled(results["default (code)"])
     d_lat = timings["default (code)"]
     checks = [
-        ("S-recall@8 / best (all sizes)", f">= {TARGET_COVER_SHARE}", d_pooled["s_recall@8_of_best"], d_pooled["s_recall@8_of_best"] >= TARGET_COVER_SHARE),
+        (
+            "S-recall@8 / best (all sizes)",
+            f">= {TARGET_COVER_SHARE}",
+            d_pooled["s_recall@8_of_best"],
+            d_pooled["s_recall@8_of_best"] >= TARGET_COVER_SHARE,
+        ),
         *[
-            (f"  S-recall@8 / best at {n} images", f">= {TARGET_COVER_SHARE}", r["s_recall@8_of_best"], r["s_recall@8_of_best"] >= TARGET_COVER_SHARE)
+            (
+                f"  S-recall@8 / best at {n} images",
+                f">= {TARGET_COVER_SHARE}",
+                r["s_recall@8_of_best"],
+                r["s_recall@8_of_best"] >= TARGET_COVER_SHARE,
+            )
             for n, r in results["default (code)"].items()
         ],
-        ("aesthetic@8 (all sizes)", f">= {TARGET_AESTHETIC}", d_pooled["aesthetic@8"], d_pooled["aesthetic@8"] >= TARGET_AESTHETIC),
+        (
+            "aesthetic@8 (all sizes)",
+            f">= {TARGET_AESTHETIC}",
+            d_pooled["aesthetic@8"],
+            d_pooled["aesthetic@8"] >= TARGET_AESTHETIC,
+        ),
         *[
-            (f"  aesthetic@8 at {n} images", f">= {TARGET_AESTHETIC}", r["aesthetic@8"], r["aesthetic@8"] >= TARGET_AESTHETIC)
+            (
+                f"  aesthetic@8 at {n} images",
+                f">= {TARGET_AESTHETIC}",
+                r["aesthetic@8"],
+                r["aesthetic@8"] >= TARGET_AESTHETIC,
+            )
             for n, r in results["default (code)"].items()
         ],
-        ("injected duplicates in first 10 (all galleries)", "= 0", d_pooled["duplicates@10"], d_pooled["duplicates@10"] == 0),
+        (
+            "injected duplicates in first 10 (all galleries)",
+            "= 0",
+            d_pooled["duplicates@10"],
+            d_pooled["duplicates@10"] == 0,
+        ),
         *[
-            (f"p50 latency at {n} images, {kind} (ms)", f"< {TARGET_P50_MS[n]:g}", d_lat[n][key], d_lat[n][key] < TARGET_P50_MS[n])
+            (
+                f"p50 latency at {n} images, {kind} (ms)",
+                f"< {TARGET_P50_MS[n]:g}",
+                d_lat[n][key],
+                d_lat[n][key] < TARGET_P50_MS[n],
+            )
             for n in TARGET_P50_MS
             for kind, key in (("wall", "p50_ms"), ("CPU", "cpu_p50_ms"))
         ],
     ]
-    target_table = Table(title=f"Targets for the default: strategy={code_default.strategy!r} -> {DEFAULT_STRATEGY}, diversity={code_default.diversity:g}")
+    target_table = Table(
+        title=f"Targets for the default: strategy={code_default.strategy!r} -> {DEFAULT_STRATEGY}, diversity={code_default.diversity:g}"
+    )
     for col in ("target", "wanted", "measured", "ok"):
         target_table.add_column(col, justify="right")
     md.append(f"\n**Targets for the default ({DEFAULT_STRATEGY}, diversity {code_default.diversity:g})**\n")
@@ -296,9 +347,10 @@ def main() -> None:
     console.print(target_table)
 
     matches = DEFAULT_STRATEGY == measured_default and code_default.diversity == chosen[measured_default]
-    verdict = (
-        f"measured default: {measured_default} at diversity {chosen[measured_default]:g}; "
-        + ("the code's default matches." if matches else f"the code's default ({DEFAULT_STRATEGY}, {code_default.diversity:g}) does NOT match: update ranking/registry.py and ranking/types.py.")
+    verdict = f"measured default: {measured_default} at diversity {chosen[measured_default]:g}; " + (
+        "the code's default matches."
+        if matches
+        else f"the code's default ({DEFAULT_STRATEGY}, {code_default.diversity:g}) does NOT match: update ranking/registry.py and ranking/types.py."
     )
     console.print(verdict)
     md.append(f"\n{verdict}")

@@ -7,7 +7,7 @@ orchestrator restarts the pod). readyz: partitions assigned and model loaded.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

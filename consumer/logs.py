@@ -25,7 +25,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", json: bool = False) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

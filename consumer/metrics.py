@@ -16,9 +16,7 @@ EVENTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-DLQ = Counter(
-    "galleryrank_dlq_total", "Events sent to the dead-letter topic, by reason", ["reason"], registry=REGISTRY
-)
+DLQ = Counter("galleryrank_dlq_total", "Events sent to the dead-letter topic, by reason", ["reason"], registry=REGISTRY)
 IMAGES_SCORED = Counter("galleryrank_images_scored_total", "Images scored by the model", registry=REGISTRY)
 BATCH_SIZE = Histogram(
     "galleryrank_batch_size",
@@ -36,9 +34,7 @@ STAGE_SECONDS = Histogram(
 CONSUMER_LAG = Gauge(
     "galleryrank_consumer_lag", "High watermark minus committed offset, per partition", ["partition"], registry=REGISTRY
 )
-PAUSED_PARTITIONS = Gauge(
-    "galleryrank_paused_partitions", "Partitions paused by backpressure", registry=REGISTRY
-)
+PAUSED_PARTITIONS = Gauge("galleryrank_paused_partitions", "Partitions paused by backpressure", registry=REGISTRY)
 IN_FLIGHT = Gauge("galleryrank_in_flight_events", "Events fetched but not yet committed", registry=REGISTRY)
 LAST_COMMIT = Gauge(
     "galleryrank_last_commit_timestamp_seconds", "Unix time of the last successful offset commit", registry=REGISTRY

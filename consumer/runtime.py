@@ -13,14 +13,14 @@ import signal
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from .pipeline import GalleryScorer, RunSummary
 from .settings import Settings
+from .stream.scorer import GalleryScorer, RunSummary
 
 log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings, checkpoint: str | None = None):
-    from models import load_scoring_model
+    from galleryrank.models import load_scoring_model
 
     model = load_scoring_model(
         checkpoint=checkpoint or settings.checkpoint,
@@ -80,15 +80,15 @@ async def run_scorer(
     own_redis = redis is None
     redis = redis or redis_client(settings)
     if settings.namespace is None and not scorer_kwargs.keys() & {"namespace", "on_assigned", "on_tick"}:
-        # The live consumer: follow galleryrank:active across promotes (consumer/handover.py).
-        from .handover import Handover
+        # The live consumer: follow galleryrank:active across promotes (consumer/bluegreen/handover.py).
+        from .bluegreen.handover import Handover
 
         handover = Handover(settings, redis, scorer_kwargs.get("group_id"))
         model = await handover.start(model)
         scorer_kwargs.update(handover.scorer_kwargs())
     model = model or load_model(settings)
     if settings.namespace:  # a fixed-namespace scorer (blue/green) records which model fills it
-        from .namespaces import describe
+        from .bluegreen.namespaces import describe
 
         try:
             await describe(redis, settings.namespace, model.model_version, settings.checkpoint)

@@ -1,7 +1,7 @@
 """One settings object for every galleryrank command.
 
 Every field reads the env var ``GALLERYRANK_<FIELD>`` (upper case) and has a
-CLI flag ``--<field-with-dashes>`` (see ``consumer/cli.py``). README.md lists
+CLI flag ``--<field-with-dashes>`` (see ``consumer/cli/main.py``). README.md lists
 them all; ``tests/unit/test_settings.py`` checks that the README, compose and
 the Kubernetes ConfigMap name only settings that exist here.
 """
@@ -81,9 +81,7 @@ class Settings(BaseSettings):
     checkpoint: str | None = Field(
         None, description="Model checkpoint file; unset = shipped default heads on ImageNet EfficientNet-Lite0"
     )
-    model_cache_dir: str = Field(
-        "~/.cache/galleryrank", description="Where exported ONNX graphs are cached"
-    )
+    model_cache_dir: str = Field("~/.cache/galleryrank", description="Where exported ONNX graphs are cached")
 
     # --- Ranking -----------------------------------------------------------------
     ranking_strategy: str = Field(
@@ -103,14 +101,13 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="Read API / gallery page bind address")
     serve_port: int = Field(8080, ge=0, description="Read API / gallery page port")
 
-
     def __repr_args__(self):
         # A Redis password may ride in redis_url (redis://:secret@host): never print it.
         for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if name == "redis_url" and isinstance(value, str) else value)
+            yield name, (mask_password(value) if name == "redis_url" and isinstance(value, str) else value)
 
 
-def redact_url(url: str) -> str:
+def mask_password(url: str) -> str:
     """The URL with any password replaced by ***."""
     parts = urlsplit(url)
     if parts.password is None:

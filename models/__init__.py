@@ -5,10 +5,10 @@ explanation and export live in ``models.train``, ``models.evaluate``, ``models.c
 ``models.export`` (CLI: ``models.cli.models_app``). See docs/models.md.
 """
 
-from models.network import GalleryNet, create_model
-from models.preprocess import INPUT_SIZE, preprocess_batch, preprocess_image
-from models.scoring import ScoreOutput, ScoringModel, load_scoring_model
-from models.zeroshot import DEFAULT_AREAS
+from .network import GalleryNet, create_model
+from .preprocess import INPUT_SIZE, preprocess_batch, preprocess_image
+from .scoring import ScoreOutput, ScoringModel, load_scoring_model
+from .zeroshot import DEFAULT_AREAS
 
 __all__ = [
     "INPUT_SIZE", "preprocess_image", "preprocess_batch",

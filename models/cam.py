@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.data import open_image
-from models.network import GalleryNet
-from models.preprocess import preprocess_image
+from .data import open_image
+from .network import GalleryNet
+from .preprocess import preprocess_image
 
 OVERLAY_ALPHA = 0.45
 OVERLAY_MAX_SIDE = 768
@@ -64,7 +64,7 @@ def explain(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """CAM overlays (PNG) for each image's predicted area and any named ``areas``."""
-    from models.scoring import load_scoring_model
+    from .scoring import load_scoring_model
 
     scorer = load_scoring_model(checkpoint, device=device, backend="torch")
     model = scorer.torch_module()

@@ -1,4 +1,4 @@
-"""Typer commands for training, evaluation, explanation and export (mounted by consumer/cli.py).
+"""Typer commands for training, evaluation, explanation and export (mounted by consumer/cli/main.py).
 
     galleryrank train tagger --data DIR --out runs/tagger
     galleryrank train aesthetic --labels AVA.txt --images DIR --out runs/nima
@@ -64,7 +64,7 @@ def train_tagger_cmd(
     progress: bool = typer.Option(True),
 ) -> None:
     """Train the area tagger on DATA/<area>/*.jpg."""
-    from models.train import train_tagger
+    from .train import train_tagger
 
     opts = _train_opts(backbone=backbone, backbone_weights=backbone_weights or "default",
                        init_checkpoint=init_checkpoint, epochs_heads=epochs_heads, lr_heads=lr_heads,
@@ -94,7 +94,7 @@ def train_aesthetic_cmd(
     progress: bool = typer.Option(True),
 ) -> None:
     """Train the NIMA aesthetic head (EMD loss) on vote distributions."""
-    from models.train import train_aesthetic
+    from .train import train_aesthetic
 
     opts = _train_opts(backbone=backbone, backbone_weights=backbone_weights or "default",
                        init_checkpoint=init_checkpoint, epochs_heads=epochs_heads, lr_heads=lr_heads,
@@ -114,7 +114,7 @@ def evaluate_cmd(
     backend: str = typer.Option("torch"),
 ) -> None:
     """Tagger top-1 / per-class P,R / confusion PNG; aesthetics LCC, SRCC, EMD, 2-class accuracy."""
-    from models.evaluate import evaluate
+    from .evaluate import evaluate
 
     _print(evaluate(checkpoint, data_dir=data, labels=labels, images_dir=images, report_path=report,
                     device=device, backend=backend))
@@ -129,7 +129,7 @@ def explain_cmd(
     device: str = typer.Option("cpu"),
 ) -> None:
     """CAM heatmaps of the area head over each image, for the predicted area and any --area."""
-    from models.cam import explain
+    from .cam import explain
 
     _print(explain(checkpoint, images, out, areas=area or None, device=device))
 
@@ -142,7 +142,7 @@ def export_cmd(
     max_abs_diff: float = typer.Option(1e-3, help="Fail when ONNX Runtime differs more from PyTorch fp32"),
 ) -> None:
     """Export the scoring graph to ONNX and check parity with PyTorch (max abs diff printed)."""
-    from models.export import export_onnx
+    from .export import export_onnx
 
     result = export_onnx(checkpoint, out, opset=opset)
     _print(result)

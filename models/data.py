@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from models.preprocess import INPUT_SIZE, preprocess_image
+from .preprocess import INPUT_SIZE, preprocess_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 RESIZE_BEFORE_CROP = 256  # idealo: resize 256x256, random crop 224

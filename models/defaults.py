@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.checkpoint import default_model_version, load_checkpoint
-from models.network import GalleryNet, create_model
-from models.zeroshot import DEFAULT_AREAS
+from .checkpoint import default_model_version, load_checkpoint
+from .network import GalleryNet, create_model
+from .zeroshot import DEFAULT_AREAS
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
 DEFAULT_HEADS = HEADS_DIR / "default.pt"

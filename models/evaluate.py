@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data import Sample, open_image, scan_aesthetic, scan_tagger_folder
-from models.metrics import aesthetic_report, classification_report, plot_confusion
-from models.preprocess import preprocess_image
-from models.scoring import ScoreOutput, ScoringModel, load_scoring_model
+from .data import Sample, open_image, scan_aesthetic, scan_tagger_folder
+from .metrics import aesthetic_report, classification_report, plot_confusion
+from .preprocess import preprocess_image
+from .scoring import ScoreOutput, ScoringModel, load_scoring_model
 
 
 def score_samples(model: ScoringModel, samples: list[Sample], batch_size: int = 32) -> ScoreOutput:

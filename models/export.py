@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import state_fingerprint
-from models.network import GalleryNet
+from .checkpoint import state_fingerprint
+from .network import GalleryNet
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, 
     Parity inputs: ``parity_images`` random uint8 images plus the skimage sample photos
     when scikit-image is installed; the max abs difference per output is returned.
     """
-    from models.scoring import load_scoring_model
+    from .scoring import load_scoring_model
 
     scorer = load_scoring_model(checkpoint, backend="torch")
     model = scorer.torch_module()
@@ -116,7 +116,7 @@ def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, 
         from skimage import data as skdata
         from PIL import Image
 
-        from models.preprocess import preprocess_image
+        from .preprocess import preprocess_image
 
         photos = [preprocess_image(Image.fromarray(getattr(skdata, n)()), s) for n in ("chelsea", "coffee", "astronaut")]
         batch = np.concatenate([batch, np.stack(photos)])

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_checkpoint
-from models.defaults import load_default_model
-from models.network import GalleryNet
+from .checkpoint import load_checkpoint
+from .defaults import load_default_model
+from .network import GalleryNet
 
 BACKENDS = ("torch", "torch-bf16", "onnxruntime")
 CPU_AUTO_BACKEND = "onnxruntime"  # measured on this project's 2-core machines, see docs/models.md
@@ -80,7 +80,7 @@ class ScoringModel:
         if self.backend == "torch-bf16":
             self._model = self._model.to(memory_format=torch.channels_last)
         elif self.backend == "onnxruntime":
-            from models.export import onnx_session_for
+            from .export import onnx_session_for
 
             self._session = onnx_session_for(self._model, cache_dir, device=self.device, num_threads=num_threads)
 

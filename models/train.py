@@ -23,15 +23,21 @@ import numpy as np
 import torch
 from scipy import stats
 
-from models.backbones import DEFAULT_WEIGHTS
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.data import (
-    ImageDataset, Sample, TrainAugment, data_fingerprint, open_image, scan_aesthetic, scan_tagger_folder,
+from .backbones import DEFAULT_WEIGHTS
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import (
+    ImageDataset,
+    Sample,
+    TrainAugment,
+    data_fingerprint,
+    open_image,
+    scan_aesthetic,
+    scan_tagger_folder,
     serving_transform,
 )
-from models.dedup import COSINE_THRESHOLD, HASH_DISTANCE, perceptual_hashes, split_without_leaks
-from models.losses import area_loss, emd, emd_loss
-from models.network import GalleryNet, create_model
+from .dedup import COSINE_THRESHOLD, HASH_DISTANCE, perceptual_hashes, split_without_leaks
+from .losses import area_loss, emd, emd_loss
+from .network import GalleryNet, create_model
 
 log = logging.getLogger(__name__)
 SCORE_BINS = torch.arange(1, 11, dtype=torch.float32)
@@ -73,7 +79,7 @@ def _initial_model(cfg: TrainConfig) -> tuple[GalleryNet, str]:
         model, meta = load_checkpoint(cfg.init_checkpoint, backbone_weights=cfg.backbone_weights)
         return model, meta["model_version"]
     if cfg.backbone == "efficientnet_lite0" and cfg.backbone_weights == DEFAULT_WEIGHTS:
-        from models.defaults import load_default_model
+        from .defaults import load_default_model
 
         return load_default_model()
     area = "zeroshot" if cfg.backbone != "vgg16" else "linear"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ranking import strategies as _strategies  # noqa: F401  (registers strategies)
-from ranking.gallery import Gallery, build_gallery
-from ranking.registry import DEFAULT_STRATEGY, STRATEGIES, StrategyFn, get_strategy, register
-from ranking.types import Candidate, RankingConfig
+from . import strategies as _strategies  # noqa: F401  (registers strategies)
+from .gallery import Gallery, build_gallery
+from .registry import DEFAULT_STRATEGY, STRATEGIES, StrategyFn, get_strategy, register
+from .types import Candidate, RankingConfig
 
 __all__ = [
     "Candidate",

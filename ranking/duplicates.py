@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ranking.gallery import Gallery
+from .gallery import Gallery
 
 _BLOCK = 512  # rows per block: bounds the temporary (block x N) matrices
 _UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), k=1)  # i < j inside a block (sliced, never written)

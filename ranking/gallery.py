@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranking.types import Candidate
+from .types import Candidate
 
 _HASH_MASK = (1 << 64) - 1
 
@@ -49,7 +49,9 @@ def build_gallery(candidates: Sequence[Candidate], areas: Sequence[str]) -> Gall
         raise ValueError("areas must be unique")
     # Non-finite scores (NaN, inf) sort last and count as the worst image.
     raw = [float(c.aesthetic) for c in candidates]
-    keyed = sorted((-a if math.isfinite(a) else math.inf, c.image_id, i) for i, (a, c) in enumerate(zip(raw, candidates)))
+    keyed = sorted(
+        (-a if math.isfinite(a) else math.inf, c.image_id, i) for i, (a, c) in enumerate(zip(raw, candidates))
+    )
     order = np.fromiter((k[2] for k in keyed), dtype=np.int64, count=n)
     ordered = [candidates[i] for i in order]
     if len({c.image_id for c in ordered}) != n:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ranking.duplicates import near_duplicate_mask
-from ranking.gallery import Gallery
-from ranking.registry import StrategyFn
-from ranking.types import RankingConfig
+from .duplicates import near_duplicate_mask
+from .gallery import Gallery
+from .registry import StrategyFn
+from .types import RankingConfig
 
 _NO_CAP = np.iinfo(np.int64).max
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ranking.gallery import Gallery
-from ranking.types import RankingConfig
+from .gallery import Gallery
+from .types import RankingConfig
 
 # A strategy returns a permutation of range(gallery.size) in display order,
 # in the gallery's canonical row space.

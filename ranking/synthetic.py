@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranking.types import Candidate
+from .types import Candidate
 
 AREAS = (
     "bedroom",
@@ -42,8 +42,14 @@ AREAS = (
 AREA_SHARE = np.array([0.34, 0.16, 0.04, 0.05, 0.08, 0.04, 0.04, 0.07, 0.18])
 AREA_QUALITY_OFFSET = np.array([0.2, -0.2, 0.0, -0.1, 0.0, 0.4, -0.2, 0.3, -0.3])
 OPTIONAL_AREAS = {"swimming_pool": 0.4, "kitchen": 0.5}  # chance a hotel lacks it
-CONFUSED_WITH = {"foyer": "reception", "reception": "foyer", "bathroom": "swimming_pool",
-                 "swimming_pool": "bathroom", "restaurant": "kitchen", "kitchen": "restaurant"}
+CONFUSED_WITH = {
+    "foyer": "reception",
+    "reception": "foyer",
+    "bathroom": "swimming_pool",
+    "swimming_pool": "bathroom",
+    "restaurant": "kitchen",
+    "kitchen": "restaurant",
+}
 TAGGER_ACCURACY = 0.88
 EMBEDDING_DIM = 128
 AREA_CENTROID_WEIGHT = 0.55  # -> same-area cosine ~0.3
@@ -92,8 +98,15 @@ def synthetic_gallery(
     phash = rng.integers(0, 2**64, size=n_orig, dtype=np.uint64)
 
     rows = [
-        dict(area=true_area[i], aesthetic=aesthetic[i], probs=probs[i], embedding=embeddings[i],
-             phash=int(phash[i]), group=i, copy=False)
+        dict(
+            area=true_area[i],
+            aesthetic=aesthetic[i],
+            probs=probs[i],
+            embedding=embeddings[i],
+            phash=int(phash[i]),
+            group=i,
+            copy=False,
+        )
         for i in range(n_orig)
     ]
     if n_copies:

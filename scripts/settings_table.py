@@ -4,7 +4,7 @@
 tests/unit/test_settings.py fails when the README misses a setting.
 """
 
-from consumer.settings import Settings
+from galleryrank.consumer.settings import Settings
 
 
 def main() -> None:
@@ -13,7 +13,9 @@ def main() -> None:
     for name, field in Settings.model_fields.items():
         default = field.default
         shown = "unset" if default is None else f"`{default}`"
-        print(f"| {name} | `GALLERYRANK_{name.upper()}` | `--{name.replace('_', '-')}` | {shown} | {field.description} |")
+        print(
+            f"| {name} | `GALLERYRANK_{name.upper()}` | `--{name.replace('_', '-')}` | {shown} | {field.description} |"
+        )
 
 
 if __name__ == "__main__":

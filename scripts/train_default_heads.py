@@ -74,8 +74,25 @@ def sources() -> dict[str, Image.Image]:
     import matplotlib
     from skimage import data
 
-    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "moon", "brick", "grass", "gravel", "clock",
-             "coins", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "page", "text"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "camera",
+        "moon",
+        "brick",
+        "grass",
+        "gravel",
+        "clock",
+        "coins",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "cell",
+        "page",
+        "text",
+    ]
     out = {n: Image.fromarray(getattr(data, n)()).convert("RGB") for n in names}
     left, _right, _disp = data.stereo_motorcycle()
     out["motorcycle"] = Image.fromarray(left).convert("RGB")
@@ -130,18 +147,27 @@ def build_set(imgs: dict[str, Image.Image], crops: int, rng: np.random.Generator
 def pooled_features(model, images: list[Image.Image], batch: int = 32) -> np.ndarray:
     import torch
 
-    from models import preprocess_image
+    from galleryrank.models import preprocess_image
 
     feats = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.stack([preprocess_image(im) for im in images[i:i + batch]]))
+            x = torch.from_numpy(np.stack([preprocess_image(im) for im in images[i : i + batch]]))
             feats.append(model.run(x)["pooled"].float().numpy())
     return np.concatenate(feats)
 
 
-def train_head(feats: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float, seed: int,
-               dropout: float = 0.75, weight_decay: float = 0.0, standardise: bool = True):
+def train_head(
+    feats: np.ndarray,
+    targets: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    dropout: float = 0.75,
+    weight_decay: float = 0.0,
+    standardise: bool = True,
+):
     """NIMA head (dropout -> Dense(10)) trained with EMD on fixed features.
 
     With ``standardise`` the Dense layer is trained on z-scored features and the
@@ -150,7 +176,7 @@ def train_head(feats: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float
     """
     import torch
 
-    from models.losses import emd_loss
+    from galleryrank.models.losses import emd_loss
 
     torch.manual_seed(seed)
     mu = feats.mean(0) if standardise else np.zeros(feats.shape[1], np.float32)
@@ -177,7 +203,9 @@ def train_head(feats: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float
 GRID = [  # (epochs, dropout, weight_decay, standardise), chosen by source-level cross-validation.
     # A first, wider grid (100 epochs, dropout 0.25, z-scored features) was worse on every fold:
     # the head overfits to the content of the 15 sources; strong regularisation wins.
-    (e, 0.75, wd, False) for e in (15, 30) for wd in (1e-3, 1e-2, 3e-2)
+    (e, 0.75, wd, False)
+    for e in (15, 30)
+    for wd in (1e-3, 1e-2, 3e-2)
 ]
 
 
@@ -195,13 +223,15 @@ def select_hyperparameters(feats, rows, targets, lr: float, folds: int = 5) -> t
         for k in range(folds):
             val_src = set(srcs[k::folds])
             m = np.array([s in val_src for s in src])
-            head, _ = train_head(feats[~m], targets[~m], epochs=e, lr=lr, seed=SEED, dropout=d,
-                                 weight_decay=wd, standardise=st)
+            head, _ = train_head(
+                feats[~m], targets[~m], epochs=e, lr=lr, seed=SEED, dropout=d, weight_decay=wd, standardise=st
+            )
             with torch.inference_mode():
                 p = head(torch.from_numpy(feats[m])).softmax(1).numpy() @ np.arange(1, 11)
             scores.append(srcc(p, -levels[m]))
-        results.append({"epochs": e, "dropout": d, "weight_decay": wd, "standardise": st,
-                        "cv_srcc": float(np.mean(scores))})
+        results.append(
+            {"epochs": e, "dropout": d, "weight_decay": wd, "standardise": st, "cv_srcc": float(np.mean(scores))}
+        )
         print(f"  cv {cfg}: SRCC {np.mean(scores):.3f}", flush=True)
     best = max(results, key=lambda r: r["cv_srcc"])
     return (best["epochs"], best["dropout"], best["weight_decay"], best["standardise"]), results
@@ -249,10 +279,26 @@ def quality_figures(pred: np.ndarray, rows, label: str) -> dict:
 
 # Hand labels for the package photos (what each photo shows, in this project's areas).
 AREA_LABELS = {
-    "astronaut": "other", "chelsea": "other", "coffee": "restaurant", "rocket": "other", "camera": "other",
-    "moon": "other", "brick": "other", "grass": "other", "gravel": "other", "clock": "other", "coins": "other",
-    "hubble_deep_field": "other", "immunohistochemistry": "other", "retina": "other", "cell": "other",
-    "page": "other", "text": "other", "motorcycle": "other", "grace_hopper": "other", "present": "other",
+    "astronaut": "other",
+    "chelsea": "other",
+    "coffee": "restaurant",
+    "rocket": "other",
+    "camera": "other",
+    "moon": "other",
+    "brick": "other",
+    "grass": "other",
+    "gravel": "other",
+    "clock": "other",
+    "coins": "other",
+    "hubble_deep_field": "other",
+    "immunohistochemistry": "other",
+    "retina": "other",
+    "cell": "other",
+    "page": "other",
+    "text": "other",
+    "motorcycle": "other",
+    "grace_hopper": "other",
+    "present": "other",
 }
 
 
@@ -269,17 +315,20 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from models.checkpoint import save_checkpoint, state_fingerprint
-    from models.network import create_model
-    from models.scoring import ScoringModel
-    from models.zeroshot import DEFAULT_AREAS
+    from galleryrank.models.checkpoint import save_checkpoint, state_fingerprint
+    from galleryrank.models.network import create_model
+    from galleryrank.models.scoring import ScoringModel
+    from galleryrank.models.zeroshot import DEFAULT_AREAS
 
     rng = np.random.default_rng(SEED)
     imgs = sources()
     train_rows = build_set({k: v for k, v in imgs.items() if k not in HELD_OUT}, TRAIN_CROPS, rng)
     test_rows = build_set({k: imgs[k] for k in HELD_OUT}, TEST_CROPS, rng)
-    print(f"{len(train_rows)} training images from {len(imgs) - len(HELD_OUT)} sources, "
-          f"{len(test_rows)} held-out images from {len(HELD_OUT)} sources", flush=True)
+    print(
+        f"{len(train_rows)} training images from {len(imgs) - len(HELD_OUT)} sources, "
+        f"{len(test_rows)} held-out images from {len(HELD_OUT)} sources",
+        flush=True,
+    )
 
     model = create_model("efficientnet_lite0", DEFAULT_AREAS, area_head="zeroshot").eval()
     t0 = time.perf_counter()
@@ -298,10 +347,21 @@ def main() -> None:
     print(f"features in {t_features:.0f} s", flush=True)
     y_train = np.stack([target_distribution(r[3]) for r in train_rows])
     (epochs, dropout, wd, standardise), cv = select_hyperparameters(f_train, train_rows, y_train, args.lr)
-    print(f"chosen by CV on training sources: epochs={epochs} dropout={dropout} weight_decay={wd} "
-          f"standardise={standardise}", flush=True)
-    head, last_loss = train_head(f_train, y_train, epochs=epochs, lr=args.lr, seed=SEED, dropout=dropout,
-                                 weight_decay=wd, standardise=standardise)
+    print(
+        f"chosen by CV on training sources: epochs={epochs} dropout={dropout} weight_decay={wd} "
+        f"standardise={standardise}",
+        flush=True,
+    )
+    head, last_loss = train_head(
+        f_train,
+        y_train,
+        epochs=epochs,
+        lr=args.lr,
+        seed=SEED,
+        dropout=dropout,
+        weight_decay=wd,
+        standardise=standardise,
+    )
     model.aesthetic_head.load_state_dict(head.state_dict())
 
     with torch.inference_mode():
@@ -320,54 +380,89 @@ def main() -> None:
 
     # zero-shot area prior on the hand-labelled package photos
     scorer = ScoringModel(model, "eval", backend="torch")
-    from models import preprocess_image
+    from galleryrank.models import preprocess_image
 
     names = list(AREA_LABELS)
     out = scorer.score(np.stack([preprocess_image(imgs[n]) for n in names]))
     predicted = [DEFAULT_AREAS[i] for i in out.area_probs.argmax(1)]
     zeroshot = {
-        "n": len(names), "top1": float(np.mean([p == AREA_LABELS[n] for n, p in zip(names, predicted)])),
-        "labels": {n: {"label": AREA_LABELS[n], "predicted": p, "confidence": round(float(c), 3)}
-                   for n, p, c in zip(names, predicted, out.area_probs.max(1))},
+        "n": len(names),
+        "top1": float(np.mean([p == AREA_LABELS[n] for n, p in zip(names, predicted)])),
+        "labels": {
+            n: {"label": AREA_LABELS[n], "predicted": p, "confidence": round(float(c), 3)}
+            for n, p, c in zip(names, predicted, out.area_probs.max(1))
+        },
         "note": "package photos only: 19 are 'other', 1 'restaurant'; no labelled hotel photos ship offline",
     }
     undistorted = np.array([r[3] == 0 for r in test_rows])
-    recipe = {"seed": SEED, "crop": CROP, "levels": LEVELS, "distortions": DISTORTIONS,
-              "target": "discretised Gaussian, sigma 1, around 8.5 - 1.3*level", "train_crops": TRAIN_CROPS,
-              "test_crops": TEST_CROPS, "held_out": HELD_OUT, "lr": args.lr,
-              "chosen": {"epochs": epochs, "dropout": dropout, "weight_decay": wd, "standardise": standardise},
-              "cv": cv,
-              "sources": sorted(imgs)}
-    fingerprint = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()
-                                 + np.ascontiguousarray(f_train).tobytes()[:1 << 20]).hexdigest()
+    recipe = {
+        "seed": SEED,
+        "crop": CROP,
+        "levels": LEVELS,
+        "distortions": DISTORTIONS,
+        "target": "discretised Gaussian, sigma 1, around 8.5 - 1.3*level",
+        "train_crops": TRAIN_CROPS,
+        "test_crops": TEST_CROPS,
+        "held_out": HELD_OUT,
+        "lr": args.lr,
+        "chosen": {"epochs": epochs, "dropout": dropout, "weight_decay": wd, "standardise": standardise},
+        "cv": cv,
+        "sources": sorted(imgs),
+    }
+    fingerprint = hashlib.sha256(
+        json.dumps(recipe, sort_keys=True).encode() + np.ascontiguousarray(f_train).tobytes()[: 1 << 20]
+    ).hexdigest()
     out_dir = Path(args.out)
-    version = "default-heads-" + state_fingerprint(
-        {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})[:12]
+    version = (
+        "default-heads-"
+        + state_fingerprint({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})[:12]
+    )
     report = {
         "model_version": version,
         "quality": figures,
-        "quality_mean_score": {"undistorted": float(pred[undistorted].mean()),
-                               "level5": float(pred[np.array([r[3] == 5 for r in test_rows])].mean())},
+        "quality_mean_score": {
+            "undistorted": float(pred[undistorted].mean()),
+            "level5": float(pred[np.array([r[3] == 5 for r in test_rows])].mean()),
+        },
         "zeroshot_area": zeroshot,
-        "n_train": len(train_rows), "n_test": len(test_rows), "final_train_emd": last_loss,
-        "seconds": {"features": round(t_features, 1), "brisque": round(brisque_seconds or 0, 1),
-                    "total": round(time.perf_counter() - t_start, 1)},
-        "recipe": recipe, "threads": args.threads, "cpu_count": os.cpu_count(), "torch": str(torch.__version__),
+        "n_train": len(train_rows),
+        "n_test": len(test_rows),
+        "final_train_emd": last_loss,
+        "seconds": {
+            "features": round(t_features, 1),
+            "brisque": round(brisque_seconds or 0, 1),
+            "total": round(time.perf_counter() - t_start, 1),
+        },
+        "recipe": recipe,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "torch": str(torch.__version__),
     }
-    save_checkpoint(model, out_dir / "default.pt", include_backbone=False, model_version=version,
-                    data_fingerprint=fingerprint, extra={"recipe": recipe, "quality": ours})
+    save_checkpoint(
+        model,
+        out_dir / "default.pt",
+        include_backbone=False,
+        model_version=version,
+        data_fingerprint=fingerprint,
+        extra={"recipe": recipe, "quality": ours},
+    )
     (out_dir / "default_heads_report.json").write_text(json.dumps(report, indent=2))
 
     print(f"\nheld-out sources {HELD_OUT}: SRCC against distortion level (higher is better)")
     print(f"{'method':<42} {'all':>6} " + " ".join(f"{k[:8]:>8}" for k in DISTORTIONS))
     for f in figures:
-        print(f"{f['method']:<42} {f['srcc_all']:>6.3f} " + " ".join(f"{f['per_distortion'][k]:>8.3f}" for k in DISTORTIONS))
+        print(
+            f"{f['method']:<42} {f['srcc_all']:>6.3f} "
+            + " ".join(f"{f['per_distortion'][k]:>8.3f}" for k in DISTORTIONS)
+        )
     print("within one image (mean over crops):")
     for f in figures:
         print(f"{f['method']:<42} {'':>6} " + " ".join(f"{f['within_image_mean'][k]:>8.3f}" for k in DISTORTIONS))
     print(f"zero-shot area prior on {zeroshot['n']} hand-labelled package photos: top-1 {zeroshot['top1']:.2f}")
-    print(f"wrote {out_dir / 'default.pt'} ({(out_dir / 'default.pt').stat().st_size / 1e6:.2f} MB), version {version}; "
-          f"{report['seconds']}")
+    print(
+        f"wrote {out_dir / 'default.pt'} ({(out_dir / 'default.pt').stat().st_size / 1e6:.2f} MB), version {version}; "
+        f"{report['seconds']}"
+    )
 
 
 if __name__ == "__main__":

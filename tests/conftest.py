@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from consumer.embedded import EmbeddedKafka, EmbeddedRedis
-from consumer.samples import ImageServer, skimage_jpegs
-from consumer.settings import Settings
+from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis
+from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs
+from galleryrank.consumer.settings import Settings
 
 
 def _redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
@@ -63,7 +63,7 @@ async def image_server(sample_jpegs):
 
 @pytest.fixture(scope="session")
 def model():
-    from models import load_scoring_model
+    from galleryrank.models import load_scoring_model
 
     return load_scoring_model(None, device="cpu", backend="torch")
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.settings import Settings
+from galleryrank.consumer.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ class ConsumerProcess:
         log = open(self.log_path, "ab")
         self._logs.append(log)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "consume"],
+            [sys.executable, "-m", "galleryrank", "consume"],
             env=settings_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 from PIL import Image
 
-from consumer import keys
-from consumer.produce import deleted, upserted
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.stream.produce import deleted, upserted
 
 
 def small_jpegs(sample_jpegs: dict[str, bytes], size: int = 64) -> dict[str, bytes]:
@@ -35,8 +35,9 @@ def small_jpegs(sample_jpegs: dict[str, bytes], size: int = 64) -> dict[str, byt
     return out
 
 
-def mixed_events(urls: list[str], missing_url: str, hotels: int, per_hotel: int, seed: int,
-                 prefix: str = "f") -> tuple[list, int]:
+def mixed_events(
+    urls: list[str], missing_url: str, hotels: int, per_hotel: int, seed: int, prefix: str = "f"
+) -> tuple[list, int]:
     """A reproducible stream: upserts, replacements, deletes and ~3 % bad events.
 
     Bad events come in three kinds that fail at different stages: schema
@@ -51,8 +52,19 @@ def mixed_events(urls: list[str], missing_url: str, hotels: int, per_hotel: int,
             hid = f"{prefix}-{h}"
             roll = rng.random()
             if roll < 0.01:
-                events.append((hid.encode(), orjson.dumps({"event_id": f"bad-{len(events)}", "type": "image.exploded",
-                                                           "hotel_id": hid, "image_id": f"img-{i}"})))
+                events.append(
+                    (
+                        hid.encode(),
+                        orjson.dumps(
+                            {
+                                "event_id": f"bad-{len(events)}",
+                                "type": "image.exploded",
+                                "hotel_id": hid,
+                                "image_id": f"img-{i}",
+                            }
+                        ),
+                    )
+                )
                 bad += 1
             elif roll < 0.02:
                 events.append((hid.encode(), b'{"event_id": "oops", "type": '))

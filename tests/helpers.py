@@ -6,10 +6,10 @@ import time
 
 import orjson
 
-from consumer import keys
-from consumer.kafka import create_topics, make_consumer
-from consumer.runtime import run_scorer
-from consumer.settings import Settings
+from galleryrank.consumer.runtime import run_scorer
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 
 
 async def run_until_caught_up(settings: Settings, model, redis, **kwargs):

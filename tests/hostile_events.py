@@ -55,10 +55,21 @@ class HostileEvent:
         return outcome == self.expect or outcome in self.also
 
 
-def _event(n: int, hotel_id: object = None, image_id: object = "img", url: object = None,
-           type_: object = "image.upserted", drop: tuple[str, ...] = (), **extra: object) -> dict:
-    body: dict[str, object] = {"event_id": f"hx-event-{n}", "type": type_,
-                               "hotel_id": hotel_id if hotel_id is not None else f"hx-{n}", "image_id": image_id}
+def _event(
+    n: int,
+    hotel_id: object = None,
+    image_id: object = "img",
+    url: object = None,
+    type_: object = "image.upserted",
+    drop: tuple[str, ...] = (),
+    **extra: object,
+) -> dict:
+    body: dict[str, object] = {
+        "event_id": f"hx-event-{n}",
+        "type": type_,
+        "hotel_id": hotel_id if hotel_id is not None else f"hx-{n}",
+        "image_id": image_id,
+    }
     if url is not None:
         body["url"] = url
     body.update(extra)
@@ -67,14 +78,22 @@ def _event(n: int, hotel_id: object = None, image_id: object = "img", url: objec
     return body
 
 
-def _record(name: str, n: int, body: dict, expect: str, note: str, key: bytes | None | str = "hotel",
-            image: ImageCase | None = None) -> HostileEvent:
+def _record(
+    name: str,
+    n: int,
+    body: dict,
+    expect: str,
+    note: str,
+    key: bytes | None | str = "hotel",
+    image: ImageCase | None = None,
+) -> HostileEvent:
     hotel = body.get("hotel_id")
     if key == "hotel":
         key = hotel.encode() if isinstance(hotel, str) else f"hx-{n}".encode()
     image_id = body.get("image_id") if isinstance(body.get("image_id"), str) else None
-    return HostileEvent(name, key, orjson.dumps(body), expect, note,
-                        hotel if isinstance(hotel, str) else None, image_id, image)
+    return HostileEvent(
+        name, key, orjson.dumps(body), expect, note, hotel if isinstance(hotel, str) else None, image_id, image
+    )
 
 
 def download_outcome(case: ImageCase) -> str:
@@ -106,12 +125,27 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     raw("binary_garbage", b"hx-1", bytes(rng.randrange(256) for _ in range(512)), "invalid_json", "512 random bytes")
     raw("empty_value", b"hx-2", b"", "invalid_json", "zero-byte value")
     raw("null_value", b"hx-3", None, "empty_value", "a Kafka tombstone (no value at all)")
-    raw("huge_value", b"hx-4", orjson.dumps(_event(4, url=img, pad="x" * 200_000)), "event_too_large",
-        "200 KB event (limit 64 KiB)")
-    raw("deep_nesting", b"hx-5", b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json",
-        "5,000 nested arrays (orjson stops at depth 1,024, no recursion blow-up)")
-    raw("huge_integer", b"hx-6", b'{"event_id":"e","image_id":' + b"9" * 400 + b"}", "invalid_json",
-        "a 400-digit integer")
+    raw(
+        "huge_value",
+        b"hx-4",
+        orjson.dumps(_event(4, url=img, pad="x" * 200_000)),
+        "event_too_large",
+        "200 KB event (limit 64 KiB)",
+    )
+    raw(
+        "deep_nesting",
+        b"hx-5",
+        b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "invalid_json",
+        "5,000 nested arrays (orjson stops at depth 1,024, no recursion blow-up)",
+    )
+    raw(
+        "huge_integer",
+        b"hx-6",
+        b'{"event_id":"e","image_id":' + b"9" * 400 + b"}",
+        "invalid_json",
+        "a 400-digit integer",
+    )
     raw("json_array", b"hx-7", b"[1, 2, 3]", "not_an_object", "a JSON array")
     raw("json_string", b"hx-8", b'"image.upserted"', "not_an_object", "a JSON string")
     raw("invalid_utf8", b"hx-9", b'{"event_id": "\xff\xfe"}', "invalid_json", "invalid UTF-8 inside JSON")
@@ -125,25 +159,46 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     ev("occurred_at_is_number", "wrong_type", "occurred_at 1700000000", occurred_at=1_700_000_000)
     ev("unknown_type", "unknown_type", "type image.exploded", type_="image.exploded")
     ev("type_is_number", "unknown_type", "type 42", type_=42)
-    ev("key_is_other_hotel", "key_mismatch", "Kafka key of another hotel (would break per-hotel order)",
-       key=b"someone-else")
+    ev(
+        "key_is_other_hotel",
+        "key_mismatch",
+        "Kafka key of another hotel (would break per-hotel order)",
+        key=b"someone-else",
+    )
     ev("no_key", "key_mismatch", "record without key", key=None)
     # --- ids: control characters and Redis-special characters -------------------------
     ev("hotel_id_newline", "invalid_hotel_id", "log/keys injection with a newline", hotel_id="hx-a\nb")
     ev("hotel_id_nul", "invalid_hotel_id", "NUL byte", hotel_id="hx-\x00")
-    ev("hotel_id_braces", "invalid_hotel_id", "braces would break the {hotel_id} Cluster hash tag",
-       hotel_id="hx-{other}")
+    ev(
+        "hotel_id_braces",
+        "invalid_hotel_id",
+        "braces would break the {hotel_id} Cluster hash tag",
+        hotel_id="hx-{other}",
+    )
     ev("hotel_id_space", "invalid_hotel_id", "whitespace", hotel_id="hx a")
-    ev("event_id_ansi_escape", "invalid_event_id", "terminal escape sequence in a log field",
-       event_id="\x1b[31mred")
+    ev("event_id_ansi_escape", "invalid_event_id", "terminal escape sequence in a log field", event_id="\x1b[31mred")
     ev("image_id_too_long", "invalid_image_id", "500-character image id (limit 128)", image_id="i" * 500)
-    ev("hotel_id_redis_glob", SCORED, "glob characters *?[] stay literal in keys and SCAN patterns",
-       hotel_id="hx-*?[ab]")
+    ev(
+        "hotel_id_redis_glob",
+        SCORED,
+        "glob characters *?[] stay literal in keys and SCAN patterns",
+        hotel_id="hx-*?[ab]",
+    )
     ev("hotel_id_unicode", SCORED, "non-ASCII printable id", hotel_id="hx-hôtel-東京")
-    ev("image_id_quotes_backslash", SCORED, "quotes, backslash and colons survive JSON and Lua",
-       image_id='img:"q"\\b\'')
-    ev("delete_unknown_image", DELETED, "delete of an image never seen: a tombstone, no error",
-       type_="image.deleted", url=None, drop=("url",))
+    ev(
+        "image_id_quotes_backslash",
+        SCORED,
+        "quotes, backslash and colons survive JSON and Lua",
+        image_id='img:"q"\\b\'',
+    )
+    ev(
+        "delete_unknown_image",
+        DELETED,
+        "delete of an image never seen: a tombstone, no error",
+        type_="image.deleted",
+        url=None,
+        drop=("url",),
+    )
     # --- URLs -----------------------------------------------------------------------------------
     ev("url_file_scheme", "bad_scheme", "file:///etc/passwd", url="file:///etc/passwd")
     ev("url_gopher_scheme", "bad_scheme", "gopher:// to talk raw TCP to Redis", url="gopher://127.0.0.1:6379/_FLUSHALL")
@@ -151,18 +206,38 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     ev("url_javascript_scheme", "bad_scheme", "javascript:", url="javascript:alert(1)")
     ev("url_scheme_relative", "bad_scheme", "//host/path without scheme", url=f"//127.0.0.1:{port}/img/jpeg_rgb")
     ev("url_too_long", "bad_url", "3,000-character URL (limit 2,048)", url="http://example.com/" + "a" * 3000)
-    ev("url_header_injection", "bad_url", "CR LF in the URL (request splitting)",
-       url=f"{image_base}/img/jpeg_rgb\r\nX-Injected: 1")
-    ev("url_with_credentials", "credentials_in_url", "user:password@ in the URL (never sent, never logged)",
-       url=f"http://admin:{URL_PASSWORD}@127.0.0.1:{port}/img/jpeg_rgb")
-    ev("url_cloud_metadata", "blocked_address", "169.254.169.254 (cloud metadata)",
-       url="http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+    ev(
+        "url_header_injection",
+        "bad_url",
+        "CR LF in the URL (request splitting)",
+        url=f"{image_base}/img/jpeg_rgb\r\nX-Injected: 1",
+    )
+    ev(
+        "url_with_credentials",
+        "credentials_in_url",
+        "user:password@ in the URL (never sent, never logged)",
+        url=f"http://admin:{URL_PASSWORD}@127.0.0.1:{port}/img/jpeg_rgb",
+    )
+    ev(
+        "url_cloud_metadata",
+        "blocked_address",
+        "169.254.169.254 (cloud metadata)",
+        url="http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    )
     ev("url_private_10", "blocked_address", "RFC 1918 address", url="http://10.0.0.1/x.jpg")
-    ev("url_ipv6_loopback", "blocked_address", "[::1] (loopback outside the test allow-list)",
-       url=f"http://[::1]:{port}/img/jpeg_rgb")
+    ev(
+        "url_ipv6_loopback",
+        "blocked_address",
+        "[::1] (loopback outside the test allow-list)",
+        url=f"http://[::1]:{port}/img/jpeg_rgb",
+    )
     ev("url_link_local_v6", "blocked_address", "[fe80::1] link-local", url="http://[fe80::1]/x.jpg")
-    ev("redirect_to_metadata", "blocked_address", "an allowed server redirecting to the metadata address",
-       url=f"{image_base}/redirect-to?target=http://169.254.169.254/latest/meta-data/")
+    ev(
+        "redirect_to_metadata",
+        "blocked_address",
+        "an allowed server redirecting to the metadata address",
+        url=f"{image_base}/redirect-to?target=http://169.254.169.254/latest/meta-data/",
+    )
     ev("redirect_to_file", "bad_scheme", "redirect to file:", url=f"{image_base}/redirect-to?target=file:///etc/passwd")
     # --- servers behaving badly -------------------------------------------------------------
     ev("http_404", "http_404", "not found (no retry)", url=f"{image_base}/status/404")
@@ -172,8 +247,13 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     ev("slow_drip", "timeout", "one byte every 50 ms", url=f"{raw_base}/drip")
     ev("endless_body", "too_large", "an endless body is cut at download_max_bytes", url=f"{raw_base}/endless")
     ev("content_length_too_long", "incomplete_body", "declares 100,000 bytes, sends 100", url=f"{raw_base}/lying-long")
-    ev("content_length_too_short", "not_image", "declares 10 bytes, sends 5 MB: only 10 are read (or the "
-       "response is malformed when the surplus arrives in the same read)", url=f"{raw_base}/lying-short")
+    ev(
+        "content_length_too_short",
+        "not_image",
+        "declares 10 bytes, sends 5 MB: only 10 are read (or the "
+        "response is malformed when the surplus arrives in the same read)",
+        url=f"{raw_base}/lying-short",
+    )
     out[-1] = replace(out[-1], also=("bad_response",))
     ev("not_http", "bad_response", "bytes that are not HTTP", url=f"{raw_base}/garbage")
     ev("endless_headers", "bad_response", "header lines forever", url=f"{raw_base}/endless-headers")

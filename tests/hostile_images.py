@@ -1,7 +1,7 @@
 """A corpus of hostile and odd image bodies, generated in memory (nothing on disk, nothing downloaded).
 
 Each :class:`ImageCase` carries the bytes, the ``Content-Type`` a server
-would send with them, and the expected outcome of ``consumer.decode.decode_image``:
+would send with them, and the expected outcome of ``galleryrank.consumer.images.decode.decode_image``:
 ``"ok"`` or the ``DecodeError.reason``. Successful cases also carry the
 oriented size and, where the picture is the four-colour test card, the colour
 each quadrant must have after decoding (proves EXIF rotation, first-frame
@@ -73,8 +73,14 @@ def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None = None,
-              extra_chunks: list[tuple[bytes, bytes]] = ()) -> bytes:
+def png_bytes(
+    width: int,
+    height: int,
+    bit_depth: int,
+    color_type: int,
+    rows: bytes | None = None,
+    extra_chunks: list[tuple[bytes, bytes]] = (),
+) -> bytes:
     """A PNG written by hand, so headers can say anything (bombs, 16-bit RGB, zero sizes).
 
     ``rows``: raw scanlines *with* their filter byte; None = a few zero bytes
@@ -98,7 +104,7 @@ def _png_16bit(arr: np.ndarray) -> bytes:
     color_type = 0 if arr.ndim == 2 else 2
     big_endian = arr.astype(">u2").reshape(height, -1).tobytes()
     row_len = len(big_endian) // height
-    rows = b"".join(b"\x00" + big_endian[y * row_len:(y + 1) * row_len] for y in range(height))
+    rows = b"".join(b"\x00" + big_endian[y * row_len : (y + 1) * row_len] for y in range(height))
     return png_bytes(width, height, 16, color_type, rows)
 
 
@@ -118,7 +124,9 @@ def _gif_with_declared_size(width: int, height: int) -> bytes:
 
 def _exif_orientation_jpeg(orientation: int) -> bytes:
     upright = color_card(320, 240)
-    stored = upright.transpose(_STORE_FOR_ORIENTATION[orientation]) if orientation in _STORE_FOR_ORIENTATION else upright
+    stored = (
+        upright.transpose(_STORE_FOR_ORIENTATION[orientation]) if orientation in _STORE_FOR_ORIENTATION else upright
+    )
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(stored, "JPEG", quality=90, exif=exif.tobytes())
@@ -169,7 +177,7 @@ def _with_damaged_idat(png: bytes) -> bytes:
     """Flip 8 bytes in the middle of the compressed pixel stream (the CRC then no longer matches either)."""
     data = bytearray(png)
     idat = data.find(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
     middle = idat + 4 + length // 2
     for k in range(8):
         data[middle + k] ^= 0x5A
@@ -197,108 +205,332 @@ def corpus() -> tuple[ImageCase, ...]:
     cases = [
         # --- well-formed photos in every accepted format -------------------------------
         ImageCase("jpeg_rgb", jpeg, "image/jpeg", OK, "baseline JPEG", (320, 240), quads),
-        ImageCase("jpeg_large_1600x1200", big_jpeg, "image/jpeg", OK,
-                  "large JPEG, decoded through Image.draft (DCT downscale)", (1600, 1200), quads),
-        ImageCase("jpeg_progressive", encode(card, "JPEG", quality=90, progressive=True), "image/jpeg", OK,
-                  "progressive JPEG", (320, 240), quads),
-        ImageCase("jpeg_grayscale", encode(card.convert("L"), "JPEG", quality=90), "image/jpeg", OK,
-                  "8-bit grayscale JPEG becomes grey RGB", (320, 240),
-                  tuple((v, v, v) for v in (76, 150, 29, 226))),  # ITU-R 601 luma of the four colours
-        ImageCase("jpeg_cmyk", encode(card.convert("CMYK"), "JPEG", quality=95), "image/jpeg", OK,
-                  "CMYK JPEG (print workflows) converted to RGB", (320, 240), quads),
-        ImageCase("jpeg_trailing_garbage", jpeg + b"GARBAGE" * 100, "image/jpeg", OK,
-                  "bytes after the JPEG end marker are ignored", (320, 240), quads),
+        ImageCase(
+            "jpeg_large_1600x1200",
+            big_jpeg,
+            "image/jpeg",
+            OK,
+            "large JPEG, decoded through Image.draft (DCT downscale)",
+            (1600, 1200),
+            quads,
+        ),
+        ImageCase(
+            "jpeg_progressive",
+            encode(card, "JPEG", quality=90, progressive=True),
+            "image/jpeg",
+            OK,
+            "progressive JPEG",
+            (320, 240),
+            quads,
+        ),
+        ImageCase(
+            "jpeg_grayscale",
+            encode(card.convert("L"), "JPEG", quality=90),
+            "image/jpeg",
+            OK,
+            "8-bit grayscale JPEG becomes grey RGB",
+            (320, 240),
+            tuple((v, v, v) for v in (76, 150, 29, 226)),
+        ),  # ITU-R 601 luma of the four colours
+        ImageCase(
+            "jpeg_cmyk",
+            encode(card.convert("CMYK"), "JPEG", quality=95),
+            "image/jpeg",
+            OK,
+            "CMYK JPEG (print workflows) converted to RGB",
+            (320, 240),
+            quads,
+        ),
+        ImageCase(
+            "jpeg_trailing_garbage",
+            jpeg + b"GARBAGE" * 100,
+            "image/jpeg",
+            OK,
+            "bytes after the JPEG end marker are ignored",
+            (320, 240),
+            quads,
+        ),
         ImageCase("png_rgb", png, "image/png", OK, "baseline PNG", (320, 240), quads, tolerance=2),
-        ImageCase("png_16bit_gray", _png_16bit(grey16), "image/png", OK,
-                  "16-bit grey PNG (mode I;16) scaled, not clipped to white", (64, 48),
-                  (mid_grey, mid_grey, WHITE, WHITE), tolerance=2),
-        ImageCase("png_16bit_rgb", _png_16bit(rgb16), "image/png", OK, "16-bit RGB PNG", (64, 48),
-                  (RED, RED, BLUE, BLUE), tolerance=2),
-        ImageCase("png_palette_transparency", _palette_with_transparency(), "image/png", OK,
-                  "palette PNG with a transparent index: composited on white", (64, 48), half_white_red,
-                  tolerance=2),
-        ImageCase("png_rgba_transparent", _half_transparent("RGBA"), "image/png", OK,
-                  "RGBA with fully transparent half: composited on white, not black", (64, 48),
-                  half_white_red, tolerance=2),
-        ImageCase("png_la", _half_transparent("LA"), "image/png", OK, "grey + alpha (LA) on white", (64, 48),
-                  (WHITE, WHITE, BLACK, BLACK), tolerance=2),
+        ImageCase(
+            "png_16bit_gray",
+            _png_16bit(grey16),
+            "image/png",
+            OK,
+            "16-bit grey PNG (mode I;16) scaled, not clipped to white",
+            (64, 48),
+            (mid_grey, mid_grey, WHITE, WHITE),
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_16bit_rgb",
+            _png_16bit(rgb16),
+            "image/png",
+            OK,
+            "16-bit RGB PNG",
+            (64, 48),
+            (RED, RED, BLUE, BLUE),
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_palette_transparency",
+            _palette_with_transparency(),
+            "image/png",
+            OK,
+            "palette PNG with a transparent index: composited on white",
+            (64, 48),
+            half_white_red,
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_rgba_transparent",
+            _half_transparent("RGBA"),
+            "image/png",
+            OK,
+            "RGBA with fully transparent half: composited on white, not black",
+            (64, 48),
+            half_white_red,
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_la",
+            _half_transparent("LA"),
+            "image/png",
+            OK,
+            "grey + alpha (LA) on white",
+            (64, 48),
+            (WHITE, WHITE, BLACK, BLACK),
+            tolerance=2,
+        ),
         ImageCase("png_1bit", encode(card.convert("1"), "PNG"), "image/png", OK, "1-bit bilevel PNG", (320, 240)),
-        ImageCase("png_tiny_1x1", encode(Image.new("RGB", (1, 1), RED), "PNG"), "image/png", OK,
-                  "a single pixel is still an image", (1, 1), (RED, RED, RED, RED), tolerance=2),
-        ImageCase("png_extreme_aspect", encode(Image.new("RGB", (4000, 2), GREEN), "PNG"), "image/png", OK,
-                  "4000x2 strip: squashed, not rejected", (4000, 2), (GREEN,) * 4, tolerance=2),
+        ImageCase(
+            "png_tiny_1x1",
+            encode(Image.new("RGB", (1, 1), RED), "PNG"),
+            "image/png",
+            OK,
+            "a single pixel is still an image",
+            (1, 1),
+            (RED, RED, RED, RED),
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_extreme_aspect",
+            encode(Image.new("RGB", (4000, 2), GREEN), "PNG"),
+            "image/png",
+            OK,
+            "4000x2 strip: squashed, not rejected",
+            (4000, 2),
+            (GREEN,) * 4,
+            tolerance=2,
+        ),
         ImageCase("gif_static", gif, "image/gif", OK, "palette GIF", (320, 240), quads),
-        ImageCase("gif_large_1800x1200", encode(color_card(1800, 1200).convert("P"), "GIF"), "image/gif", OK,
-                  "large palette image: converted before the integer downscale", (1800, 1200), quads),
-        ImageCase("png_rgba_large_1800x1200", _half_transparent("RGBA", (1800, 1200)), "image/png", OK,
-                  "large RGBA: composited on white before the integer downscale", (1800, 1200),
-                  half_white_red, tolerance=2),
-        ImageCase("png_16bit_gray_large", _png_16bit(np.repeat(np.repeat(grey16, 20, 0), 20, 1)), "image/png", OK,
-                  "1280x960 16-bit grey PNG (mode I;16) through the downscale path", (1280, 960),
-                  (mid_grey, mid_grey, WHITE, WHITE), tolerance=2),
-        ImageCase("gif_animated", _animated("GIF"), "image/gif", OK, "animated GIF: first frame (red) only",
-                  (64, 48), (RED,) * 4, tolerance=2),
-        ImageCase("webp_lossy", encode(card, "WEBP", quality=90), "image/webp", OK, "lossy WebP", (320, 240),
-                  quads),
-        ImageCase("webp_lossless_alpha", encode(Image.open(io.BytesIO(_half_transparent("RGBA"))), "WEBP",
-                                                lossless=True), "image/webp", OK,
-                  "lossless WebP with alpha on white", (64, 48), half_white_red, tolerance=2),
-        ImageCase("webp_animated", _animated("WEBP"), "image/webp", OK, "animated WebP: first frame only",
-                  (64, 48), (RED,) * 4, tolerance=2),
+        ImageCase(
+            "gif_large_1800x1200",
+            encode(color_card(1800, 1200).convert("P"), "GIF"),
+            "image/gif",
+            OK,
+            "large palette image: converted before the integer downscale",
+            (1800, 1200),
+            quads,
+        ),
+        ImageCase(
+            "png_rgba_large_1800x1200",
+            _half_transparent("RGBA", (1800, 1200)),
+            "image/png",
+            OK,
+            "large RGBA: composited on white before the integer downscale",
+            (1800, 1200),
+            half_white_red,
+            tolerance=2,
+        ),
+        ImageCase(
+            "png_16bit_gray_large",
+            _png_16bit(np.repeat(np.repeat(grey16, 20, 0), 20, 1)),
+            "image/png",
+            OK,
+            "1280x960 16-bit grey PNG (mode I;16) through the downscale path",
+            (1280, 960),
+            (mid_grey, mid_grey, WHITE, WHITE),
+            tolerance=2,
+        ),
+        ImageCase(
+            "gif_animated",
+            _animated("GIF"),
+            "image/gif",
+            OK,
+            "animated GIF: first frame (red) only",
+            (64, 48),
+            (RED,) * 4,
+            tolerance=2,
+        ),
+        ImageCase("webp_lossy", encode(card, "WEBP", quality=90), "image/webp", OK, "lossy WebP", (320, 240), quads),
+        ImageCase(
+            "webp_lossless_alpha",
+            encode(Image.open(io.BytesIO(_half_transparent("RGBA"))), "WEBP", lossless=True),
+            "image/webp",
+            OK,
+            "lossless WebP with alpha on white",
+            (64, 48),
+            half_white_red,
+            tolerance=2,
+        ),
+        ImageCase(
+            "webp_animated",
+            _animated("WEBP"),
+            "image/webp",
+            OK,
+            "animated WebP: first frame only",
+            (64, 48),
+            (RED,) * 4,
+            tolerance=2,
+        ),
         ImageCase("bmp", encode(card, "BMP"), "image/bmp", OK, "Windows bitmap", (320, 240), quads, tolerance=2),
         # --- EXIF orientation (phones store sensor-up, display per tag) -----------------
         *(
-            ImageCase(f"jpeg_exif_orientation_{o}", _exif_orientation_jpeg(o), "image/jpeg", OK,
-                      f"EXIF orientation {o}: shown upright", (320, 240), quads)
+            ImageCase(
+                f"jpeg_exif_orientation_{o}",
+                _exif_orientation_jpeg(o),
+                "image/jpeg",
+                OK,
+                f"EXIF orientation {o}: shown upright",
+                (320, 240),
+                quads,
+            )
             for o in range(2, 9)
         ),
-        ImageCase("jpeg_exif_orientation_invalid", _exif_orientation_jpeg(9), "image/jpeg", OK,
-                  "EXIF orientation 9 (invalid): kept as stored", (320, 240), quads),
+        ImageCase(
+            "jpeg_exif_orientation_invalid",
+            _exif_orientation_jpeg(9),
+            "image/jpeg",
+            OK,
+            "EXIF orientation 9 (invalid): kept as stored",
+            (320, 240),
+            quads,
+        ),
         # --- broken data -------------------------------------------------------------------
-        ImageCase("jpeg_truncated_half", _truncated(big_jpeg, 0.5), "image/jpeg", "truncated_image",
-                  "JPEG cut in the middle of the scan"),
-        ImageCase("jpeg_truncated_headers", jpeg[:300], "image/jpeg", "truncated_image",
-                  "JPEG cut inside its headers"),
-        ImageCase("png_truncated", _truncated(encode(color_card(320, 240), "PNG"), 0.6), "image/png",
-                  "truncated_image", "PNG cut in the IDAT stream"),
-        ImageCase("png_corrupt_idat", _with_damaged_idat(png), "image/png", "corrupt_image",
-                  "PNG with damaged bytes in its compressed stream"),
+        ImageCase(
+            "jpeg_truncated_half",
+            _truncated(big_jpeg, 0.5),
+            "image/jpeg",
+            "truncated_image",
+            "JPEG cut in the middle of the scan",
+        ),
+        ImageCase("jpeg_truncated_headers", jpeg[:300], "image/jpeg", "truncated_image", "JPEG cut inside its headers"),
+        ImageCase(
+            "png_truncated",
+            _truncated(encode(color_card(320, 240), "PNG"), 0.6),
+            "image/png",
+            "truncated_image",
+            "PNG cut in the IDAT stream",
+        ),
+        ImageCase(
+            "png_corrupt_idat",
+            _with_damaged_idat(png),
+            "image/png",
+            "corrupt_image",
+            "PNG with damaged bytes in its compressed stream",
+        ),
         ImageCase("gif_truncated", _truncated(gif, 0.5), "image/gif", "truncated_image", "GIF cut in the middle"),
-        ImageCase("png_zero_size", png_bytes(0, 0, 8, 2), "image/png", "not_image",
-                  "PNG declaring 0x0 pixels (Pillow refuses the header)"),
+        ImageCase(
+            "png_zero_size",
+            png_bytes(0, 0, 8, 2),
+            "image/png",
+            "not_image",
+            "PNG declaring 0x0 pixels (Pillow refuses the header)",
+        ),
         # --- decompression bombs: tiny files, enormous declared sizes -------------------
         # Between our cap (50 M pixels) and Pillow's error (2 x 89 M): only our own check stops these.
-        ImageCase("png_over_cap_8000x7000", png_bytes(8_000, 7_000, 8, 2), "image/png", "too_many_pixels",
-                  "~100-byte PNG declaring 56 M pixels (over the 50 M cap, under Pillow's own limit)"),
-        ImageCase("jpeg_over_cap_10000x6000", _jpeg_with_declared_size(10_000, 6_000), "image/jpeg",
-                  "too_many_pixels", "JPEG whose SOF declares 60 M pixels"),
+        ImageCase(
+            "png_over_cap_8000x7000",
+            png_bytes(8_000, 7_000, 8, 2),
+            "image/png",
+            "too_many_pixels",
+            "~100-byte PNG declaring 56 M pixels (over the 50 M cap, under Pillow's own limit)",
+        ),
+        ImageCase(
+            "jpeg_over_cap_10000x6000",
+            _jpeg_with_declared_size(10_000, 6_000),
+            "image/jpeg",
+            "too_many_pixels",
+            "JPEG whose SOF declares 60 M pixels",
+        ),
         # Far beyond: Pillow's DecompressionBombError (the second line) may fire first.
-        ImageCase("png_bomb_50000x50000", png_bytes(50_000, 50_000, 8, 2), "image/png", "too_many_pixels",
-                  "~100-byte PNG declaring 50,000 x 50,000 (7.5 GB as RGB)"),
-        ImageCase("jpeg_bomb_60000x60000", _jpeg_with_declared_size(60_000, 60_000), "image/jpeg",
-                  "too_many_pixels", "JPEG whose SOF declares 60,000 x 60,000"),
-        ImageCase("gif_bomb_65535x65535", _gif_with_declared_size(65_535, 65_535), "image/gif", "too_many_pixels",
-                  "GIF whose screen descriptor declares 65,535 x 65,535"),
-        ImageCase("png_ztxt_bomb", _png_metadata_bomb(b"zTXt"), "image/png", "corrupt_image",
-                  "zTXt text chunk inflating to 16 MB (Pillow's MAX_TEXT_CHUNK refuses it)"),
-        ImageCase("png_iccp_bomb", _png_metadata_bomb(b"iCCP"), "image/png", "corrupt_image",
-                  "ICC profile chunk inflating to 16 MB"),
+        ImageCase(
+            "png_bomb_50000x50000",
+            png_bytes(50_000, 50_000, 8, 2),
+            "image/png",
+            "too_many_pixels",
+            "~100-byte PNG declaring 50,000 x 50,000 (7.5 GB as RGB)",
+        ),
+        ImageCase(
+            "jpeg_bomb_60000x60000",
+            _jpeg_with_declared_size(60_000, 60_000),
+            "image/jpeg",
+            "too_many_pixels",
+            "JPEG whose SOF declares 60,000 x 60,000",
+        ),
+        ImageCase(
+            "gif_bomb_65535x65535",
+            _gif_with_declared_size(65_535, 65_535),
+            "image/gif",
+            "too_many_pixels",
+            "GIF whose screen descriptor declares 65,535 x 65,535",
+        ),
+        ImageCase(
+            "png_ztxt_bomb",
+            _png_metadata_bomb(b"zTXt"),
+            "image/png",
+            "corrupt_image",
+            "zTXt text chunk inflating to 16 MB (Pillow's MAX_TEXT_CHUNK refuses it)",
+        ),
+        ImageCase(
+            "png_iccp_bomb",
+            _png_metadata_bomb(b"iCCP"),
+            "image/png",
+            "corrupt_image",
+            "ICC profile chunk inflating to 16 MB",
+        ),
         # --- not images (or not formats we accept) --------------------------------------
         ImageCase("empty", b"", "image/jpeg", "not_image", "zero bytes"),
-        ImageCase("html", b"<!doctype html><html><body>404 Not Found</body></html>", "text/html", "not_image",
-                  "an HTML error page"),
+        ImageCase(
+            "html",
+            b"<!doctype html><html><body>404 Not Found</body></html>",
+            "text/html",
+            "not_image",
+            "an HTML error page",
+        ),
         ImageCase("json", b'{"error": "expired"}', "application/json", "not_image", "a JSON body"),
-        ImageCase("random_bytes", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-                  "application/octet-stream", "not_image", "4 KiB of random bytes"),
-        ImageCase("svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "image/svg+xml",
-                  "not_image", "SVG is XML, not pixels"),
-        ImageCase("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", "application/pdf", "not_image",
-                  "a PDF document"),
-        ImageCase("tiff", encode(card, "TIFF"), "image/tiff", "not_image",
-                  "TIFF is a valid image but not an accepted format (libtiff stays out of reach)"),
+        ImageCase(
+            "random_bytes",
+            rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            "application/octet-stream",
+            "not_image",
+            "4 KiB of random bytes",
+        ),
+        ImageCase(
+            "svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+            "image/svg+xml",
+            "not_image",
+            "SVG is XML, not pixels",
+        ),
+        ImageCase(
+            "pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", "application/pdf", "not_image", "a PDF document"
+        ),
+        ImageCase(
+            "tiff",
+            encode(card, "TIFF"),
+            "image/tiff",
+            "not_image",
+            "TIFF is a valid image but not an accepted format (libtiff stays out of reach)",
+        ),
         ImageCase("ico", encode(card, "ICO"), "image/x-icon", "not_image", "ICO is not an accepted format"),
-        ImageCase("jpeg_magic_only", b"\xff\xd8\xff\xe0" + b"\x00" * 16, "image/jpeg", "not_image",
-                  "JPEG magic bytes and nothing else (no frame header)"),
+        ImageCase(
+            "jpeg_magic_only",
+            b"\xff\xd8\xff\xe0" + b"\x00" * 16,
+            "image/jpeg",
+            "not_image",
+            "JPEG magic bytes and nothing else (no frame header)",
+        ),
     ]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
-from consumer.embedded import _wait_for_port, free_port, stop_process
+from galleryrank.consumer.dev.embedded import _wait_for_port, free_port, stop_process
 
 
 def redis_server_binary() -> str:
@@ -37,16 +37,26 @@ class PrivateRedis:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         self.port = self.port or free_port()
         args = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir,
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self._dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for_port(self.port, self.proc, 10.0, "private redis-server")
         self.starts += 1
         return self
@@ -64,7 +74,7 @@ class PrivateRedis:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateRedis":
+    def __enter__(self) -> PrivateRedis:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranking.gallery import Gallery
-from ranking.pipeline import HeadState, diversified, quality_order
-from ranking.registry import register
-from ranking.types import RankingConfig
+from ..gallery import Gallery
+from ..pipeline import HeadState, diversified, quality_order
+from ..registry import register
+from ..types import RankingConfig
 
 
 @register("aesthetic")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranking.gallery import Gallery
-from ranking.pipeline import HeadState, diversified, similarity_features
-from ranking.registry import register
-from ranking.types import RankingConfig
+from ..gallery import Gallery
+from ..pipeline import HeadState, diversified, similarity_features
+from ..registry import register
+from ..types import RankingConfig
 
 _EPS = 1e-10  # below this the kernel has no independent direction left
 

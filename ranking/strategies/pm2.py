@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranking.gallery import Gallery
-from ranking.pipeline import HeadState, area_weights, diversified
-from ranking.registry import register
-from ranking.types import RankingConfig
+from ..gallery import Gallery
+from ..pipeline import HeadState, area_weights, diversified
+from ..registry import register
+from ..types import RankingConfig
 
 PM2_FOCUS = 0.5  # the paper's lambda between the area whose turn it is and the rest
 

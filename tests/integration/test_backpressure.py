@@ -13,11 +13,11 @@ import time
 import pytest
 from aiokafka import TopicPartition
 
-from consumer import metrics
-from consumer.kafka import create_topics, make_consumer
-from consumer.pipeline import GalleryScorer
-from consumer.produce import publish, upserted
-from consumer.runtime import caught_up
+from galleryrank.consumer import metrics
+from galleryrank.consumer.runtime import caught_up
+from galleryrank.consumer.stream.kafka import create_topics, make_consumer
+from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import GalleryScorer
 from tests.helpers import drop_namespace, galleries
 
 pytestmark = pytest.mark.integration
@@ -97,15 +97,19 @@ async def test_rebalance_mid_stream_drains_revoked_work_without_deadlock(
     settings = settings.model_copy(update={"max_in_flight": 8, "batch_size": 4, "stop_when_idle_s": 6.0})
     names = sorted(sample_jpegs)
     await create_topics(settings, partitions=partitions)
-    await publish(settings, [
-        upserted(f"h-rb-{i % hotels}", f"img-{i // hotels}", image_server.url(names[i % len(names)]))
-        for i in range(events_n)
-    ])
+    await publish(
+        settings,
+        [
+            upserted(f"h-rb-{i % hotels}", f"img-{i // hotels}", image_server.url(names[i % len(names)]))
+            for i in range(events_n)
+        ],
+    )
     assignments: dict[str, list[set[int]]] = {"a": [], "b": []}
 
     def recorder(name):
         async def on_assigned(_consumer, assigned):
             assignments[name].append({tp.partition for tp in assigned})
+
         return on_assigned
 
     first = GalleryScorer(settings, model, redis, on_assigned=recorder("a"))

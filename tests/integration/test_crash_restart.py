@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from consumer.kafka import create_topics
-from consumer.produce import deleted, publish, upserted
+from galleryrank.consumer.stream.kafka import create_topics
+from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.crash_harness import ConsumerProcess, kill_schedule
 from tests.fault_support import wait_for_log
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
@@ -39,8 +39,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     await create_topics(settings, partitions=3)
     await publish(settings, events)
     reference_ns, crash_ns = settings.namespace + "-ref", settings.namespace + "-crash"
-    crash_settings = settings.model_copy(update={"namespace": crash_ns, "group_id": settings.group_id + "-crash",
-                                                 "batch_size": 8})
+    crash_settings = settings.model_copy(
+        update={"namespace": crash_ns, "group_id": settings.group_id + "-crash", "batch_size": 8}
+    )
     proc = ConsumerProcess(crash_settings, tmp_path / "consumer.log")
     try:
         # Crash run: start, wait until it owns partitions (start-up costs ~5 s of imports

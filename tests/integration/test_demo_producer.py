@@ -8,8 +8,8 @@ import sys
 import orjson
 import pytest
 
-from consumer.embedded import free_port
-from consumer.kafka import create_topics
+from galleryrank.consumer.dev.embedded import free_port
+from galleryrank.consumer.stream.kafka import create_topics
 from tests.crash_harness import REPO_ROOT, settings_env
 from tests.helpers import read_topic
 
@@ -20,9 +20,22 @@ async def test_demo_producer_publishes_events_pointing_at_its_own_server(setting
     await create_topics(settings, partitions=1)
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumer.cli", "demo-producer", "--hotels", "3", "--per-hotel", "2",
-        "--listen-host", "127.0.0.1", "--port", str(port), "--serve-seconds", "20",
-        env=settings_env(settings), cwd=REPO_ROOT,
+        sys.executable,
+        "-m",
+        "galleryrank",
+        "demo-producer",
+        "--hotels",
+        "3",
+        "--per-hotel",
+        "2",
+        "--listen-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--serve-seconds",
+        "20",
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
     )
     try:
         records = await read_topic(settings, settings.topic, expected=6, timeout_s=30)

@@ -1,4 +1,4 @@
-"""consumer.download.ImageDownloader against real HTTP servers on 127.0.0.1.
+"""galleryrank.consumer.images.download.ImageDownloader against real HTTP servers on 127.0.0.1.
 
 Two servers: a well-behaved aiohttp.web app (status codes, content types,
 redirects, flaky endpoints) and a raw asyncio socket server for what a proper
@@ -27,9 +27,9 @@ from aiohttp.abc import AbstractResolver
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.hostile_images under a bare `pytest`
 
-from consumer.decode import decode_image  # noqa: E402
-from consumer.download import DownloadError, ImageDownloader  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from galleryrank.consumer.images.decode import decode_image  # noqa: E402
+from galleryrank.consumer.images.download import DownloadError, ImageDownloader  # noqa: E402
+from galleryrank.consumer.settings import Settings  # noqa: E402
 from tests.hostile_images import case  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -204,8 +204,13 @@ class RawServer:
 
     async def serve_hits(self, writer: asyncio.StreamWriter) -> None:
         body = json.dumps(self.hits).encode()
-        await self.send(writer, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        await self.send(
+            writer,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body,
+        )
 
     async def serve_hang(self, writer: asyncio.StreamWriter) -> None:
         await self.stop.wait()
@@ -244,9 +249,7 @@ class RawServerProcess:
     """The parent's handle on the child-process RawServer."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--raw-server"], stdout=subprocess.PIPE, text=True
-        )
+        self.proc = subprocess.Popen([sys.executable, __file__, "--raw-server"], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         port = int(self.proc.stdout.readline())
         self.base = f"http://127.0.0.1:{port}"

@@ -22,13 +22,14 @@ from aiokafka import TopicPartition
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from consumer import keys, metrics
-from consumer.dlq_dedupe import marker_pattern
-from consumer.kafka import create_topics
-from consumer.pipeline import GalleryScorer
-from consumer.produce import publish, upserted
-from consumer.runtime import caught_up
-from consumer.samples import ImageServer
+from galleryrank.consumer import metrics
+from galleryrank.consumer.dev.samples import ImageServer
+from galleryrank.consumer.runtime import caught_up
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.stream.kafka import create_topics
+from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import GalleryScorer
 from tests.crash_harness import ConsumerProcess, kill_schedule
 from tests.fault_support import (
     dlq_by_source,
@@ -63,7 +64,7 @@ def model(onnx_model_dir):
     """The real model on ONNX Runtime: ~3x the images/s of eager fp32 torch on these CPUs
     (anchors.md), and a batch's scores do not depend on its size. Exported once per module;
     consumer processes started by these tests load the same file."""
-    from models import load_scoring_model
+    from galleryrank.models import load_scoring_model
 
     return load_scoring_model(None, device="cpu", backend="onnxruntime", cache_dir=onnx_model_dir)
 
@@ -96,8 +97,13 @@ async def test_ten_seeded_sigkills_over_2000_events_lose_nothing_and_apply_nothi
     await create_topics(settings, partitions=4)
     await publish(settings, events)
 
-    ref = settings.model_copy(update={"namespace": settings.namespace + "-ref", "group_id": settings.group_id + "-ref",
-                                      "dlq_topic": settings.dlq_topic + "-ref"})
+    ref = settings.model_copy(
+        update={
+            "namespace": settings.namespace + "-ref",
+            "group_id": settings.group_id + "-ref",
+            "dlq_topic": settings.dlq_topic + "-ref",
+        }
+    )
     crash = settings.model_copy(update={"namespace": settings.namespace + "-crash", "batch_size": 32})
     proc = ConsumerProcess(crash, tmp_path / "consumer.log")
     kill_progress, child_peak_mb, starts_s = [], [], []
@@ -112,8 +118,9 @@ async def test_ten_seeded_sigkills_over_2000_events_lose_nothing_and_apply_nothi
             proc.start()
             # Kill at a seeded moment after the process got its partitions: every
             # kill then lands in the middle of real work, however slow start-up is.
-            assert await wait_for_log(tmp_path / "consumer.log", b"assigned partitions", log_start, 90), \
+            assert await wait_for_log(tmp_path / "consumer.log", b"assigned partitions", log_start, 90), (
                 "the consumer process never got partitions"
+            )
             starts_s.append(round(time.monotonic() - started, 1))
             await asyncio.sleep(delay)
             child_peak_mb.append(peak_rss_mb(proc.proc.pid))
@@ -144,13 +151,25 @@ async def test_ten_seeded_sigkills_over_2000_events_lose_nothing_and_apply_nothi
         # Redis markers make a second DLQ send a no-op; only a kill inside the
         # ~ms between the DLQ ack and the marker write can slip one through.
         assert duplicates <= CRASH_KILLS
-        report("sigkill", events=len(events), bad=bad, kills=proc.kills, images=images_total,
-               progress_at_kills=kill_progress, start_to_assigned_s=starts_s, lost=0,
-               gallery_mismatches=0, dlq_records=sum(crash_dead.values()), dlq_duplicates=duplicates,
-               dlq_resends_suppressed_by_markers=(tmp_path / "consumer.log").read_bytes().count(b"is already in the DLQ"),
-               redone_recognised_stale=finish.stale, child_peak_rss_mb=round(max(child_peak_mb)),
-               kill_phase_s=round(kills_done - test_started), finish_s=round(finished - kills_done),
-               reference_wait_s=round(time.monotonic() - finished))
+        report(
+            "sigkill",
+            events=len(events),
+            bad=bad,
+            kills=proc.kills,
+            images=images_total,
+            progress_at_kills=kill_progress,
+            start_to_assigned_s=starts_s,
+            lost=0,
+            gallery_mismatches=0,
+            dlq_records=sum(crash_dead.values()),
+            dlq_duplicates=duplicates,
+            dlq_resends_suppressed_by_markers=(tmp_path / "consumer.log").read_bytes().count(b"is already in the DLQ"),
+            redone_recognised_stale=finish.stale,
+            child_peak_rss_mb=round(max(child_peak_mb)),
+            kill_phase_s=round(kills_done - test_started),
+            finish_s=round(finished - kills_done),
+            reference_wait_s=round(time.monotonic() - finished),
+        )
     finally:
         proc.stop()
         if not reference.done():
@@ -173,7 +192,7 @@ async def until(predicate, timeout_s: float, every_s: float = 0.1) -> bool:
 
 async def committed_positions(settings, partitions: int) -> dict[int, int]:
     """The group's committed offsets as the broker has them (a probe that does not join the group)."""
-    from consumer.kafka import make_consumer
+    from galleryrank.consumer.stream.kafka import make_consumer
 
     probe = make_consumer(settings, settings.group_id)
     await probe.start()
@@ -203,8 +222,9 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
     server = PrivateRedis(password=password).start()
     client = aioredis.Redis.from_url(server.url)
     partitions, hotels = 4, [f"r-{h}" for h in range(30)]
-    s = settings.model_copy(update={"redis_url": server.url, "max_in_flight": 48,
-                                    "sasl_password": SecretStr("Kafka-Pw-unused")})
+    s = settings.model_copy(
+        update={"redis_url": server.url, "max_in_flight": 48, "sasl_password": SecretStr("Kafka-Pw-unused")}
+    )
     urls = [small_server.url(n) for n in sorted(small_server.images)]
     events, bad = mixed_events(urls, small_server.url("missing.jpg"), len(hotels), 12, seed=5, prefix="r")
     await create_topics(s, partitions=partitions)
@@ -213,6 +233,7 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
     scorer = GalleryScorer(s, model, client, stop_at=caught_up)
     run = asyncio.create_task(scorer.run())
     try:
+
         async def images_written() -> int:
             try:
                 return sum([await client.hlen(keys.images_key(s.namespace, h)) for h in hotels])
@@ -268,16 +289,23 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
             if event is None or getattr(event, "url", "").endswith("/missing.jpg"):
                 continue  # a bad event: its proof is the DLQ, not Redis
             state = durable.get(event.hotel_id, {}).get(event.image_id)
-            assert state is not None and (state["p"], state["o"]) >= (rec.partition, rec.offset), \
+            assert state is not None and (state["p"], state["o"]) >= (rec.partition, rec.offset), (
                 f"offset {rec.partition}@{rec.offset} was committed while its change was not in Redis"
+            )
             checked += 1
 
         # The end state equals an uninterrupted run.
-        ref = s.model_copy(update={"namespace": s.namespace + "-ref", "group_id": s.group_id + "-ref",
-                                   "dlq_topic": s.dlq_topic + "-ref"})
+        ref = s.model_copy(
+            update={
+                "namespace": s.namespace + "-ref",
+                "group_id": s.group_id + "-ref",
+                "dlq_topic": s.dlq_topic + "-ref",
+            }
+        )
         await run_until_caught_up(ref, model, client, partitions=partitions)
-        assert without_timestamps(await galleries(client, s.namespace, hotels)) == \
-            without_timestamps(await galleries(client, ref.namespace, hotels))
+        assert without_timestamps(await galleries(client, s.namespace, hotels)) == without_timestamps(
+            await galleries(client, ref.namespace, hotels)
+        )
         assert await image_states(client, s.namespace, hotels) == await image_states(client, ref.namespace, hotels)
         dead = dlq_by_source(await read_topic(s, s.dlq_topic, expected=bad), headers)
         assert len(dead) == bad and sum(dead.values()) == bad
@@ -286,9 +314,18 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
         assert password not in caplog.text and "Kafka-Pw-unused" not in caplog.text
         assert "redis write failed" in caplog.text  # the outage was logged, without the URL's password
         assert checked > 0
-        report("redis_outage", events=len(events), outage_s=round(outage_s, 1), committed_events_checked_against_aof=checked,
-               paused_partitions=max_paused, max_in_flight=max_in_flight, writer_retries=retries_in_outage,
-               resumed_after_restart_s=round(resumed_after_s, 2), lost=0, gallery_mismatches=0)
+        report(
+            "redis_outage",
+            events=len(events),
+            outage_s=round(outage_s, 1),
+            committed_events_checked_against_aof=checked,
+            paused_partitions=max_paused,
+            max_in_flight=max_in_flight,
+            writer_retries=retries_in_outage,
+            resumed_after_restart_s=round(resumed_after_s, 2),
+            lost=0,
+            gallery_mismatches=0,
+        )
     finally:
         if not run.done():
             scorer.stop()
@@ -308,7 +345,7 @@ async def _greater(value_coro, than: int) -> bool:
 
 
 def _parse(record):
-    from consumer.events import InvalidEvent, parse_event
+    from galleryrank.consumer.stream.events import InvalidEvent, parse_event
 
     event = parse_event(record.key, record.value)
     return None if isinstance(event, InvalidEvent) else event
@@ -348,7 +385,7 @@ class FlakyImageServer:
     def first_request_at(self) -> float | None:
         return min((t[0] for t in self.requests.values() if t), default=None)
 
-    async def start(self) -> "FlakyImageServer":
+    async def start(self) -> FlakyImageServer:
         app = web.Application()
         app.router.add_get("/{kind}/{rest:.+}", self.handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -367,8 +404,9 @@ async def test_image_server_500s_and_hangs_are_retried_with_jittered_backoff_the
     settings, model, redis, small_server
 ):
     retries, timeout_s = 4, 1.0
-    s = settings.model_copy(update={"download_retries": retries, "download_timeout_s": timeout_s,
-                                    "download_connect_timeout_s": 0.5})
+    s = settings.model_copy(
+        update={"download_retries": retries, "download_timeout_s": timeout_s, "download_connect_timeout_s": 0.5}
+    )
     server = await FlakyImageServer(next(iter(small_server.images.values()))).start()
     hid = "img-faults"
     plan = {  # image id -> (path, expected outcome)
@@ -421,9 +459,16 @@ async def test_image_server_500s_and_hangs_are_retried_with_jittered_backoff_the
                 gaps_by_attempt[n].append(b - a)
         spreads = {n: max(g) - min(g) for n, g in gaps_by_attempt.items()}
         assert all(spread > 0.005 for spread in spreads.values()), f"retries must be jittered: {spreads}"
-        report("image_server", events=len(plan), retries=retries, scored=len(scored), dead_lettered=len(dead),
-               outage_s=1.0, reasons=dict(Counter(h["reason"] for h in reasons.values())),
-               backoff_gap_spread_s={str(n): round(v, 3) for n, v in spreads.items()})
+        report(
+            "image_server",
+            events=len(plan),
+            retries=retries,
+            scored=len(scored),
+            dead_lettered=len(dead),
+            outage_s=1.0,
+            reasons=dict(Counter(h["reason"] for h in reasons.values())),
+            backoff_gap_spread_s={str(n): round(v, 3) for n, v in spreads.items()},
+        )
     finally:
         ender.cancel()
         await server.stop()
@@ -435,8 +480,8 @@ async def test_image_server_500s_and_hangs_are_retried_with_jittered_backoff_the
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, model, redis, small_server):
-    from consumer.events import encode_event
-    from consumer.kafka import make_producer
+    from galleryrank.consumer.stream.events import encode_event
+    from galleryrank.consumer.stream.kafka import make_producer
 
     partitions, hotels = 6, [f"s-{h}" for h in range(36)]
     urls = [small_server.url(n) for n in sorted(small_server.images)]
@@ -450,7 +495,7 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
         await producer.start()
         try:
             for i in range(0, len(events), chunk):
-                for ev in events[i:i + chunk]:
+                for ev in events[i : i + chunk]:
                     key, value = ev if isinstance(ev, tuple) else encode_event(ev)
                     await producer.send(settings.topic, key=key, value=value)
                 await producer.flush()
@@ -480,8 +525,8 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
 
         async def three_members_share_the_work() -> bool:
             sizes = [len(m.consumer.assignment()) for m in members]
-            return all(m.ready and m.summary.events > 0 for m in extra) and sum(sizes) == partitions \
-                and min(sizes) >= 1
+            return all(m.ready and m.summary.events > 0 for m in extra) and sum(sizes) == partitions and min(sizes) >= 1
+
         assert await until(three_members_share_the_work, 90), "the group never spread over three members"
         shared = [len(m.consumer.assignment()) for m in members]
         assert not produced.is_set(), "traffic must still be flowing while the group is at three"
@@ -492,21 +537,33 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
         await asyncio.wait_for(first_task, 120)
         assert final_assignment == [partitions], "the remaining member must own every partition again"
 
-        ref = settings.model_copy(update={"namespace": settings.namespace + "-ref",
-                                          "group_id": settings.group_id + "-ref",
-                                          "dlq_topic": settings.dlq_topic + "-ref"})
+        ref = settings.model_copy(
+            update={
+                "namespace": settings.namespace + "-ref",
+                "group_id": settings.group_id + "-ref",
+                "dlq_topic": settings.dlq_topic + "-ref",
+            }
+        )
         await run_until_caught_up(ref, model, redis, partitions=partitions)
-        assert without_timestamps(await galleries(redis, settings.namespace, hotels)) == \
-            without_timestamps(await galleries(redis, ref.namespace, hotels))
-        assert await image_states(redis, settings.namespace, hotels) == \
-            await image_states(redis, ref.namespace, hotels)
+        assert without_timestamps(await galleries(redis, settings.namespace, hotels)) == without_timestamps(
+            await galleries(redis, ref.namespace, hotels)
+        )
+        assert await image_states(redis, settings.namespace, hotels) == await image_states(redis, ref.namespace, hotels)
         dead = dlq_by_source(await read_topic(settings, settings.dlq_topic, expected=bad), headers)
         assert len(dead) == bad and sum(dead.values()) == bad, "each bad event once, whichever member saw it"
         per_member = [m.summary.events for m in members]
         assert sum(per_member) >= len(events)
-        report("scale_1_3_1", events=len(events), bad=bad, partitions_at_three=shared, events_per_member=per_member,
-               redone_on_rebalance=sum(per_member) - len(events), lost=0, gallery_mismatches=0,
-               dlq_duplicates=sum(dead.values()) - len(dead))
+        report(
+            "scale_1_3_1",
+            events=len(events),
+            bad=bad,
+            partitions_at_three=shared,
+            events_per_member=per_member,
+            redone_on_rebalance=sum(per_member) - len(events),
+            lost=0,
+            gallery_mismatches=0,
+            dlq_duplicates=sum(dead.values()) - len(dead),
+        )
     finally:
         for m in [first, *extra]:
             m.stop()

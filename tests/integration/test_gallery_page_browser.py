@@ -21,40 +21,56 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumer import keys
-from consumer.decode import decode_image
-from consumer.records import Fence, ImageRecord
-from consumer.serve import create_app
-from consumer.settings import Settings
-from consumer.store import GalleryStore
+from galleryrank.consumer.api.serve import create_app
+from galleryrank.consumer.images.decode import decode_image
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
 
 CHROMIUM = os.environ.get("GALLERYRANK_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 # Flags for a locked-down CI box: no sandbox (root in a container), no GPU, and no
 # traffic of Chromium's own (updates, sync, field trials) that would hang offline.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (apt-get install chromium)",
+    ),
 ]
 async_api = pytest.importorskip("playwright.async_api", reason="playwright not installed (pip install -e .[test])")
 
 
-def scored_records(model, photos: dict[str, bytes], urls: dict[str, str]) -> list[ImageRecord]:
+def scored_records(model, photos: dict[str, bytes], urls: dict[str, str]) -> list[ImageState]:
     """What the scorer stores for these photos: the real decode and the real model."""
     names = sorted(photos)
     decoded = [decode_image(photos[n], model.input_size) for n in names]
     out = model.score(np.stack([d.pixels for d in decoded]))
     return [
-        ImageRecord(
-            image_id=f"img-{Path(n).stem}", fence=Fence(0, i), event_id=f"e-{i}", url=urls[n],
-            aesthetic=float(out.aesthetic[i]), aesthetic_dist=tuple(out.aesthetic_dist[i].tolist()),
-            area_probs=dict(zip(model.areas, out.area_probs[i].tolist())), embedding=out.embedding[i],
-            phash=decoded[i].phash, model_version=model.model_version,
+        ImageState(
+            image_id=f"img-{Path(n).stem}",
+            fence=Fence(0, i),
+            event_id=f"e-{i}",
+            url=urls[n],
+            aesthetic=float(out.aesthetic[i]),
+            aesthetic_dist=tuple(out.aesthetic_dist[i].tolist()),
+            area_probs=dict(zip(model.areas, out.area_probs[i].tolist())),
+            embedding=out.embedding[i],
+            phash=decoded[i].phash,
+            model_version=model.model_version,
         )
         for i, n in enumerate(names)
     ]
@@ -74,8 +90,12 @@ async def test_gallery_page_shows_redis_order_and_cam(redis, redis_url, image_se
     doc = orjson.loads(await redis.get(keys.gallery_key(ns, hotel)))
     assert len(doc["images"]) == len(names)
 
-    settings = Settings(redis_url=redis_url, download_allow_networks="127.0.0.0/8",  # the image server
-                        device="cpu", model_cache_dir=str(tmp_path))
+    settings = Settings(
+        redis_url=redis_url,
+        download_allow_networks="127.0.0.0/8",  # the image server
+        device="cpu",
+        model_cache_dir=str(tmp_path),
+    )
     server = TestServer(create_app(settings, redis=redis, scoring_model=model), host="127.0.0.1")
     await server.start_server()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -95,26 +115,32 @@ async def test_gallery_page_shows_redis_order_and_cam(redis, redis_url, image_se
                 await page.fill("#hotel-search", f"h-{tag}")
                 await page.wait_for_function(
                     "want => JSON.stringify([...document.querySelectorAll('#suggestions li[data-hotel-id]')]"
-                    ".map(li => li.textContent)) === want", arg=orjson.dumps(sorted([hotel, other_hotel])).decode())
+                    ".map(li => li.textContent)) === want",
+                    arg=orjson.dumps(sorted([hotel, other_hotel])).decode(),
+                )
                 await page.click(f"#suggestions li[data-hotel-id='{hotel}']")
 
                 cards = page.locator("#gallery li.card")
                 await page.wait_for_function(
-                    "n => document.querySelectorAll('#gallery li.card').length === n", arg=len(doc["images"]))
+                    "n => document.querySelectorAll('#gallery li.card').length === n", arg=len(doc["images"])
+                )
                 # Every photo really loaded in the browser (from the image URL in the document),
                 # and is decoded, so that the screenshot shows it.
                 await page.wait_for_function(
                     "() => [...document.querySelectorAll('#gallery img.thumb')]"
-                    ".every(i => i.complete && i.naturalWidth > 0)")
-                await page.evaluate("() => Promise.all([...document.querySelectorAll('#gallery img.thumb')]"
-                                    ".map(i => i.decode()))")
+                    ".every(i => i.complete && i.naturalWidth > 0)"
+                )
+                await page.evaluate(
+                    "() => Promise.all([...document.querySelectorAll('#gallery img.thumb')].map(i => i.decode()))"
+                )
                 shown = await cards.evaluate_all(
                     """lis => lis.map(li => ({
                         image_id: li.dataset.imageId, area: li.dataset.area,
                         label: li.querySelector('.area').textContent,
                         position: li.querySelector('.position').textContent,
                         aesthetic: li.querySelector('.aesthetic').textContent,
-                        src: li.querySelector('img.thumb').src}))""")
+                        src: li.querySelector('img.thumb').src}))"""
+                )
                 # Exactly the Redis order, with each image's own URL, area and score.
                 assert [s["image_id"] for s in shown] == [i["image_id"] for i in doc["images"]]
                 for k, (s, img) in enumerate(zip(shown, doc["images"]), start=1):
@@ -131,7 +157,8 @@ async def test_gallery_page_shows_redis_order_and_cam(redis, redis_url, image_se
                 await cards.nth(1).click()
                 await page.wait_for_function(
                     "() => { const i = document.getElementById('cam-image');"
-                    " return i.complete && i.naturalWidth > 0 && i.src.includes('/cam.png'); }")
+                    " return i.complete && i.naturalWidth > 0 && i.src.includes('/cam.png'); }"
+                )
                 cam_src = await page.locator("#cam-image").get_attribute("src")
                 assert f"/hotels/{hotel}/images/{second['image_id']}/cam.png" in cam_src
                 assert f"area={second['area']}" in cam_src

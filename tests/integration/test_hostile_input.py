@@ -17,17 +17,17 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from consumer import keys
-from consumer.decode import decode_image
-from consumer.dlq_dedupe import marker_pattern
-from consumer.kafka import create_topics
-from consumer.produce import publish, upserted
-from consumer.settings import Settings
-from tests.hostile_events import DELETED, SCORED, URL_PASSWORD, hostile_events
-from tests.hostile_images import case, corpus
+from galleryrank.consumer.images.decode import decode_image
+from galleryrank.consumer.images.download import DownloadError, ImageDownloader
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.stream.kafka import create_topics
+from galleryrank.consumer.stream.produce import publish, upserted
 from tests.fault_support import peak_rss_mb, trimmed_rss_mb
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up
-from consumer.download import DownloadError, ImageDownloader
+from tests.hostile_events import DELETED, SCORED, URL_PASSWORD, hostile_events
+from tests.hostile_images import case, corpus
 from tests.integration.test_download import RawServerProcess, RebindingResolver
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ class CorpusServer:
     async def redirect_to(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["target"])
 
-    async def start(self) -> "CorpusServer":
+    async def start(self) -> CorpusServer:
         app = web.Application()
         app.router.add_get("/img/{name}", self.image)
         app.router.add_get("/status/{code}", self.status)
@@ -87,10 +87,15 @@ def independent_aesthetic(model, data: bytes) -> float:
 @pytest.mark.timeout(180)
 async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, corpus_server, raw_server, caplog):
     caplog.set_level(logging.INFO)
-    s = settings.model_copy(update={
-        "download_timeout_s": 2.0, "download_connect_timeout_s": 0.5, "download_retries": 1,
-        "download_max_bytes": 4_000_000, "sasl_password": SecretStr("Sasl-Pw-never-logged"),
-    })
+    s = settings.model_copy(
+        update={
+            "download_timeout_s": 2.0,
+            "download_connect_timeout_s": 0.5,
+            "download_retries": 1,
+            "download_max_bytes": 4_000_000,
+            "sasl_password": SecretStr("Sasl-Pw-never-logged"),
+        }
+    )
     cases = hostile_events(corpus_server.base, raw_server.base)
     assert len(cases) >= 30
     sentinel = upserted("hx-sentinel", "after-everything", f"{corpus_server.base}/img/jpeg_rgb")
@@ -127,8 +132,9 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
                 outcomes[c.name] = SCORED if found else "missing"
                 if found:
                     data = (c.image or case("jpeg_rgb")).data
-                    assert found[0]["aesthetic"] == pytest.approx(independent_aesthetic(model, data), abs=2e-3), \
+                    assert found[0]["aesthetic"] == pytest.approx(independent_aesthetic(model, data), abs=2e-3), (
                         f"{c.name}: the gallery must carry the score of exactly this image"
+                    )
                     assert found[0]["area"] in model.areas
         mismatches = {c.name: (c.expect, outcomes[c.name]) for c in cases if not c.accepts(outcomes[c.name])}
         assert not mismatches, mismatches
@@ -138,7 +144,7 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
         # A photo shown with its EXIF orientation scores like the upright photo.
         upright = independent_aesthetic(model, case("jpeg_rgb").data)
         for o in range(2, 9):
-            doc = (await galleries(redis, s.namespace, [f"hx-{_index(cases, f'image_jpeg_exif_orientation_{o}')}"]))
+            doc = await galleries(redis, s.namespace, [f"hx-{_index(cases, f'image_jpeg_exif_orientation_{o}')}"])
             (entry,) = next(iter(doc.values()))["images"]
             assert entry["aesthetic"] == pytest.approx(upright, abs=0.05), o
 
@@ -159,18 +165,32 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
         assert second.events == len(cases)
         first_reasons = Counter(headers(r)["reason"] for r in dead)
         dead_both = await read_topic(s, s.dlq_topic, expected=2 * len(dead))
-        second_reasons = Counter(headers(r)["reason"] for r in dead_both if int(headers(r)["source_offset"]) > len(cases))
+        second_reasons = Counter(
+            headers(r)["reason"] for r in dead_both if int(headers(r)["source_offset"]) > len(cases)
+        )
         assert second_reasons == first_reasons
         # Gross failures (an endless body read to the end, a bomb decoded) cost gigabytes; the
         # allowance covers allocator noise in a long pytest process (measured +35 MB alone).
         assert rss_second - rss_after < 150, f"second pass grew RSS by {rss_second - rss_after:.0f} MB"
         counts = Counter(outcomes.values())
-        print("\nHOSTILE " + orjson.dumps({
-            "cases": len(cases), "scored": counts[SCORED], "deleted": counts[DELETED],
-            "dead_lettered": len(dead), "reasons": dict(sorted(Counter(headers(r)["reason"] for r in dead).items())),
-            "rss_before_mb": round(rss_before), "rss_after_mb": round(rss_after), "peak_rss_mb": round(peak_after),
-            "rss_after_second_pass_mb": round(rss_second), "peak_rss_after_second_pass_mb": round(peak_rss_mb()),
-        }).decode(), flush=True)
+        print(
+            "\nHOSTILE "
+            + orjson.dumps(
+                {
+                    "cases": len(cases),
+                    "scored": counts[SCORED],
+                    "deleted": counts[DELETED],
+                    "dead_lettered": len(dead),
+                    "reasons": dict(sorted(Counter(headers(r)["reason"] for r in dead).items())),
+                    "rss_before_mb": round(rss_before),
+                    "rss_after_mb": round(rss_after),
+                    "peak_rss_mb": round(peak_after),
+                    "rss_after_second_pass_mb": round(rss_second),
+                    "peak_rss_after_second_pass_mb": round(peak_rss_mb()),
+                }
+            ).decode(),
+            flush=True,
+        )
     finally:
         await drop_namespace(redis, s.namespace)
         async for key in redis.scan_iter(match=marker_pattern(s.group_id), count=500):
@@ -185,7 +205,7 @@ def test_settings_never_show_the_sasl_password():
     s = Settings(sasl_username="scorer", sasl_password="Sasl-Pw-repr")
     for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
         assert "Sasl-Pw-repr" not in text
-    assert s.sasl_password.get_secret_value() == "Sasl-Pw-repr"  # still usable by consumer.kafka
+    assert s.sasl_password.get_secret_value() == "Sasl-Pw-repr"  # still usable by galleryrank.consumer.stream.kafka
 
 
 @pytest.mark.parametrize(
@@ -200,15 +220,17 @@ def test_settings_never_show_the_sasl_password():
         (["127.0.0.2"], "loopback outside the allow-list"),
     ],
 )
-async def test_redirect_to_a_name_that_resolves_inside_is_refused_before_connecting(
-    corpus_server, answers, category
-):
+async def test_redirect_to_a_name_that_resolves_inside_is_refused_before_connecting(corpus_server, answers, category):
     """Redirect *and* DNS together: an allowed server sends us to a harmless-looking
     name whose DNS answer is an internal address. Only 127.0.0.1 is allow-listed."""
     port = corpus_server.base.rsplit(":", 1)[1]
     resolver = RebindingResolver(answers)
-    settings = Settings(download_allow_networks="127.0.0.1/32", download_timeout_s=2.0,
-                        download_connect_timeout_s=0.5, download_retries=0)
+    settings = Settings(
+        download_allow_networks="127.0.0.1/32",
+        download_timeout_s=2.0,
+        download_connect_timeout_s=0.5,
+        download_retries=0,
+    )
     target = f"http://cdn.images.example:{port}/img/jpeg_rgb"
     async with ImageDownloader(settings, resolver=resolver) as downloader:
         assert await downloader.fetch(f"{corpus_server.base}/img/jpeg_rgb")  # the allowed server itself works
@@ -223,7 +245,7 @@ def test_rediss_url_gives_a_tls_client_with_auth_and_the_ca_bundle():
     without TLS, so this checks the client the scorer builds, not a handshake)."""
     from redis.asyncio.connection import SSLConnection
 
-    from consumer.runtime import redis_client
+    from galleryrank.consumer.runtime import redis_client
 
     url = "rediss://scorer:Redis-Tls-Pw@redis.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
     client = redis_client(Settings(redis_url=url))

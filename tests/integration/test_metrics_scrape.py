@@ -8,11 +8,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer import metrics
-from consumer.embedded import free_port
-from consumer.kafka import create_topics
-from consumer.produce import publish, upserted
-from consumer.runtime import run_scorer
+from galleryrank.consumer import metrics
+from galleryrank.consumer.dev.embedded import free_port
+from galleryrank.consumer.runtime import run_scorer
+from galleryrank.consumer.stream.kafka import create_topics
+from galleryrank.consumer.stream.produce import publish, upserted
 from tests.helpers import drop_namespace
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,9 @@ async def test_running_scorer_exposes_moving_metrics_and_health(settings, model,
     base = f"http://127.0.0.1:{settings.metrics_port}"
     names = sorted(sample_jpegs)
     await create_topics(settings, partitions=2)
-    await publish(settings, [upserted(f"h-m-{i % 3}", f"img-{i}", image_server.url(names[i % len(names)])) for i in range(EVENTS)])
+    await publish(
+        settings, [upserted(f"h-m-{i % 3}", f"img-{i}", image_server.url(names[i % len(names)])) for i in range(EVENTS)]
+    )
     # The registry is process-wide: compare against what earlier tests left behind.
     before = {
         "applied": local("galleryrank_events_total", outcome="applied"),

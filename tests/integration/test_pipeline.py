@@ -10,11 +10,11 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from consumer import keys
-from consumer.gallery import order_records
-from consumer.kafka import create_topics
-from consumer.produce import deleted, publish, upserted
-from consumer.store import GalleryStore
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.store import GalleryStore
+from galleryrank.consumer.stream.kafka import create_topics
+from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,9 @@ async def test_deleted_image_disappears_and_gallery_is_reranked(settings, model,
         summary = await run_until_caught_up(settings, model, redis)
         assert summary.deleted == 1
         after = (await galleries(redis, settings.namespace, ["h-del"]))["h-del"]
-        assert [i["image_id"] for i in after["images"]] == [i["image_id"] for i in before["images"] if i["image_id"] != "img-1"]
+        assert [i["image_id"] for i in after["images"]] == [
+            i["image_id"] for i in before["images"] if i["image_id"] != "img-1"
+        ]
     finally:
         await drop_namespace(redis, settings.namespace)
 
@@ -109,8 +111,14 @@ async def test_each_bad_input_lands_in_dlq_and_next_event_is_processed(
     good = sorted(sample_jpegs)[0]
     bad = {
         "invalid_json": (b"h-bad", b"{not json"),
-        "missing_field": (b"h-bad", b'{"event_id":"e1","type":"image.upserted","hotel_id":"h-bad","url":"http://x/y.jpg"}'),
-        "wrong_type": (b"h-bad", b'{"event_id":"e2","type":"image.upserted","hotel_id":"h-bad","image_id":7,"url":"http://x"}'),
+        "missing_field": (
+            b"h-bad",
+            b'{"event_id":"e1","type":"image.upserted","hotel_id":"h-bad","url":"http://x/y.jpg"}',
+        ),
+        "wrong_type": (
+            b"h-bad",
+            b'{"event_id":"e2","type":"image.upserted","hotel_id":"h-bad","image_id":7,"url":"http://x"}',
+        ),
         "unknown_type": (b"h-bad", b'{"event_id":"e3","type":"image.rotated","hotel_id":"h-bad","image_id":"i"}'),
         "http_404": upserted("h-bad", "i404", image_server.url("missing.jpg")),
         "http_500": upserted("h-bad", "i500", f"{bad_server}/boom.jpg"),
@@ -145,14 +153,13 @@ async def test_each_bad_input_lands_in_dlq_and_next_event_is_processed(
             h = headers(rec)
             assert h["error"] and h["source_topic"] == settings.topic
             assert rec.key == b"h-bad"  # the original key and value are kept
-        original_values = {
-            (v[1] if isinstance(v, tuple) else None) for v in bad.values()
-        } - {None}
+        original_values = {(v[1] if isinstance(v, tuple) else None) for v in bad.values()} - {None}
         assert original_values <= {r.value for r in dead}
 
         # Offsets were committed past every record, bad ones included.
-        from consumer.kafka import make_consumer
         from aiokafka import TopicPartition
+
+        from galleryrank.consumer.stream.kafka import make_consumer
 
         probe = make_consumer(settings, settings.group_id)
         await probe.start()

@@ -17,13 +17,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from consumer import keys
-from consumer.gallery import order_records
-from consumer.produce import publish, upserted
-from consumer.records import Fence, ImageRecord
-from consumer.runtime import redis_client
-from consumer.store import GalleryStore
-from ranking.types import RankingConfig
+from galleryrank.consumer.runtime import redis_client
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.store import GalleryStore
+from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.ranking.types import RankingConfig
 from tests.cluster import LocalRedisCluster, find_redis_binaries
 from tests.helpers import galleries, run_until_caught_up
 
@@ -63,7 +63,7 @@ async def keys_by_node(nodes, pattern: str) -> list[set[str]]:
     return [{k.decode() async for k in node.scan_iter(match=pattern, count=1000)} for node in nodes]
 
 
-def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageRecord]:
+def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageState]:
     """What the scorer stores: distinct areas and aesthetics, random embeddings."""
     rng = np.random.default_rng(hotel_index)
     out = []
@@ -72,13 +72,19 @@ def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageRecord]:
         probs[(i + hotel_index) % len(AREAS)] = 0.9
         emb = rng.normal(size=16).astype(np.float32)
         dist = rng.dirichlet(np.ones(10))
-        out.append(ImageRecord(
-            image_id=f"img-{i}", fence=Fence(0, offset_base + i), event_id=f"e-{hotel_index}-{i}",
-            url=f"http://cdn.test/{hotel_index}/{i}.jpg",
-            aesthetic=float(dist @ np.arange(1, 11)), aesthetic_dist=tuple(dist.tolist()),
-            area_probs=dict(zip(AREAS, probs.tolist())), embedding=emb / np.linalg.norm(emb),
-            model_version="cluster-test",
-        ))
+        out.append(
+            ImageState(
+                image_id=f"img-{i}",
+                fence=Fence(0, offset_base + i),
+                event_id=f"e-{hotel_index}-{i}",
+                url=f"http://cdn.test/{hotel_index}/{i}.jpg",
+                aesthetic=float(dist @ np.arange(1, 11)),
+                aesthetic_dist=tuple(dist.tolist()),
+                area_probs=dict(zip(AREAS, probs.tolist())),
+                embedding=emb / np.linalg.norm(emb),
+                model_version="cluster-test",
+            )
+        )
     return out
 
 
@@ -183,8 +189,9 @@ def hotels_on_distinct_masters(client: RedisCluster, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("follow_active", [False, True], ids=["fixed-namespace", "follow-active"])
-async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model, image_server, sample_jpegs,
-                                            follow_active):
+async def test_scorer_end_to_end_on_cluster(
+    cluster, rc, nodes, settings, model, image_server, sample_jpegs, follow_active
+):
     cluster_settings = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
     if follow_active:
         # The live consumer: reads galleryrank:active from the cluster, keeps hand-over markers there.
@@ -227,8 +234,8 @@ async def test_scorer_end_to_end_on_cluster(cluster, rc, nodes, settings, model,
 
 
 async def test_namespace_operations_scan_every_master(rc, nodes):
-    """consumer/namespaces.py on the cluster client: list, count, describe, compare, promote, drop."""
-    namespaces = pytest.importorskip("consumer.namespaces")
+    """consumer/bluegreen/namespaces.py on the cluster client: list, count, describe, compare, promote, drop."""
+    namespaces = pytest.importorskip("galleryrank.consumer.bluegreen.namespaces")
     old, new = "cluster-old", "cluster-new"
     for ns in (old, new):
         await drop_everywhere(nodes, ns)
@@ -262,14 +269,15 @@ async def test_read_api_serves_galleries_from_every_master(cluster, rc, nodes, t
     """`galleryrank serve` with redis_cluster=True: its own cluster client (runtime.redis_client)."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from consumer.serve import create_app
-    from consumer.settings import Settings
+    from galleryrank.consumer.api.serve import create_app
+    from galleryrank.consumer.settings import Settings
 
     ns = "cluster-serve"
     await drop_everywhere(nodes, ns)
     await GalleryStore(rc).apply(ns, [(hid, r) for h, hid in enumerate(HOTELS) for r in scored_records(h)])
-    settings = Settings(redis_url=cluster.url, redis_cluster=True, namespace=None, device="cpu",
-                        model_cache_dir=str(tmp_path))
+    settings = Settings(
+        redis_url=cluster.url, redis_cluster=True, namespace=None, device="cpu", model_cache_dir=str(tmp_path)
+    )
     try:
         async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
             assert await (await client.get("/healthz")).json() == {"status": "ok"}

@@ -26,13 +26,14 @@ import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
 from click.testing import CliRunner
 
-from consumer import keys, namespaces
-from consumer.embedded import EmbeddedRedis
-from consumer.handover import load_namespace_model, markers_key
-from consumer.kafka import create_topics, make_consumer
-from consumer.produce import deleted, publish, upserted
-from consumer.replay import make_plan, run_replay
-from consumer.runtime import run_scorer
+from galleryrank.consumer.bluegreen import namespaces
+from galleryrank.consumer.bluegreen.handover import load_namespace_model, markers_key
+from galleryrank.consumer.bluegreen.replay import make_plan, run_replay
+from galleryrank.consumer.dev.embedded import EmbeddedRedis
+from galleryrank.consumer.runtime import run_scorer
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.stream.kafka import create_topics, make_consumer
+from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries, run_until_caught_up, without_timestamps
 
 pytestmark = pytest.mark.integration
@@ -56,8 +57,8 @@ async def private_redis(private_redis_url):
 @pytest.fixture(scope="module")
 def checkpoint_v2(tmp_path_factory):
     """A second model: the shipped one with its aesthetic head shifted (scores differ, areas equal)."""
-    from models.checkpoint import save_checkpoint
-    from models.defaults import load_default_model
+    from galleryrank.models.checkpoint import save_checkpoint
+    from galleryrank.models.defaults import load_default_model
 
     net, _ = load_default_model()
     with torch.no_grad():
@@ -69,7 +70,7 @@ def checkpoint_v2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_v2(checkpoint_v2):
-    from consumer.settings import Settings
+    from galleryrank.consumer.settings import Settings
 
     return load_namespace_model(Settings(device="cpu", backend="torch"), checkpoint_v2)
 
@@ -127,8 +128,10 @@ async def test_replay_from_midpoint_equals_later_events_alone(settings, model, r
     names = sorted(sample_jpegs)
     url = image_server.url
     first = [
-        upserted("h-a", "img-0", url(names[0])), upserted("h-a", "img-1", url(names[1])),
-        upserted("h-b", "img-0", url(names[2])), upserted("h-b", "img-1", url(names[3])),
+        upserted("h-a", "img-0", url(names[0])),
+        upserted("h-a", "img-1", url(names[1])),
+        upserted("h-b", "img-0", url(names[2])),
+        upserted("h-b", "img-1", url(names[3])),
     ]
     later = [
         upserted("h-b", "img-1", url(names[4])),  # replaces an image of the first period
@@ -197,7 +200,7 @@ async def test_same_replay_twice_gives_identical_galleries(settings, model, redi
             a.pop("updated_at"), b.pop("updated_at")
             assert orjson.dumps(a) == orjson.dumps(b)
         # A different model into a namespace that has galleries is refused (fences would keep old scores).
-        from consumer.replay import ReplayError
+        from galleryrank.consumer.bluegreen.replay import ReplayError
 
         class Other:
             model_version = "some-other-model"
@@ -211,7 +214,7 @@ async def test_same_replay_twice_gives_identical_galleries(settings, model, redi
 # --- promote while readers poll; namespaces; drop --------------------------------------------------
 async def _invoke(*args: str):
     """Run the real CLI in a thread (it has its own asyncio.run)."""
-    from consumer.cli import cli
+    from galleryrank.consumer.cli.main import cli
 
     return await asyncio.to_thread(CliRunner().invoke, cli, list(args))
 
@@ -304,7 +307,9 @@ async def test_namespaces_listing_drop_and_rerank(
         assert "*" in row and model.model_version in row and "complete" in row
         assert gone in listed.output
         infos = {i.name: i for i in await namespaces.list_namespaces(redis)}
-        assert infos[kept].active and infos[kept].hotels == 1 and infos[kept].keys == 5  # gallery, images, version, hotels, meta
+        assert (
+            infos[kept].active and infos[kept].hotels == 1 and infos[kept].keys == 5
+        )  # gallery, images, version, hotels, meta
         assert infos[gone].hotels == 1_200 and infos[gone].keys == 1_201 and not infos[gone].active
 
         assert (await _invoke("drop", kept, "--yes", "--redis-url", private_redis_url)).exit_code == 1  # active
@@ -323,7 +328,9 @@ async def test_namespaces_listing_drop_and_rerank(
         after = orjson.loads(await redis.get(keys.gallery_key(kept, "h-r")))
         by_score = sorted(before["images"], key=lambda i: (-i["aesthetic"], i["image_id"]))
         assert [i["image_id"] for i in after["images"]] == [i["image_id"] for i in by_score]
-        assert sorted(after["images"], key=lambda i: i["image_id"]) == sorted(before["images"], key=lambda i: i["image_id"])
+        assert sorted(after["images"], key=lambda i: i["image_id"]) == sorted(
+            before["images"], key=lambda i: i["image_id"]
+        )
         unknown = await _invoke("rerank", "--hotel", "nope", "--redis-url", private_redis_url)
         assert unknown.exit_code == 1 and await redis.get(keys.gallery_key(kept, "nope")) is None
     finally:
@@ -349,11 +356,17 @@ async def test_live_consumer_follows_promote_without_losing_events(
     live_settings = base.model_copy(update={"namespace": None})  # the live consumer: follows galleryrank:active
     names = sorted(sample_jpegs)
     url = image_server.url
-    before = [upserted("h-1", "img-0", url(names[0])), upserted("h-2", "img-0", url(names[1])),
-              upserted("h-1", "img-1", url(names[2]))]
+    before = [
+        upserted("h-1", "img-0", url(names[0])),
+        upserted("h-2", "img-0", url(names[1])),
+        upserted("h-1", "img-1", url(names[2])),
+    ]
     during = [upserted("h-1", "img-2", url(names[3])), upserted("h-3", "img-0", url(names[4]))]
-    after = [upserted("h-2", "img-0", url(names[5])),  # replaces an image
-             deleted("h-3", "img-0"), upserted("h-3", "img-1", url(names[6]))]
+    after = [
+        upserted("h-2", "img-0", url(names[5])),  # replaces an image
+        deleted("h-3", "img-0"),
+        upserted("h-3", "img-1", url(names[6])),
+    ]
     final = [upserted("h-1", "img-3", url(names[7]))]
     hotels = ["h-1", "h-2", "h-3"]
 
@@ -434,17 +447,20 @@ async def _status(redis, ns, *wanted) -> bool:
 async def test_handover_keeps_the_running_model_when_the_checkpoint_is_unreadable(
     settings, model, private_redis, private_redis_url, caplog
 ):
-    from consumer.handover import Handover
+    from galleryrank.consumer.bluegreen.handover import Handover
 
     ns = ns_name("gone")
     await namespaces.write_meta(private_redis, ns, model_version="some-model", checkpoint="/nonexistent/v9.pt")
     await private_redis.set(keys.ACTIVE_KEY, ns)
     live_settings = settings.model_copy(update={"namespace": None, "redis_url": private_redis_url})
     try:
-        with caplog.at_level("ERROR", logger="consumer.handover"):
+        with caplog.at_level("ERROR", logger="galleryrank.consumer.bluegreen.handover"):
             running = await Handover(live_settings, private_redis).start(model)
         assert running is model
-        assert any("/nonexistent/v9.pt" in r.getMessage() and "keeping the current model" in r.getMessage() for r in caplog.records)
+        assert any(
+            "/nonexistent/v9.pt" in r.getMessage() and "keeping the current model" in r.getMessage()
+            for r in caplog.records
+        )
     finally:
         await drop_all(private_redis, ns)
 
@@ -472,14 +488,20 @@ async def test_live_consumer_down_at_promote_hands_over_on_start(
         await publish(base, second)  # after the replay's end: only the live consumer sees them, into `old`
         await run_scorer(live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
         assert not (await galleries(redis, old, ["h-2"]))["h-2"]["images"]
-        assert without_timestamps(await galleries(redis, new, hotels)) != without_timestamps(await galleries(redis, old, hotels))
+        assert without_timestamps(await galleries(redis, new, hotels)) != without_timestamps(
+            await galleries(redis, old, hotels)
+        )
 
         await namespaces.promote(redis, new)  # nobody running
-        summary = await run_scorer(live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
+        summary = await run_scorer(
+            live_settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False
+        )
         assert summary.events == len(second)  # exactly the events after the replay's end, again
 
         await run_replay(base, ref, model, redis)
-        assert without_timestamps(await galleries(redis, new, hotels)) == without_timestamps(await galleries(redis, ref, hotels))
+        assert without_timestamps(await galleries(redis, new, hotels)) == without_timestamps(
+            await galleries(redis, ref, hotels)
+        )
         markers = await redis.hgetall(markers_key(live_settings.group_id))
         assert {v.decode() for v in markers.values()} == {new} and len(markers) == 2
         assert sum(replayed.plan.end.values()) == len(first)

@@ -19,12 +19,12 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from consumer import keys
-from consumer.embedded import EmbeddedRedis
-from consumer.records import Fence, ImageRecord
-from consumer.serve import create_app
-from consumer.settings import Settings
-from consumer.store import GalleryStore
+from galleryrank.consumer.api.serve import create_app
+from galleryrank.consumer.dev.embedded import EmbeddedRedis
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 AREAS = ("bathroom", "bedroom", "facade", "swimming_pool")
 
 
-def records(urls: list[str], seed: int = 0) -> list[ImageRecord]:
+def records(urls: list[str], seed: int = 0) -> list[ImageState]:
     """Scored records with distinct areas and aesthetics (what the scorer would store)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -42,12 +42,19 @@ def records(urls: list[str], seed: int = 0) -> list[ImageRecord]:
         emb = rng.normal(size=16).astype(np.float32)
         dist = np.zeros(10)
         dist[3 + i % 5] = 1.0
-        out.append(ImageRecord(
-            image_id=f"img-{i}", fence=Fence(0, i), event_id=f"e-{i}", url=url,
-            aesthetic=float(dist @ np.arange(1, 11)), aesthetic_dist=tuple(dist),
-            area_probs=dict(zip(AREAS, probs.tolist())), embedding=emb / np.linalg.norm(emb),
-            model_version="test-model",
-        ))
+        out.append(
+            ImageState(
+                image_id=f"img-{i}",
+                fence=Fence(0, i),
+                event_id=f"e-{i}",
+                url=url,
+                aesthetic=float(dist @ np.arange(1, 11)),
+                aesthetic_dist=tuple(dist),
+                area_probs=dict(zip(AREAS, probs.tolist())),
+                embedding=emb / np.linalg.norm(emb),
+                model_version="test-model",
+            )
+        )
     return out
 
 
@@ -64,8 +71,15 @@ def ns() -> str:
 @pytest.fixture
 def settings(redis_url, tmp_path) -> Settings:
     """The API needs no Kafka; the namespace is left unset so that requests choose it."""
-    return Settings(redis_url=redis_url, namespace=None, download_allow_networks="127.0.0.0/8",  # image server
-                    download_timeout_s=3.0, download_retries=0, device="cpu", model_cache_dir=str(tmp_path))
+    return Settings(
+        redis_url=redis_url,
+        namespace=None,
+        download_allow_networks="127.0.0.0/8",  # image server
+        download_timeout_s=3.0,
+        download_retries=0,
+        device="cpu",
+        model_cache_dir=str(tmp_path),
+    )
 
 
 @pytest_asyncio.fixture
@@ -142,13 +156,15 @@ async def test_cam_overlay_of_a_gallery_image(client, redis, ns, image_server, s
 
     # An explicit area draws that area's map; the picture differs from the predicted one.
     other = next(a for a in model.areas if a != resp.headers["X-Cam-Area"])
-    resp2 = await client.get(f"/hotels/h-cam/images/{first['image_id']}/cam.png",
-                             params={"namespace": ns, "area": other})
+    resp2 = await client.get(
+        f"/hotels/h-cam/images/{first['image_id']}/cam.png", params={"namespace": ns, "area": other}
+    )
     assert resp2.status == 200 and resp2.headers["X-Cam-Area"] == other
     assert await resp2.read() != await resp.read()
 
-    bad = await client.get(f"/hotels/h-cam/images/{first['image_id']}/cam.png",
-                           params={"namespace": ns, "area": "moon_base"})
+    bad = await client.get(
+        f"/hotels/h-cam/images/{first['image_id']}/cam.png", params={"namespace": ns, "area": "moon_base"}
+    )
     assert bad.status == 400 and (await bad.json())["error"] == "bad_area"
     missing = await client.get("/hotels/h-cam/images/img-404/cam.png", params={"namespace": ns})
     assert missing.status == 404
@@ -180,7 +196,9 @@ async def private_redis(monkeypatch):
 async def test_namespace_selection(settings, private_redis):
     r = private_redis
     live = await put_gallery(r, "live", "h-ns", ["https://cdn.example.com/a.jpg"], seed=1)
-    blue = await put_gallery(r, "blue", "h-ns", ["https://cdn.example.com/b.jpg", "https://cdn.example.com/c.jpg"], seed=2)
+    blue = await put_gallery(
+        r, "blue", "h-ns", ["https://cdn.example.com/b.jpg", "https://cdn.example.com/c.jpg"], seed=2
+    )
     green = await put_gallery(r, "green", "h-ns", ["https://cdn.example.com/d.jpg"], seed=3)
     assert len({live, blue, green}) == 3
 

@@ -17,10 +17,10 @@ import numpy as np
 import orjson
 import pytest
 
-from consumer import keys
-from consumer.gallery import order_records
-from consumer.records import Fence, ImageRecord, decode_record
-from consumer.store import GalleryStore
+from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.records import Fence, ImageState, decode_record
+from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
 
 pytestmark = pytest.mark.integration
@@ -28,16 +28,23 @@ pytestmark = pytest.mark.integration
 AREAS = ["bedroom", "bathroom", "facade", "swimming_pool", "other"]
 
 
-def _record(rng: random.Random, image_id: str, offset: int, deleted: bool = False) -> ImageRecord:
+def _record(rng: random.Random, image_id: str, offset: int, deleted: bool = False) -> ImageState:
     if deleted:
-        return ImageRecord(image_id, Fence(0, offset), f"e{offset}", deleted=True)
+        return ImageState(image_id, Fence(0, offset), f"e{offset}", deleted=True)
     probs = np.array([rng.random() for _ in AREAS])
     probs /= probs.sum()
     emb = np.array([rng.gauss(0, 1) for _ in range(16)], np.float32)
-    return ImageRecord(
-        image_id, Fence(0, offset), f"e{offset}", url=f"http://img/{image_id}", aesthetic=rng.uniform(2, 9),
-        aesthetic_dist=tuple([0.1] * 10), area_probs=dict(zip(AREAS, probs.tolist())),
-        embedding=emb / np.linalg.norm(emb), phash=rng.getrandbits(64), model_version="m",
+    return ImageState(
+        image_id,
+        Fence(0, offset),
+        f"e{offset}",
+        url=f"http://img/{image_id}",
+        aesthetic=rng.uniform(2, 9),
+        aesthetic_dist=tuple([0.1] * 10),
+        area_probs=dict(zip(AREAS, probs.tolist())),
+        embedding=emb / np.linalg.norm(emb),
+        phash=rng.getrandbits(64),
+        model_version="m",
     )
 
 

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import load_scoring_model, preprocess_image
-from models.scoring import CPU_AUTO_BACKEND, resolve_backend
+from galleryrank.models import load_scoring_model, preprocess_image
+from galleryrank.models.scoring import CPU_AUTO_BACKEND, resolve_backend
 
 TOLERANCE = {
     "torch-bf16": {"aesthetic": 0.1, "area": 0.02, "embedding_cos": 0.99},

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from consumer.batcher import MicroBatcher
+from galleryrank.consumer.stream.batcher import MicroBatcher
 
 AREAS = ["bedroom", "pool"]
 
@@ -85,6 +85,7 @@ async def test_max_delay_holds_a_partial_batch_for_late_arrivals():
     model = FakeModel()
     batcher = await started(MicroBatcher(model, AREAS, max_batch=8, max_delay_s=0.3))
     try:
+
         async def late(i: int, after: float):
             await asyncio.sleep(after)
             return await batcher.score(image(i))

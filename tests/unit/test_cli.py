@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
-from consumer.cli import MODEL_COMMANDS, cli
+from galleryrank.consumer.cli.main import MODEL_COMMANDS, cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "consumer.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "galleryrank", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("command", [["train", "tagger"], ["train", "aesthetic"], ["evaluate"], ["explain"], ["export"], ["consume"]])
+@pytest.mark.parametrize(
+    "command", [["train", "tagger"], ["train", "aesthetic"], ["evaluate"], ["explain"], ["export"], ["consume"]]
+)
 def test_help_of_every_kind_of_command_exits_cleanly(command):
     out = run(*command, "--help")
     assert out.returncode == 0, out.stderr

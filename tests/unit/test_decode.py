@@ -1,4 +1,4 @@
-"""consumer.decode over the hostile/odd image corpus (tests/hostile_images.py) and real photos."""
+"""galleryrank.consumer.images.decode over the hostile/odd image corpus (tests/hostile_images.py) and real photos."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ from PIL import Image, ImageFile
 # as a bare command (``python -m pytest`` adds it already); harmless otherwise.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from consumer.decode import ALLOWED_FORMATS, DecodedImage, DecodeError, decode_image, load_oriented_rgb
-from models.preprocess import preprocess_image
+from galleryrank.consumer.images.decode import (
+    ALLOWED_FORMATS,
+    DecodedImage,
+    DecodeError,
+    decode_image,
+    load_oriented_rgb,
+)
+from galleryrank.models.preprocess import preprocess_image
 from tests.hostile_images import OK, ImageCase, case, color_card, corpus, encode
 
 CASES = corpus()
@@ -56,8 +62,9 @@ def test_hostile_corpus_case(image_case: ImageCase) -> None:
         assert (result.width, result.height) == image_case.size
     if image_case.quadrants is not None:
         got = quadrant_colours(result.pixels)
-        for where, want, have in zip(("top-left", "top-right", "bottom-left", "bottom-right"),
-                                     image_case.quadrants, got):
+        for where, want, have in zip(
+            ("top-left", "top-right", "bottom-left", "bottom-right"), image_case.quadrants, got
+        ):
             assert max(abs(w - h) for w, h in zip(want, have)) <= image_case.tolerance, (
                 f"{image_case.note}: {where} is {have}, expected ~{want}"
             )

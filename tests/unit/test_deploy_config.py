@@ -38,8 +38,8 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from consumer.metrics import REGISTRY
-from consumer.settings import Settings
+from galleryrank.consumer.metrics import REGISTRY
+from galleryrank.consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -63,7 +63,7 @@ K8S_VERSIONS = ("1.28", kubernetes_validate.latest_version())
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     """Settings built from GALLERYRANK_* values exactly as the container gets them."""
-    values = {k[len(ENV_PREFIX):].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    values = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     return Settings(**values)
 
 
@@ -153,8 +153,12 @@ def image_is_pinned(image: str) -> bool:
 
 def metric_names_in_registry() -> set[str]:
     """Every series name consumer/metrics.py can expose (with counter/histogram suffixes)."""
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "gauge": ("",), "summary": ("_sum", "_count", "_created")}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+        "summary": ("_sum", "_count", "_created"),
+    }
     names: set[str] = set()
     for family in REGISTRY.collect():
         names.add(family.name)
@@ -175,8 +179,13 @@ def test_settings_env_names_are_derived_from_the_model():
 
 @pytest.mark.parametrize(
     "path",
-    [COMPOSE_FILE, DOCKERFILE, ROOT / "deploy" / "README.md", *sorted(K8S_DIR.rglob("*.yaml")),
-     *sorted(PROM_DIR.glob("*.y*ml"))],
+    [
+        COMPOSE_FILE,
+        DOCKERFILE,
+        ROOT / "deploy" / "README.md",
+        *sorted(K8S_DIR.rglob("*.yaml")),
+        *sorted(PROM_DIR.glob("*.y*ml")),
+    ],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_galleryrank_name_in_deploy_files_is_a_setting(path: Path):
@@ -337,7 +346,7 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     cmds = dockerfile_commands()
     froms = [c for c in cmds if c.cmd == "FROM"]
     assert len(froms) >= 2, "multi-stage build expected"
-    final_stage = cmds[cmds.index(froms[-1]):]
+    final_stage = cmds[cmds.index(froms[-1]) :]
     users = [c.value[0] for c in final_stage if c.cmd == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
     healthcheck = [c for c in final_stage if c.cmd == "HEALTHCHECK"]
@@ -362,8 +371,11 @@ def test_dockerfile_copies_only_existing_paths_and_ignores_the_rest():
         if c.cmd == "COPY" and not c.flags:
             for source in c.value[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
-    ignore = [line for line in (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
-              if line and not line.startswith("#")]
+    ignore = [
+        line
+        for line in (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     # Start from nothing and let in only what the image needs (never the local .venv).
     assert ignore[0] == "*"
     assert not any(".venv" in line for line in ignore if line.startswith("!"))
@@ -573,7 +585,9 @@ def test_cpu_overlay_drops_the_gpu_and_nothing_else():
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert "tolerations" not in pod
     assert container_env(container)["GALLERYRANK_DEVICE"]["value"] == "cpu"
-    assert int(container_env(container)["GALLERYRANK_DECODE_WORKERS"]["value"]) == int(container["resources"]["requests"]["cpu"])
+    assert int(container_env(container)["GALLERYRANK_DECODE_WORKERS"]["value"]) == int(
+        container["resources"]["requests"]["cpu"]
+    )
     for key in gpu.keys() - {("Deployment", "galleryrank-scorer")}:
         assert gpu[key] == cpu[key], key
 
@@ -609,8 +623,12 @@ def alert_rules() -> list[dict]:
 
 def test_alerts_cover_lag_dlq_progress_and_liveness():
     alerts = {r["alert"]: r for r in alert_rules() if "alert" in r}
-    assert {"GalleryrankConsumerLagGrowing", "GalleryrankDeadLetterRateHigh", "GalleryrankNoProgress",
-            "GalleryrankScorerDown"} <= set(alerts)
+    assert {
+        "GalleryrankConsumerLagGrowing",
+        "GalleryrankDeadLetterRateHigh",
+        "GalleryrankNoProgress",
+        "GalleryrankScorerDown",
+    } <= set(alerts)
     assert "galleryrank_last_commit_timestamp_seconds" in alerts["GalleryrankNoProgress"]["expr"]
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}, name

@@ -5,10 +5,22 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from consumer.events import ImageDeleted, ImageUpserted, InvalidEvent, encode_event, parse_event
+from galleryrank.consumer.stream.events import (
+    ImageDeleted,
+    ImageUpserted,
+    InvalidEvent,
+    encode_event,
+    parse_event,
+)
 
-GOOD = {"event_id": "e-1", "type": "image.upserted", "hotel_id": "h-1042", "image_id": "img-77",
-        "url": "https://cdn.example.com/h-1042/77.jpg", "occurred_at": "2026-11-28T10:00:00Z"}
+GOOD = {
+    "event_id": "e-1",
+    "type": "image.upserted",
+    "hotel_id": "h-1042",
+    "image_id": "img-77",
+    "url": "https://cdn.example.com/h-1042/77.jpg",
+    "occurred_at": "2026-11-28T10:00:00Z",
+}
 
 
 def parse(obj, key=b"h-1042"):

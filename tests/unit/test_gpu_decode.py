@@ -1,4 +1,4 @@
-"""consumer.gpu_decode without a GPU: the CPU fallback and the batched torchvision code path."""
+"""galleryrank.consumer.images.gpu_decode without a GPU: the CPU fallback and the batched torchvision code path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumer.decode import decode_image
-from consumer.gpu_decode import decode_batch
+from galleryrank.consumer.images.decode import decode_image
+from galleryrank.consumer.images.gpu_decode import decode_batch
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,8 @@ def test_declared_size_cap_applies_before_the_batched_decoder(sample_jpegs):
 async def test_gpu_decoder_batches_concurrent_bodies_and_fails_only_the_bad_one(bodies):
     import asyncio
 
-    from consumer.decode import DecodeError
-    from consumer.gpu_decode import GpuDecoder
+    from galleryrank.consumer.images.decode import DecodeError
+    from galleryrank.consumer.images.gpu_decode import GpuDecoder
 
     decoder = GpuDecoder("cpu", 224, 50_000_000, max_batch=8, torchvision_on_cpu=True)
     calls: list[int] = []

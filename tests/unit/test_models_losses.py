@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from models.losses import area_loss, emd, emd_loss, normalise_votes
+from galleryrank.models.losses import area_loss, emd, emd_loss, normalise_votes
 
 
 def test_emd_identical_is_zero():

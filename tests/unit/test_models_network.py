@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import preprocess_image
-from models.backbones import WeightsMismatchError, create_backbone, list_backbones
-from models.cam import class_activation_maps, normalise_map, overlay, upsample
-from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from models.export import export_graph, parity
-from models.network import create_model, seeded_orthogonal
-from models.zeroshot import DEFAULT_AREAS, IMAGENET_TO_AREA, area_matrix, imagenet_categories
+from galleryrank.models import preprocess_image
+from galleryrank.models.backbones import WeightsMismatchError, create_backbone, list_backbones
+from galleryrank.models.cam import class_activation_maps, normalise_map, overlay, upsample
+from galleryrank.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from galleryrank.models.export import export_graph, parity
+from galleryrank.models.network import create_model, seeded_orthogonal
+from galleryrank.models.zeroshot import DEFAULT_AREAS, IMAGENET_TO_AREA, area_matrix, imagenet_categories
 
 
 def test_registry_lists_the_four_backbones():
@@ -78,7 +78,7 @@ def test_head_only_checkpoint_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def default_model():
-    from models.defaults import load_default_model
+    from galleryrank.models.defaults import load_default_model
 
     return load_default_model()[0]
 

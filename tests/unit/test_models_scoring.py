@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import INPUT_SIZE, ScoreOutput, load_scoring_model, preprocess_image
-from models.backbones import WeightsMismatchError, load_state_dict_by_order
-from models.zeroshot import DEFAULT_AREAS
+from galleryrank.models import INPUT_SIZE, ScoreOutput, load_scoring_model, preprocess_image
+from galleryrank.models.backbones import WeightsMismatchError, load_state_dict_by_order
+from galleryrank.models.zeroshot import DEFAULT_AREAS
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from models import load_scoring_model, preprocess_image
-from models.checkpoint import load_checkpoint, read_checkpoint
-from models.data import ImageDataset, scan_tagger_folder, serving_transform
-from models.dedup import perceptual_hashes, split_without_leaks
-from models.evaluate import evaluate
-from models.train import train_tagger
+from galleryrank.models import load_scoring_model, preprocess_image
+from galleryrank.models.checkpoint import load_checkpoint, read_checkpoint
+from galleryrank.models.data import ImageDataset, scan_tagger_folder, serving_transform
+from galleryrank.models.dedup import perceptual_hashes, split_without_leaks
+from galleryrank.models.evaluate import evaluate
+from galleryrank.models.train import train_tagger
 
 CLASSES = ["stripes", "checker", "blobs"]  # chance = 1/3
 
@@ -63,8 +63,9 @@ def dataset(tmp_path_factory):
 def trained(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cpu0 = time.process_time()
-    result = train_tagger(dataset, out, epochs_heads=3, epochs_all=1, lr_heads=1e-2, batch_size=16,
-                          progress=False, device="cpu")
+    result = train_tagger(
+        dataset, out, epochs_heads=3, epochs_all=1, lr_heads=1e-2, batch_size=16, progress=False, device="cpu"
+    )
     result["cpu_seconds"] = time.process_time() - cpu0  # all threads' CPU time, immune to a busy machine
     return result
 
@@ -87,8 +88,18 @@ def test_near_duplicate_groups_never_straddle():
     """Real photos and their cropped, re-compressed copies: default pHash + embedding thresholds."""
     from skimage import data
 
-    names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
-             "retina", "colorwheel", "camera", "moon"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "retina",
+        "colorwheel",
+        "camera",
+        "moon",
+    ]
     base = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in names]
 
     def near_copy(im: Image.Image) -> Image.Image:
@@ -137,10 +148,12 @@ def test_validation_preprocessing_is_serving_preprocessing(dataset):
 
 
 def test_resume_continues_from_last_epoch(dataset, tmp_path):
-    first = train_tagger(dataset, tmp_path, epochs_heads=1, epochs_all=0, batch_size=16, progress=False,
-                         dedup_cosine=None)
-    second = train_tagger(dataset, tmp_path, epochs_heads=2, epochs_all=0, batch_size=16, progress=False,
-                          dedup_cosine=None, resume=True)
+    first = train_tagger(
+        dataset, tmp_path, epochs_heads=1, epochs_all=0, batch_size=16, progress=False, dedup_cosine=None
+    )
+    second = train_tagger(
+        dataset, tmp_path, epochs_heads=2, epochs_all=0, batch_size=16, progress=False, dedup_cosine=None, resume=True
+    )
     assert len(second["history"]) == 2
     assert second["history"][0] == first["history"][0]  # epoch 1 not retrained
     assert second["split"] == first["split"]
@@ -158,27 +171,42 @@ def test_evaluate_report_and_confusion_png(trained, dataset, tmp_path):
 
 
 def test_cli_explain_and_export(trained, dataset, tmp_path):
-    from models.cli import models_app
+    from galleryrank.models.cli import models_app
 
     runner = CliRunner()
     img = dataset / "blobs" / "blobs1.png"
-    res = runner.invoke(models_app, ["explain", str(img), "--checkpoint", trained["checkpoint"],
-                                     "--area", "stripes", "--out", str(tmp_path / "cams")])
+    res = runner.invoke(
+        models_app,
+        [
+            "explain",
+            str(img),
+            "--checkpoint",
+            trained["checkpoint"],
+            "--area",
+            "stripes",
+            "--out",
+            str(tmp_path / "cams"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert set(out["images"][0]["overlays"]) == {out["images"][0]["predicted"], "stripes"}
-    res = runner.invoke(models_app, ["export", "--checkpoint", trained["checkpoint"], "--out", str(tmp_path / "m.onnx")])
+    res = runner.invoke(
+        models_app, ["export", "--checkpoint", trained["checkpoint"], "--out", str(tmp_path / "m.onnx")]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["max_abs_diff"]["max"] < 1e-4
 
 
 def test_vote_file_formats(tmp_path):
-    from models.data import parse_vote_rows
+    from galleryrank.models.data import parse_vote_rows
 
     ava = tmp_path / "AVA.txt"
     ava.write_text("1 953619 0 1 5 17 38 36 15 6 5 1 1 22 1396\n2 953958 10 7 15 26 26 21 10 8 1 2 1 21 1396\n")
-    assert parse_vote_rows(ava) == [("953619", (0, 1, 5, 17, 38, 36, 15, 6, 5, 1)),
-                                    ("953958", (10, 7, 15, 26, 26, 21, 10, 8, 1, 2))]
+    assert parse_vote_rows(ava) == [
+        ("953619", (0, 1, 5, 17, 38, 36, 15, 6, 5, 1)),
+        ("953958", (10, 7, 15, 26, 26, 21, 10, 8, 1, 2)),
+    ]
     plain = tmp_path / "votes.csv"
     plain.write_text("image_id,c1,c2,c3,c4,c5,c6,c7,c8,c9,c10\nimg-1,0,0,0,0,1,2,3,2,1,0\n")
     assert parse_vote_rows(plain) == [("img-1", (0, 0, 0, 0, 1, 2, 3, 2, 1, 0))]
@@ -191,7 +219,7 @@ def test_train_and_evaluate_aesthetic(tmp_path):
     """AVA-style votes on blurred copies: the EMD head trains, evaluation reports NIMA's metrics."""
     from PIL import ImageFilter
 
-    from models.train import train_aesthetic
+    from galleryrank.models.train import train_aesthetic
 
     rng = np.random.default_rng(5)
     images = tmp_path / "images"
@@ -207,8 +235,17 @@ def test_train_and_evaluate_aesthetic(tmp_path):
         rows.append(f"im{i} " + " ".join(map(str, votes)))
     labels = tmp_path / "votes.txt"
     labels.write_text("\n".join(rows) + "\n")
-    result = train_aesthetic(labels, images, tmp_path / "run", epochs_heads=2, epochs_all=0, lr_heads=1e-2,
-                             batch_size=8, progress=False, dedup_cosine=None)
+    result = train_aesthetic(
+        labels,
+        images,
+        tmp_path / "run",
+        epochs_heads=2,
+        epochs_all=0,
+        lr_heads=1e-2,
+        batch_size=8,
+        progress=False,
+        dedup_cosine=None,
+    )
     assert result["rows_without_image"] == 0 and result["best_epoch"] in (1, 2)
     assert set(result["best_val"]) == {"loss", "emd", "srcc"}
     report = evaluate(result["checkpoint"], labels=labels, images_dir=images, report_path=tmp_path / "aes.json")

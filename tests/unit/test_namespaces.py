@@ -7,8 +7,8 @@ from collections import namedtuple
 import pytest
 from aiokafka import TopicPartition
 
-from consumer.namespaces import NamespaceError, end_fields, end_offsets, validate_name
-from consumer.replay import ReplayBounds, ReplayError, ReplayPlan, ms_to_iso, parse_time
+from galleryrank.consumer.bluegreen.namespaces import NamespaceError, end_fields, end_offsets, validate_name
+from galleryrank.consumer.bluegreen.replay import ReplayBounds, ReplayError, ReplayPlan, ms_to_iso, parse_time
 
 Record = namedtuple("Record", "topic partition offset timestamp")
 

@@ -1,4 +1,4 @@
-"""The download address policy (consumer.netguard) and the pieces of consumer.download that apply it
+"""The download address policy (galleryrank.consumer.images.netguard) and the pieces of galleryrank.consumer.images.download that apply it
 without network I/O: URL validation, the filtering resolver and the guarded socket factory."""
 
 from __future__ import annotations
@@ -10,8 +10,14 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver
 
-from consumer.download import DownloadError, GuardedResolver, guarded_socket_factory, redact_url, validate_url
-from consumer.netguard import (
+from galleryrank.consumer.images.download import (
+    DownloadError,
+    GuardedResolver,
+    guarded_socket_factory,
+    redact_url,
+    validate_url,
+)
+from galleryrank.consumer.images.netguard import (
     BlockedAddressError,
     check_address,
     check_host_literal,
@@ -197,7 +203,9 @@ def test_validate_url_refuses(url: str, reason: str) -> None:
 
 
 def test_validate_url_accepts_public_http_and_https() -> None:
-    assert str(validate_url("https://cdn.example.com/h-1/7.jpg?w=800#x", ())) == "https://cdn.example.com/h-1/7.jpg?w=800"
+    assert (
+        str(validate_url("https://cdn.example.com/h-1/7.jpg?w=800#x", ())) == "https://cdn.example.com/h-1/7.jpg?w=800"
+    )
     assert validate_url("HTTP://93.184.216.34:8080/a.jpg", ()).port == 8080
     assert validate_url("http://127.0.0.1:8080/a.jpg", LOOPBACK_ONLY).host == "127.0.0.1"
 

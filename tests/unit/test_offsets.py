@@ -6,7 +6,7 @@ import random
 
 from aiokafka import TopicPartition
 
-from consumer.offsets import OffsetTracker
+from galleryrank.consumer.stream.offsets import OffsetTracker
 
 TP0 = TopicPartition("t", 0)
 TP1 = TopicPartition("t", 1)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from ranking import Candidate, RankingConfig, build_gallery, rank
-from ranking.duplicates import hamming, near_duplicate_mask
+from galleryrank.ranking import Candidate, RankingConfig, build_gallery, rank
+from galleryrank.ranking.duplicates import hamming, near_duplicate_mask
 
 AREAS = ("bedroom", "facade")
 PROBS = np.array([1.0, 0.0], dtype=np.float32)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ranking import STRATEGIES, Candidate, RankingConfig, get_strategy, rank
+from galleryrank.ranking import STRATEGIES, Candidate, RankingConfig, get_strategy, rank
 
 AREAS = ("bedroom", "bathroom", "swimming_pool", "facade")
 
@@ -91,15 +91,20 @@ def test_non_finite_scores_go_last():
 
 
 def test_hero_opens_the_first_round_of_area_interleaving():
-    cands = [make("bath", 7.0, "bathroom"), make("bed", 6.9, "bedroom"), make("bed2", 6.8, "bedroom"), make("pool", 5.0, "swimming_pool")]
+    cands = [
+        make("bath", 7.0, "bathroom"),
+        make("bed", 6.9, "bedroom"),
+        make("bed2", 6.8, "bedroom"),
+        make("pool", 5.0, "swimming_pool"),
+    ]
     config = RankingConfig(strategy="interleave", hero_areas=("bedroom",), hero_tolerance=0.5)
     assert [cands[i].image_id for i in rank(cands, AREAS, config)] == ["bed", "bath", "pool", "bed2"]
 
 
 def test_default_meets_the_benchmark_targets_on_a_small_sample():
     # A quick guard on the numbers bench/ranking_bench.py reports (loose margins: 40 galleries).
-    from ranking.metrics import aesthetic_ratio, best_s_recall, duplicates_at, s_recall
-    from ranking.synthetic import synthetic_gallery
+    from galleryrank.ranking.metrics import aesthetic_ratio, best_s_recall, duplicates_at, s_recall
+    from galleryrank.ranking.synthetic import synthetic_gallery
 
     rng = np.random.default_rng(2024)
     cover, beauty, copies = [], [], 0

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ranking.metrics import (
+from galleryrank.ranking.metrics import (
     aesthetic_ratio,
     alpha_ndcg,
     best_s_recall,

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ranking import STRATEGIES, Candidate, RankingConfig, build_gallery, rank
-from ranking.metrics import s_recall
-from ranking.pipeline import similarity_features
-from ranking.synthetic import AREAS, synthetic_gallery
+from galleryrank.ranking import STRATEGIES, Candidate, RankingConfig, build_gallery, rank
+from galleryrank.ranking.metrics import s_recall
+from galleryrank.ranking.pipeline import similarity_features
+from galleryrank.ranking.synthetic import AREAS, synthetic_gallery
 
 DIVERSIFYING = ("mmr", "dpp", "xquad", "pm2")
 
@@ -94,7 +94,11 @@ def test_per_area_caps_hold_inside_the_head():
 
 
 def test_hero_rule_puts_a_hero_area_first_only_within_tolerance():
-    cands = [candidate("bath", 7.0, "bathroom"), candidate("pool", 6.7, "swimming_pool"), candidate("bed", 5.0, "bedroom")]
+    cands = [
+        candidate("bath", 7.0, "bathroom"),
+        candidate("pool", 6.7, "swimming_pool"),
+        candidate("bed", 5.0, "bedroom"),
+    ]
     near = RankingConfig(strategy="xquad", hero_areas=("swimming_pool", "facade"), hero_tolerance=0.5)
     assert cands[rank(cands, AREAS, near)[0]].image_id == "pool"
     far = RankingConfig(strategy="xquad", hero_areas=("swimming_pool",), hero_tolerance=0.2)
@@ -124,8 +128,16 @@ def test_xquad_steps_by_hand():
     # "b" (bedroom, -0.2 points) scores 0.5 * -0.2 = -0.1; "c" (facade, -1.5) scores
     # 0.5 * -1.5 + 0.5 * 1 = -0.25 -> b first; with lambda = 0.7 c: 0.3 * -1.5 + 0.7 = 0.25 > -0.06.
     cands = [candidate("a", 6.0, "bedroom"), candidate("b", 5.8, "bedroom"), candidate("c", 4.5, "facade")]
-    assert [cands[i].image_id for i in rank(cands, AREAS, RankingConfig(strategy="xquad", diversity=0.5))] == ["a", "b", "c"]
-    assert [cands[i].image_id for i in rank(cands, AREAS, RankingConfig(strategy="xquad", diversity=0.7))] == ["a", "c", "b"]
+    assert [cands[i].image_id for i in rank(cands, AREAS, RankingConfig(strategy="xquad", diversity=0.5))] == [
+        "a",
+        "b",
+        "c",
+    ]
+    assert [cands[i].image_id for i in rank(cands, AREAS, RankingConfig(strategy="xquad", diversity=0.7))] == [
+        "a",
+        "c",
+        "b",
+    ]
 
 
 def test_dpp_matches_brute_force_greedy_log_det():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 
-from consumer.gallery import build_gallery
-from consumer.records import Fence, ImageRecord, decode_record, encode_record, normalise_scores
+from galleryrank.consumer.state.document import build_document
+from galleryrank.consumer.state.records import (
+    Fence,
+    ImageState,
+    decode_record,
+    encode_record,
+    normalise_scores,
+)
 
 
 def record(image_id, aesthetic, area, offset=1, emb_seed=0, deleted=False):
@@ -17,9 +23,19 @@ def record(image_id, aesthetic, area, offset=1, emb_seed=0, deleted=False):
     emb /= np.linalg.norm(emb)
     probs = {"bedroom": 0.05, "bathroom": 0.05, "facade": 0.05, "other": 0.05}
     probs[area] = 0.85
-    return ImageRecord(image_id, Fence(0, offset), f"e-{image_id}", deleted=deleted, url=f"http://x/{image_id}.jpg",
-                       aesthetic=aesthetic, aesthetic_dist=tuple([0.1] * 10), area_probs=probs, embedding=emb,
-                       phash=0x0123456789ABCDEF, model_version="m1")
+    return ImageState(
+        image_id,
+        Fence(0, offset),
+        f"e-{image_id}",
+        deleted=deleted,
+        url=f"http://x/{image_id}.jpg",
+        aesthetic=aesthetic,
+        aesthetic_dist=tuple([0.1] * 10),
+        area_probs=probs,
+        embedding=emb,
+        phash=0x0123456789ABCDEF,
+        model_version="m1",
+    )
 
 
 def test_fence_orders_offsets_within_a_partition():
@@ -43,10 +59,17 @@ def test_record_round_trip_is_compact_and_stable():
 
 
 def test_gallery_document_follows_the_read_contract():
-    now = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
-    recs = [normalise_scores(r) for r in (record("a", 5.0, "bedroom", emb_seed=1), record("b", 7.0, "facade", emb_seed=2),
-                                          record("c", 6.0, "bathroom", emb_seed=3), record("d", 9.0, "other", deleted=True))]
-    doc = orjson.loads(build_gallery("h-1", recs, now=now))
+    now = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    recs = [
+        normalise_scores(r)
+        for r in (
+            record("a", 5.0, "bedroom", emb_seed=1),
+            record("b", 7.0, "facade", emb_seed=2),
+            record("c", 6.0, "bathroom", emb_seed=3),
+            record("d", 9.0, "other", deleted=True),
+        )
+    ]
+    doc = orjson.loads(build_document("h-1", recs, now=now))
     assert doc["hotel_id"] == "h-1" and doc["model_version"] == "m1"
     assert doc["updated_at"] == "2026-11-28T10:00:00.000Z"
     ids = [i["image_id"] for i in doc["images"]]
@@ -58,15 +81,18 @@ def test_gallery_document_follows_the_read_contract():
 
 
 def test_gallery_is_deterministic_for_the_same_state():
-    now = datetime(2026, 11, 28, tzinfo=timezone.utc)
-    recs = [normalise_scores(record(f"i{k}", 5 + (k % 3), ["bedroom", "facade", "bathroom"][k % 3], emb_seed=k)) for k in range(20)]
-    assert build_gallery("h", recs, now=now) == build_gallery("h", list(reversed(recs)), now=now)
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    recs = [
+        normalise_scores(record(f"i{k}", 5 + (k % 3), ["bedroom", "facade", "bathroom"][k % 3], emb_seed=k))
+        for k in range(20)
+    ]
+    assert build_document("h", recs, now=now) == build_document("h", list(reversed(recs)), now=now)
 
 
 def test_ranking_config_from_settings_refuses_unknown_strategies_early():
     import pytest
 
-    from consumer.gallery import ranking_config
+    from galleryrank.consumer.state.document import ranking_config
 
     assert ranking_config("aesthetic").strategy == "aesthetic"
     assert ranking_config("xquad", 0.3).diversity == 0.3
@@ -75,7 +101,7 @@ def test_ranking_config_from_settings_refuses_unknown_strategies_early():
 
 
 def test_pure_aesthetic_setting_orders_by_score_only():
-    from consumer.gallery import order_records, ranking_config
+    from galleryrank.consumer.state.document import order_records, ranking_config
 
     recs = [normalise_scores(record(f"i{k}", 3 + k * 0.5, "bedroom", emb_seed=k)) for k in range(6)]
     ordered = order_records(recs, ranking_config("aesthetic"))

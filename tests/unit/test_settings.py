@@ -6,9 +6,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from consumer.cli import cli
-from consumer.cli_options import split_settings
-from consumer.settings import Settings
+from galleryrank.consumer.cli.main import cli
+from galleryrank.consumer.cli.options import split_settings
+from galleryrank.consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

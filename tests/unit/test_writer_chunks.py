@@ -1,6 +1,6 @@
 """StateWriter splits big write batches by hotel so one apply never holds the event loop long."""
 
-from consumer.writer import split_by_hotel
+from galleryrank.consumer.state.writer import split_by_hotel
 
 
 def test_chunks_hold_at_most_n_hotels_and_keep_each_hotels_changes_together():

@@ -1,0 +1,1 @@
+"""The read API and the gallery page (`galleryrank serve`)."""

@@ -1,0 +1,284 @@
+"""Namespaces: the unit of blue/green for the website.
+
+Every gallery lives under `galleryrank:<ns>:...`; the website reads
+`GET galleryrank:active` and then `GET galleryrank:<ns>:gallery:{<hotel>}`.
+This module keeps each namespace's description (`galleryrank:<ns>:meta`),
+promotes one (a single SET, so every reader sees the old or the new namespace
+for each hotel, never a mix), lists them and drops unused ones.
+
+Meta fields (a Redis hash; all strings):
+    model_version, checkpoint ("" = the shipped default model), created_at,
+    status (replaying | complete | interrupted | live),
+    replay_from, replay_to, topic, group, started_at, finished_at, events,
+    dead_lettered, promoted_at,
+    end:<partition>  "complete to": every event of the topic below this offset
+                     is applied in this namespace (the replay's end point,
+                     raised by the live consumer when it leaves the namespace).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..state import keys
+
+# A namespace becomes part of key names and of a SCAN pattern (drop): keep it
+# to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# `galleryrank:active` is the pointer; `galleryrank:handover:*` holds the live
+# consumer's per-partition markers (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*`
+# the DLQ's sent marks. A namespace of those names would mix with them (and drop them).
+RESERVED = {"active", "handover", "dlq-sent"}
+# Keys per UNLINK call and SCAN page: big enough for few round trips, small
+# enough that one call never blocks Redis noticeably.
+DROP_BATCH = 500
+END_PREFIX = "end:"
+
+
+class NamespaceError(ValueError):
+    """An operation on a namespace that must not be done (invalid, active, empty...)."""
+
+
+def validate_name(namespace: str) -> str:
+    if not _NAME.match(namespace or "") or namespace in RESERVED:
+        raise NamespaceError(
+            f"invalid namespace {namespace!r}: use 1-64 letters, digits, '.', '_' or '-' "
+            f"(not {', '.join(sorted(RESERVED))})"
+        )
+    return namespace
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def active_namespace(redis: aioredis.Redis) -> str:
+    value = await redis.get(keys.ACTIVE_KEY)
+    return value.decode() if value else keys.DEFAULT_NAMESPACE
+
+
+async def read_meta(redis: aioredis.Redis, namespace: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.meta_key(namespace))
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+async def write_meta(redis: aioredis.Redis, namespace: str, **fields: object) -> None:
+    clean = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+    if clean:
+        await redis.hset(keys.meta_key(namespace), mapping=clean)
+
+
+async def describe(redis: aioredis.Redis, namespace: str, model_version: str, checkpoint: str | None) -> None:
+    """Record which model writes a namespace, unless the namespace already says (HSETNX).
+
+    The live consumer loads this checkpoint when the namespace is promoted, and
+    `galleryrank namespaces` shows it.
+    """
+    key = keys.meta_key(namespace)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hsetnx(key, "model_version", model_version)
+    pipe.hsetnx(key, "checkpoint", checkpoint or "")
+    pipe.hsetnx(key, "created_at", utc_now())
+    await pipe.execute()
+
+
+def end_offsets(meta: dict[str, str]) -> dict[int, int]:
+    """partition -> offset below which the namespace has every event applied."""
+    return {int(k[len(END_PREFIX) :]): int(v) for k, v in meta.items() if k.startswith(END_PREFIX)}
+
+
+def end_fields(offsets: dict[int, int]) -> dict[str, int]:
+    return {f"{END_PREFIX}{p}": o for p, o in offsets.items()}
+
+
+async def raise_end_offset(redis: aioredis.Redis, namespace: str, partition: int, offset: int) -> None:
+    """end:<partition> = max(current, offset): both a replay and the live consumer may have filled it."""
+    field = f"{END_PREFIX}{partition}"
+    current = await redis.hget(keys.meta_key(namespace), field)
+    if current is None or int(current) < offset:
+        await redis.hset(keys.meta_key(namespace), field, offset)
+
+
+@dataclass
+class NamespaceInfo:
+    name: str
+    active: bool
+    hotels: int
+    keys: int
+    model_version: str
+    created_at: str
+    status: str
+
+
+async def _discover(redis: aioredis.Redis) -> set[str]:
+    """Namespaces that have a meta hash or a hotel index."""
+    found: set[str] = set()
+    for pattern, suffix in (("galleryrank:*:meta", ":meta"), ("galleryrank:*:hotels", ":hotels")):
+        async for key in redis.scan_iter(match=pattern, count=DROP_BATCH):
+            name = _text(key)[len("galleryrank:") : -len(suffix)]
+            if _NAME.match(name) and name not in RESERVED:
+                found.add(name)
+    return found
+
+
+async def count_keys(redis: aioredis.Redis, namespace: str) -> int:
+    total = 0
+    async for _ in redis.scan_iter(match=keys.namespace_pattern(validate_name(namespace)), count=DROP_BATCH):
+        total += 1
+    return total
+
+
+async def _sample_model_version(redis: aioredis.Redis, namespace: str) -> str:
+    """For a namespace without meta: the model_version of one of its galleries."""
+    hotel = await redis.srandmember(keys.hotels_key(namespace))
+    if hotel is None:
+        return ""
+    doc = await redis.get(keys.gallery_key(namespace, _text(hotel)))
+    return orjson.loads(doc).get("model_version", "") if doc else ""
+
+
+async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
+    active = await active_namespace(redis)
+    names = await _discover(redis) | {active}
+    out = []
+    for name in sorted(names):
+        meta = await read_meta(redis, name)
+        out.append(
+            NamespaceInfo(
+                name=name,
+                active=name == active,
+                hotels=await redis.scard(keys.hotels_key(name)),
+                keys=await count_keys(redis, name),
+                model_version=meta.get("model_version") or await _sample_model_version(redis, name),
+                created_at=meta.get("created_at", ""),
+                status=meta.get("status", ""),
+            )
+        )
+    return out
+
+
+async def promote(redis: aioredis.Redis, namespace: str, *, force: bool = False) -> str:
+    """Point `galleryrank:active` at `namespace`; returns the previous active namespace.
+
+    One SET of one key: atomic for every reader. Refused (unless `force`) for a
+    namespace with no galleries or whose replay has not completed, because the
+    website would then show missing or half-rescored galleries.
+    """
+    validate_name(namespace)
+    meta = await read_meta(redis, namespace)
+    hotels = await redis.scard(keys.hotels_key(namespace))
+    if not force:
+        if not meta or not hotels:
+            raise NamespaceError(
+                f"namespace {namespace!r} has no {'meta' if not meta else 'galleries'}; --force to promote anyway"
+            )
+        if meta.get("status") in ("replaying", "interrupted"):
+            raise NamespaceError(
+                f"namespace {namespace!r} replay is {meta['status']}; wait for it to complete or --force"
+            )
+    previous = await active_namespace(redis)
+    await redis.set(keys.ACTIVE_KEY, namespace)
+    await write_meta(redis, namespace, promoted_at=utc_now())
+    return previous
+
+
+async def drop(redis: aioredis.Redis, namespace: str, *, batch: int = DROP_BATCH) -> int:
+    """Delete every key of a namespace that is not active; returns the number of keys removed.
+
+    SCAN + UNLINK in batches: never one huge blocking DEL, and UNLINK frees
+    memory in Redis' background thread.
+    """
+    validate_name(namespace)
+    if namespace == await active_namespace(redis):
+        raise NamespaceError(f"namespace {namespace!r} is active; promote another one first")
+    removed = 0
+    pending: list[bytes] = []
+    async for key in redis.scan_iter(match=keys.namespace_pattern(namespace), count=batch):
+        pending.append(key)
+        if len(pending) >= batch:
+            removed += await redis.unlink(*pending)
+            pending.clear()
+    if pending:
+        removed += await redis.unlink(*pending)
+    return removed
+
+
+# --- compare two namespaces (before a promote) -----------------------------------------
+@dataclass
+class Comparison:
+    old: str
+    new: str
+    top: int
+    hotels: int = 0  # hotels in both (of the sample)
+    only_old: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    image_sets_differ: list[str] = field(default_factory=list)  # hotels whose live images differ
+    hero_changed: int = 0  # hotels whose first image changed
+    top_overlap: float = 0.0  # mean |top-k old ∩ top-k new| / k
+    aesthetic_shift: float = 0.0  # mean (new - old) aesthetic over images in both
+    areas_old: float = 0.0  # mean distinct areas in the top k
+    areas_new: float = 0.0
+    # A factory: a plain tuple default would share its two sets across every Comparison.
+    model_versions: tuple[set[str], set[str]] = field(default_factory=lambda: (set(), set()))
+
+
+async def _sample_hotels(redis: aioredis.Redis, namespace: str, sample: int) -> set[str]:
+    if await redis.scard(keys.hotels_key(namespace)) <= sample:
+        return {_text(h) for h in await redis.smembers(keys.hotels_key(namespace))}
+    return {_text(h) for h in await redis.srandmember(keys.hotels_key(namespace), sample)}
+
+
+async def compare(redis: aioredis.Redis, old: str, new: str, *, top: int = 5, sample: int = 1000) -> Comparison:
+    """How `new` would change what the website shows, on up to `sample` hotels of each side.
+
+    For a complete replay of the same events, image sets must be equal (a
+    difference means events missing on one side, or events that arrived after
+    the replay's end point and only the live namespace has yet).
+    """
+    validate_name(old), validate_name(new)
+    hotels = sorted(await _sample_hotels(redis, old, sample) | await _sample_hotels(redis, new, sample))
+    result = Comparison(old, new, top)
+    pipe = redis.pipeline(transaction=False)
+    for hid in hotels:
+        pipe.get(keys.gallery_key(old, hid))
+        pipe.get(keys.gallery_key(new, hid))
+    raw = await pipe.execute()
+    overlaps, shifts, areas_old, areas_new = [], [], [], []
+    for i, hid in enumerate(hotels):
+        a, b = raw[2 * i], raw[2 * i + 1]
+        if a is None or b is None:
+            (result.only_old if b is None else result.only_new).append(hid)
+            continue
+        doc_a, doc_b = orjson.loads(a), orjson.loads(b)
+        result.model_versions[0].add(doc_a.get("model_version", ""))
+        result.model_versions[1].add(doc_b.get("model_version", ""))
+        imgs_a, imgs_b = doc_a["images"], doc_b["images"]
+        result.hotels += 1
+        ids_a, ids_b = [x["image_id"] for x in imgs_a], [x["image_id"] for x in imgs_b]
+        if set(ids_a) != set(ids_b):
+            result.image_sets_differ.append(hid)
+        if ids_a[:1] != ids_b[:1]:
+            result.hero_changed += 1
+        k = min(top, len(ids_a), len(ids_b))
+        if k:
+            overlaps.append(len(set(ids_a[:k]) & set(ids_b[:k])) / k)
+        score_a = {x["image_id"]: x["aesthetic"] for x in imgs_a}
+        shifts += [x["aesthetic"] - score_a[x["image_id"]] for x in imgs_b if x["image_id"] in score_a]
+        areas_old.append(len({x["area"] for x in imgs_a[:top]}))
+        areas_new.append(len({x["area"] for x in imgs_b[:top]}))
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    result.top_overlap, result.aesthetic_shift = mean(overlaps), mean(shifts)
+    result.areas_old, result.areas_new = mean(areas_old), mean(areas_new)
+    return result

@@ -1,0 +1,273 @@
+"""Operator commands: replay, compare, promote, namespaces, drop, rerank.
+
+Mounted into `galleryrank` by consumer/cli/main.py through `register(group)`.
+The walk-through (retrain -> replay -> compare -> promote -> drop) is in
+docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from ..logs import setup_logging
+from .options import settings_options, split_settings
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+async def _with_redis(settings, work):
+    from ..runtime import redis_client
+
+    redis = redis_client(settings)
+    try:
+        return await work(redis)
+    finally:
+        await redis.aclose()
+
+
+@click.command()
+@click.option(
+    "--from",
+    "from_",
+    default="earliest",
+    show_default=True,
+    help="Start: 'earliest' or an ISO-8601 time (first record with timestamp >= it)",
+)
+@click.option(
+    "--to",
+    "to",
+    default="now",
+    show_default=True,
+    help="End: 'now' (the log end when the replay starts) or an ISO-8601 time (inclusive)",
+)
+@click.option(
+    "--model",
+    "checkpoint",
+    default=None,
+    help="Checkpoint to score with [default: --checkpoint / GALLERYRANK_CHECKPOINT, else the shipped model]",
+)
+@click.option("--group", "group_id", default=None, help="Consumer group [default: <group-id>-replay-<namespace>]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr")
+@settings_options
+def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
+    """Rescore the topic from --from to --to into namespace --namespace (required), without touching the active one."""
+    namespace = kwargs.get("namespace")
+    if not namespace:
+        _fail("--namespace is required: the namespace to replay into (a new one, e.g. v2)")
+    settings, _ = split_settings(kwargs)
+    setup_logging(settings.log_level, settings.log_json)
+    from ..bluegreen.namespaces import NamespaceError, validate_name
+    from ..bluegreen.replay import ReplayError, parse_time, run_replay
+    from ..runtime import load_model
+
+    try:
+        validate_name(namespace)
+        from_ms = parse_time(from_, open_value="earliest")
+        to_ms = parse_time(to, open_value="now")
+    except (NamespaceError, ReplayError) as exc:
+        _fail(str(exc))
+    checkpoint = checkpoint or settings.checkpoint
+    model = load_model(settings, checkpoint)
+
+    async def work(redis):
+        return await run_replay(
+            settings,
+            namespace,
+            model,
+            redis,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            checkpoint=checkpoint,
+            group_id=group_id,
+            progress=progress,
+        )
+
+    try:
+        result = asyncio.run(_with_redis(settings, work))
+    except ReplayError as exc:
+        _fail(str(exc))
+    s = result.summary
+    state = (
+        "complete"
+        if result.complete
+        else "INTERRUPTED (run it again; applied events are kept, redoing them is a no-op)"
+    )
+    click.echo(
+        f"replay into {namespace} {state}\n"
+        f"  model     {result.model_version}\n"
+        f"  group     {result.group_id}\n"
+        f"  range     {from_} .. {to}  (offsets {result.plan.start} .. {result.plan.end})\n"
+        f"  events    {s.events} of {result.plan.total} ({s.applied} scored, {s.deleted} deleted, "
+        f"{s.stale} already applied)\n"
+        f"  hotels    {len(s.hotels)}\n"
+        f"  DLQ       {s.dead_lettered}\n"
+        f"  time      {s.seconds:.1f} s ({result.rate:.1f} events/s)"
+    )
+    if not result.complete:
+        sys.exit(2)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--force", is_flag=True, help="Promote even a namespace without galleries or with an unfinished replay")
+@settings_options
+def promote(target, force, **kwargs) -> None:
+    """Point galleryrank:active at namespace TARGET (one atomic SET); the live consumer follows it."""
+    settings, _ = split_settings(kwargs)
+    from ..bluegreen.namespaces import NamespaceError
+    from ..bluegreen.namespaces import promote as do_promote
+
+    try:
+        previous = asyncio.run(_with_redis(settings, lambda r: do_promote(r, target, force=force)))
+    except NamespaceError as exc:
+        _fail(str(exc))
+    click.echo(f"active namespace: {target} (was {previous})")
+
+
+@click.command("namespaces")
+@settings_options
+def list_cmd(**kwargs) -> None:
+    """List namespaces: active, hotels, keys, model version, created, status."""
+    settings, _ = split_settings(kwargs)
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bluegreen.namespaces import list_namespaces
+
+    infos = asyncio.run(_with_redis(settings, list_namespaces))
+    table = Table("namespace", "active", "hotels", "keys", "model_version", "created_at", "status")
+    for info in infos:
+        table.add_row(
+            info.name,
+            "*" if info.active else "",
+            str(info.hotels),
+            str(info.keys),
+            info.model_version,
+            info.created_at,
+            info.status,
+        )
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+@click.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Positions that count as 'the top'")
+@click.option("--sample", type=click.IntRange(1), default=1000, show_default=True, help="Hotels sampled from each side")
+@settings_options
+def compare(old, new, top, sample, **kwargs) -> None:
+    """Compare namespace NEW with OLD before promoting: missing hotels, image sets, hero and top-k changes."""
+    settings, _ = split_settings(kwargs)
+    from ..bluegreen.namespaces import NamespaceError
+    from ..bluegreen.namespaces import compare as do_compare
+
+    try:
+        c = asyncio.run(_with_redis(settings, lambda r: do_compare(r, old, new, top=top, sample=sample)))
+    except NamespaceError as exc:
+        _fail(str(exc))
+    versions = " / ".join(",".join(sorted(v)) or "-" for v in c.model_versions)
+    click.echo(
+        f"{old} -> {new}: {c.hotels} hotels in both (models {versions})\n"
+        f"  only in {old}: {len(c.only_old)} {c.only_old[:5]}\n"
+        f"  only in {new}: {len(c.only_new)} {c.only_new[:5]}\n"
+        f"  image sets differ: {len(c.image_sets_differ)} {c.image_sets_differ[:5]}\n"
+        f"  first image changed: {c.hero_changed} of {c.hotels}\n"
+        f"  top-{top} overlap: {c.top_overlap:.2f}\n"
+        f"  areas in top-{top}: {c.areas_old:.2f} -> {c.areas_new:.2f}\n"
+        f"  aesthetic shift (new - old, same images): {c.aesthetic_shift:+.3f}"
+    )
+    if c.only_old or c.image_sets_differ:
+        click.echo(
+            f"note: hotels missing or with other images in {new}: events after its replay end point "
+            "(the live consumer reprocesses them into it on promote), or events missing in it",
+            err=True,
+        )
+
+
+@click.command()
+@click.argument("target")
+@click.option("--yes", is_flag=True, help="Really delete (without it, only says what would be deleted)")
+@settings_options
+def drop(target, yes, **kwargs) -> None:
+    """Delete namespace TARGET (not the active one): SCAN + UNLINK in batches of 500 keys."""
+    settings, _ = split_settings(kwargs)
+    from ..bluegreen.namespaces import (
+        NamespaceError,
+        active_namespace,
+        count_keys,
+        validate_name,
+    )
+    from ..bluegreen.namespaces import (
+        drop as do_drop,
+    )
+
+    async def work(redis):
+        validate_name(target)
+        if target == await active_namespace(redis):
+            raise NamespaceError(f"namespace {target!r} is active; promote another one first")
+        if not yes:
+            return None, await count_keys(redis, target)
+        return await do_drop(redis, target), None
+
+    try:
+        removed, would = asyncio.run(_with_redis(settings, work))
+    except NamespaceError as exc:
+        _fail(str(exc))
+    if removed is None:
+        _fail(f"namespace {target!r} has {would} keys; add --yes to delete them")
+    click.echo(f"dropped namespace {target}: {removed} keys")
+
+
+@click.command()
+@click.option("--hotel", "hotels", multiple=True, help="Hotel id (repeatable) [default: every hotel of the namespace]")
+@click.option(
+    "--strategy", default=None, help="Ranking strategy [default: --ranking-strategy / GALLERYRANK_RANKING_STRATEGY]"
+)
+@click.option("--diversity", type=click.FloatRange(0, 1), default=None, help="Quality/diversity trade-off in [0, 1]")
+@settings_options
+def rerank(hotels, strategy, diversity, **kwargs) -> None:
+    """Rebuild gallery documents from stored scores (no download, no model) after a ranking change.
+
+    Namespace: --namespace, else the active one.
+    """
+    settings, _ = split_settings(kwargs)
+    from ..bluegreen.namespaces import active_namespace
+    from ..state.document import ranking_config
+    from ..state.store import GalleryStore
+
+    try:
+        config = ranking_config(
+            strategy or settings.ranking_strategy, diversity if diversity is not None else settings.ranking_diversity
+        )
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc))
+
+    async def work(redis):
+        namespace = settings.namespace or await active_namespace(redis)
+        store = GalleryStore(redis, config)
+        known = await store.hotel_ids(namespace)
+        # Only hotels the namespace has: rerank of an unknown id would write an empty gallery.
+        ids = [h for h in hotels if h in set(known)] if hotels else known
+        return namespace, ids, await store.rerank(namespace, ids)
+
+    namespace, ids, done = asyncio.run(_with_redis(settings, work))
+    unknown = sorted(set(hotels) - set(ids))
+    if unknown:
+        click.echo(f"not in namespace {namespace}: {', '.join(unknown)}", err=True)
+    click.echo(f"reranked {done} of {len(ids)} hotels in namespace {namespace} (strategy {config.strategy})")
+    if unknown:
+        sys.exit(1)
+
+
+def register(group: click.Group) -> None:
+    for command in (replay, compare, promote, list_cmd, drop, rerank):
+        group.add_command(command)

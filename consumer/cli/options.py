@@ -1,0 +1,52 @@
+"""A CLI flag for every Settings field, generated from the model itself.
+
+`--batch-size 64` overrides GALLERYRANK_BATCH_SIZE, which overrides the
+default; so adding a field to Settings adds its flag and env var at once.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pydantic import SecretStr
+
+from ..settings import Settings, load_settings
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for a pydantic annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+    if args and origin is not typing.Literal:  # Optional[X] / X | None
+        return _click_type(args[0])
+    if annotation is bool:
+        return bool, True
+    if annotation in (int, float, str):
+        return annotation, False
+    if annotation is SecretStr:
+        return str, False
+    return str, False
+
+
+def settings_options(func: Callable) -> Callable:
+    for name, field in reversed(list(Settings.model_fields.items())):
+        ctype, is_flag = _click_type(field.annotation)
+        flag = "--" + name.replace("_", "-")
+        env = "GALLERYRANK_" + name.upper()
+        help_text = f"{field.description or ''} [env {env}; default {field.default!r}]"
+        if is_flag:
+            func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
+        else:
+            func = click.option(flag, name, type=ctype, default=None, help=help_text, show_default=False)(func)
+    return func
+
+
+def split_settings(kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
+    """Settings from the Settings flags in kwargs (env and defaults below them), and the other kwargs."""
+    fields = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
+    return load_settings(**fields), kwargs

@@ -1,0 +1,118 @@
+"""Sample photos served over real local HTTP, for the demo, tests and benchmarks.
+
+By default the photos are the ones scikit-image ships (`skimage.data`, loaded
+offline); `--images DIR` serves a user's own folder instead.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+# skimage.data photos that exist offline in the wheel (colour and grayscale).
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "camera",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "motorcycle_left",
+    "retina",
+    "page",
+    "moon",
+    "text",
+)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def skimage_jpegs(quality: int = 90) -> dict[str, bytes]:
+    """name.jpg -> JPEG bytes for the skimage sample photos that load offline."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    out = {}
+    for name in SKIMAGE_PHOTOS:
+        loader = getattr(data, name, None)
+        if loader is None:
+            continue
+        try:
+            arr = loader()
+        except Exception:  # a sample that would need a download: skip it
+            continue
+        if isinstance(arr, tuple):
+            arr = arr[0]
+        arr = np.asarray(arr)
+        if arr.dtype != np.uint8:
+            arr = (255 * (arr - arr.min()) / max(1e-9, float(arr.max() - arr.min()))).astype(np.uint8)
+        img = Image.fromarray(arr)
+        if img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        out[f"{name}.jpg"] = buf.getvalue()
+    return out
+
+
+def folder_images(folder: str | Path) -> dict[str, bytes]:
+    root = Path(folder)
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
+    return {p.name: p.read_bytes() for p in files}
+
+
+_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}
+
+
+@dataclass
+class ImageServer:
+    """An aiohttp server on loopback serving name -> bytes; unknown names answer 404."""
+
+    images: dict[str, bytes]
+    host: str = "127.0.0.1"
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/images/{name}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        body = self.images.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        ctype = _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+        return web.Response(body=body, content_type=ctype)
+
+    async def start(self) -> ImageServer:
+        app = web.Application()
+        app.router.add_get("/images/{name}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()

@@ -1,0 +1,1 @@
+"""Untrusted URL -> pixels: safe download and decode. Knows nothing of Kafka or Redis."""

@@ -1,0 +1,1 @@
+"""Hotel state in Redis: the key layout, records, the gallery document, fenced writes."""

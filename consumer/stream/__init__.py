@@ -1,0 +1,1 @@
+"""Kafka in -> parse -> micro-batch -> score -> commit; dead letters."""

@@ -1,0 +1,112 @@
+"""Dynamic micro-batching in front of the model, as Triton's dynamic batcher.
+
+One worker task owns the model. When it is free it takes everything queued,
+up to `max_batch`, and runs it at once; while that batch runs on the model
+thread, new images queue up and form the next batch. So under load batches
+grow by themselves, and a lone image never waits for company — unless
+`max_delay_s` > 0 asks the worker to hold a non-full batch that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import metrics
+from ..tasks import cancel_and_wait
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    aesthetic: float
+    aesthetic_dist: tuple[float, ...]
+    area_probs: dict[str, float]
+    embedding: np.ndarray
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        score_batch: Callable[[np.ndarray], object],
+        areas: list[str],
+        max_batch: int,
+        max_delay_s: float = 0.0,
+    ):
+        self._score_batch = score_batch
+        self._areas = list(areas)
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        # One thread: the model is not re-entrant, and torch/ORT already use
+        # every core inside a call.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._executor.shutdown(wait=True)
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def score(self, pixels: np.ndarray) -> ImageScores:
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((pixels, fut))
+        return await fut
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_delay_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            batch = [(px, fut) for px, fut in batch if not fut.cancelled()]
+            if not batch:
+                continue
+            stacked = np.stack([px for px, _ in batch])
+            started = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self._score_batch, stacked)
+            except Exception as exc:  # a model failure fails this batch, not the service
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            metrics.STAGE_SECONDS.labels(stage="score").observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.observe(len(batch))
+            metrics.IMAGES_SCORED.inc(len(batch))
+            for i, (_, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                fut.set_result(
+                    ImageScores(
+                        aesthetic=float(out.aesthetic[i]),
+                        aesthetic_dist=tuple(float(x) for x in out.aesthetic_dist[i]),
+                        area_probs={a: float(p) for a, p in zip(self._areas, out.area_probs[i])},
+                        embedding=np.asarray(out.embedding[i], np.float32),
+                    )
+                )

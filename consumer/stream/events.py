@@ -1,0 +1,133 @@
+"""The input event schema (design.md, "Events") and its validation.
+
+Parsing never raises: a record either becomes an event or an `InvalidEvent`
+with a short reason code (for DLQ headers and metrics) and a readable detail.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+# 64 KiB is ~100x a real event; anything bigger is a mistake or an attack.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ID_CHARS = 128
+MAX_URL_CHARS = 2048
+# Ids end up inside Redis keys and JSON read by the website: printable, no
+# whitespace, no braces (they would break the `{hotel_id}` Cluster hash tag).
+_ID_RE = re.compile(rf"^[^\s{{}}\x00-\x1f\x7f]{{1,{MAX_ID_CHARS}}}$")
+
+UPSERTED = "image.upserted"
+DELETED = "image.deleted"
+
+
+@dataclass(frozen=True)
+class ImageUpserted:
+    event_id: str
+    hotel_id: str
+    image_id: str
+    url: str
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class ImageDeleted:
+    event_id: str
+    hotel_id: str
+    image_id: str
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    reason: str
+    detail: str
+    event_id: str | None = None
+
+
+Event = ImageUpserted | ImageDeleted
+
+
+def _id_field(obj: dict, name: str) -> str | InvalidEvent:
+    value = obj.get(name)
+    if value is None:
+        return InvalidEvent("missing_field", f"field '{name}' is missing")
+    if not isinstance(value, str):
+        return InvalidEvent("wrong_type", f"field '{name}' must be a string, got {type(value).__name__}")
+    if not _ID_RE.match(value):
+        return InvalidEvent(
+            f"invalid_{name}",
+            f"field '{name}' must be 1-{MAX_ID_CHARS} printable characters without whitespace or braces",
+        )
+    return value
+
+
+def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
+    """Validate one Kafka record against the event schema."""
+    if value is None:
+        return InvalidEvent("empty_value", "record has no value")
+    if len(value) > MAX_EVENT_BYTES:
+        return InvalidEvent("event_too_large", f"value is {len(value)} bytes, limit {MAX_EVENT_BYTES}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return InvalidEvent("invalid_json", f"value is not UTF-8 JSON: {str(exc)[:120]}")
+    if not isinstance(obj, dict):
+        return InvalidEvent("not_an_object", f"value must be a JSON object, got {type(obj).__name__}")
+
+    event_id = _id_field(obj, "event_id")
+    if isinstance(event_id, InvalidEvent):
+        return event_id
+    fields: dict[str, str] = {}
+    for name in ("hotel_id", "image_id"):
+        checked = _id_field(obj, name)
+        if isinstance(checked, InvalidEvent):
+            return InvalidEvent(checked.reason, checked.detail, event_id)
+        fields[name] = checked
+
+    kind = obj.get("type")
+    if kind is None:
+        return InvalidEvent("missing_field", "field 'type' is missing", event_id)
+    if kind not in (UPSERTED, DELETED):
+        shown = kind if isinstance(kind, str) else type(kind).__name__
+        return InvalidEvent("unknown_type", f"type {str(shown)[:40]!r} is not {UPSERTED} or {DELETED}", event_id)
+
+    occurred_at = obj.get("occurred_at")
+    if occurred_at is not None and not isinstance(occurred_at, str):
+        return InvalidEvent("wrong_type", "field 'occurred_at' must be a string", event_id)
+
+    # The Kafka key keeps one hotel's events ordered on one partition; a record
+    # keyed otherwise would be applied out of order, so it is refused.
+    if key is None or key != fields["hotel_id"].encode():
+        return InvalidEvent("key_mismatch", "Kafka key must be the hotel_id (UTF-8)", event_id)
+
+    if kind == DELETED:
+        return ImageDeleted(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+
+    url = obj.get("url")
+    if url is None:
+        return InvalidEvent("missing_field", "field 'url' is required for image.upserted", event_id)
+    if not isinstance(url, str):
+        return InvalidEvent("wrong_type", "field 'url' must be a string", event_id)
+    if not url or len(url) > MAX_URL_CHARS:
+        return InvalidEvent("bad_url", f"url must be 1-{MAX_URL_CHARS} characters", event_id)
+    if not url.lower().startswith(("http://", "https://")):
+        return InvalidEvent("bad_scheme", "url scheme must be http or https", event_id)
+    return ImageUpserted(event_id, fields["hotel_id"], fields["image_id"], url, occurred_at)
+
+
+def encode_event(event: Event) -> tuple[bytes, bytes]:
+    """Kafka (key, value) for an event; producers, the demo and tests use it."""
+    body: dict[str, object] = {
+        "event_id": event.event_id,
+        "type": UPSERTED if isinstance(event, ImageUpserted) else DELETED,
+        "hotel_id": event.hotel_id,
+        "image_id": event.image_id,
+    }
+    if isinstance(event, ImageUpserted):
+        body["url"] = event.url
+    if event.occurred_at is not None:
+        body["occurred_at"] = event.occurred_at
+    return event.hotel_id.encode(), orjson.dumps(body)

@@ -1,0 +1,5 @@
+"""`python -m galleryrank ...` is the `galleryrank` command."""
+
+from galleryrank.consumer.cli import main
+
+main()
