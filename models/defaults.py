@@ -9,6 +9,7 @@ score is then meaningless, and ``model_version`` says ``untrained``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .checkpoint import default_model_version, load_checkpoint
@@ -26,3 +27,11 @@ def load_default_model() -> tuple[GalleryNet, str]:
         return model, meta["model_version"]
     model = create_model("efficientnet_lite0", DEFAULT_AREAS, area_head="zeroshot")
     return model, "untrained-" + default_model_version(model, include_backbone=False)
+
+
+def load_model(checkpoint: str | None = None) -> tuple[GalleryNet, str]:
+    """(model in eval mode, model_version) of a checkpoint file, or of the default model when None."""
+    if checkpoint is None:
+        return load_default_model()
+    model, meta = load_checkpoint(os.path.expanduser(checkpoint))
+    return model, meta["model_version"]

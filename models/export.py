@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .checkpoint import state_fingerprint
+from .defaults import load_model
 from .network import GalleryNet
 
 log = logging.getLogger(__name__)
@@ -103,18 +104,15 @@ def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, 
     Parity inputs: ``parity_images`` random uint8 images plus the skimage sample photos
     when scikit-image is installed; the max abs difference per output is returned.
     """
-    from .scoring import load_scoring_model
-
-    scorer = load_scoring_model(checkpoint, backend="torch")
-    model = scorer.torch_module()
+    model, model_version = load_model(checkpoint)
     t0 = time.perf_counter()
     path = export_graph(model, out, opset=opset)
     seconds = time.perf_counter() - t0
     s = model.input_size
     batch = np.random.default_rng(seed).integers(0, 256, (parity_images, 3, s, s), dtype=np.uint8)
     try:
-        from skimage import data as skdata
         from PIL import Image
+        from skimage import data as skdata
 
         from .preprocess import preprocess_image
 
@@ -123,5 +121,5 @@ def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, 
     except ImportError:
         pass
     diffs = parity(model, path, batch)
-    return {"onnx": str(path), "model_version": scorer.model_version, "opset": opset, "export_seconds": round(seconds, 2),
+    return {"onnx": str(path), "model_version": model_version, "opset": opset, "export_seconds": round(seconds, 2),
             "parity_images": int(len(batch)), "max_abs_diff": diffs, "bytes": Path(path).stat().st_size}

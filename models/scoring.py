@@ -13,15 +13,13 @@ Backends (all take the same uint8 batch; normalisation is inside the graph):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
-from .defaults import load_default_model
+from .defaults import load_model
 from .network import GalleryNet
 
 BACKENDS = ("torch", "torch-bf16", "onnxruntime")
@@ -121,11 +119,7 @@ class ScoringModel:
 def load_scoring_model(checkpoint: str | None = None, device: str = "cpu", backend: str = "torch",
                        cache_dir: str | None = None, num_threads: int | None = None) -> ScoringModel:
     """``checkpoint`` None => package EfficientNet-Lite0 + the default heads in models/heads/."""
-    if checkpoint is None:
-        model, version = load_default_model()
-    else:
-        model, meta = load_checkpoint(os.path.expanduser(checkpoint))
-        version = meta["model_version"]
+    model, version = load_model(checkpoint)
     if cache_dir is not None:
         cache_dir = str(Path(cache_dir).expanduser())
     return ScoringModel(model, version, device=device, backend=backend, cache_dir=cache_dir, num_threads=num_threads)
