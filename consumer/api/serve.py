@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import click
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -248,19 +247,10 @@ def create_app(
     return app
 
 
-def register(group: click.Group) -> None:
-    from ..cli.options import settings_options, split_settings
-    from ..logs import setup_logging
-
-    @group.command()
-    @settings_options
-    def serve(**kwargs) -> None:
-        """Serve the read API (GET /hotels/{id}/gallery) and the gallery page on serve_host:serve_port."""
-        settings, _ = split_settings(kwargs)
-        setup_logging(settings.log_level, settings.log_json)
-        click.echo(f"gallery page on http://{settings.serve_host}:{settings.serve_port}/")
-        # Access lines only at DEBUG: a busy read API would drown the service's own log.
-        access_log = logging.getLogger("aiohttp.access") if settings.log_level.upper() == "DEBUG" else None
-        web.run_app(
-            create_app(settings), host=settings.serve_host, port=settings.serve_port, print=None, access_log=access_log
-        )
+def run(settings: Settings) -> None:
+    """Serve until interrupted (the `galleryrank serve` command; consumer/cli/serve.py)."""
+    # Access lines only at DEBUG: a busy read API would drown the service's own log.
+    access_log = logging.getLogger("aiohttp.access") if settings.log_level.upper() == "DEBUG" else None
+    web.run_app(
+        create_app(settings), host=settings.serve_host, port=settings.serve_port, print=None, access_log=access_log
+    )
