@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import strategies as _strategies  # noqa: F401  (registers strategies)
+from .editorial import REASONS, RankedGallery, rank_gallery
 from .gallery import Gallery, build_gallery
 from .registry import DEFAULT_STRATEGY, STRATEGIES, StrategyFn, get_strategy, register
 from .types import Candidate, RankingConfig
@@ -18,12 +19,15 @@ __all__ = [
     "Candidate",
     "DEFAULT_STRATEGY",
     "Gallery",
+    "REASONS",
+    "RankedGallery",
     "RankingConfig",
     "STRATEGIES",
     "StrategyFn",
     "build_gallery",
     "get_strategy",
     "rank",
+    "rank_gallery",
     "register",
 ]
 

@@ -51,7 +51,24 @@ def near_duplicate_pairs(gallery: Gallery, cosine: float, max_hamming: int) -> n
 
 
 def near_duplicate_mask(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
-    """(N,) bool: True for every image of a near-duplicate cluster but its best one."""
+    """(N,) bool: True for every image of a near-duplicate cluster but its representative."""
+    rep = duplicate_representatives(gallery, cosine, max_hamming)
+    return rep != np.arange(gallery.size)
+
+
+def duplicate_representatives(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
+    """(N,) int64: the row that represents each row's near-duplicate cluster (itself when shown).
+
+    The representative is the cluster's best image (first in canonical order),
+    unless an editor pinned images of the cluster (``gallery.pinned``): then the
+    first of those pins represents it, and every pinned row represents itself
+    (a pin is never hidden as a copy). Memoised on the gallery: the pipeline and
+    the explanation of an order share one O(N^2) pass.
+    """
+    key = ("duplicate_representatives", float(cosine), int(max_hamming))
+    cached = gallery.cache.get(key)
+    if cached is not None:
+        return cached
     root = np.arange(gallery.size)
 
     def find(i: int) -> int:
@@ -65,10 +82,19 @@ def near_duplicate_mask(gallery: Gallery, cosine: float, max_hamming: int) -> np
         a, b = find(i), find(j)
         if a != b:  # the better (smaller) row stays the cluster's root
             root[max(a, b)] = min(a, b)
-    dup = np.zeros(gallery.size, dtype=bool)
-    for i in np.unique(pairs).tolist():  # only rows in some pair can be flagged
-        dup[i] = find(i) != i
-    return dup
+    rep = np.arange(gallery.size)
+    for i in np.unique(pairs).tolist():  # only rows in some pair belong to a cluster
+        rep[i] = find(i)
+    if gallery.pinned:
+        pinned_rep: dict[int, int] = {}
+        for row in gallery.pinned:  # pin order: the first pin of a cluster represents it
+            pinned_rep.setdefault(int(rep[row]), int(row))
+        clustered = np.flatnonzero(rep != np.arange(gallery.size)).tolist() + list(pinned_rep)
+        for i in clustered:
+            rep[i] = pinned_rep.get(int(rep[i]), int(rep[i]))
+        rep[list(gallery.pinned)] = list(gallery.pinned)
+    gallery.cache[key] = rep
+    return rep
 
 
 def _close_pairs(values: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:

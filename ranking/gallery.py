@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,11 @@ class Gallery:
     has_embedding: np.ndarray  # (N,) bool
     phash: np.ndarray  # (N,) uint64, 0 where unknown
     has_phash: np.ndarray  # (N,) bool
+    # Rows an editor pinned, in the order they take the first positions (ranking.editorial).
+    pinned: tuple[int, ...] = ()
+    # Per-gallery memo of derived arrays (the near-duplicate pass is the costly one);
+    # a fresh dict per Gallery, so it never outlives the candidates it describes.
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:

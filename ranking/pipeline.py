@@ -1,7 +1,9 @@
 """What every diversifying strategy shares.
 
+0. rows an editor pinned (``gallery.pinned``) take the first positions, in
+   their order, and count as shown for the rest (coverage, caps, duplicates);
 1. near duplicates of a better image are set aside (they go last);
-2. the optional hero rule seeds position 0;
+2. the optional hero rule seeds position 0 (not when something is pinned);
 3. the strategy's greedy selector fills the head (``config.head_size``
    positions), respecting per-area caps;
 4. the remaining non-duplicates follow in aesthetic order, then the
@@ -32,7 +34,7 @@ class HeadState:
         self.gallery = gallery
         self.blocked = excluded.copy()  # rows that may not enter the head (any more)
         self.selected: list[int] = []
-        self.size = min(config.head_size, int((~excluded).sum()))
+        self.size = min(config.head_size + len(gallery.pinned), int((~excluded).sum()))
         self.caps = _area_caps(gallery.areas, config)
         self.area_counts = np.zeros(len(gallery.areas), dtype=np.int64)
 
@@ -63,7 +65,9 @@ def diversified(select_head: Selector) -> StrategyFn:
         else:
             dup = np.zeros(gallery.size, dtype=bool)
         state = HeadState(gallery, config, dup)
-        hero = pick_hero(gallery, config, dup)
+        for row in gallery.pinned:  # never duplicates (duplicate_representatives)
+            state.take(row)
+        hero = None if gallery.pinned else pick_hero(gallery, config, dup)
         if hero is not None and state.is_open():
             state.take(hero)
         if state.is_open():
@@ -75,6 +79,7 @@ def diversified(select_head: Selector) -> StrategyFn:
 
     strategy.__name__ = getattr(select_head, "__name__", "strategy")
     strategy.__doc__ = select_head.__doc__
+    strategy.shared_pipeline = True  # type: ignore[attr-defined]  # duplicates, hero, caps: see ranking.editorial
     return strategy
 
 

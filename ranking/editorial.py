@@ -1,0 +1,144 @@
+"""Editors' overrides and a reason for every position.
+
+``rank_gallery`` is ``rank`` plus what a content team decides:
+
+- **hidden** images are left out of the order (the caller keeps their state,
+  so unhiding them needs no rescore);
+- **pinned** images take the first positions in the editor's order; a pinned
+  id with no candidate (never uploaded, deleted, or hidden) is skipped and
+  reported in ``pinned_missing``; for every diversifying strategy the pins
+  count as already shown, so the rest covers the other areas first and a near
+  duplicate of a pin goes last;
+- every position gets a short human reason (see ``REASONS``).
+
+Pure and deterministic like ``rank``: the same candidates, pins and hidden set
+give the same order and the same reasons on every replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .duplicates import duplicate_representatives
+from .gallery import Gallery, build_gallery
+from .registry import get_strategy
+from .types import Candidate, RankingConfig
+
+# The reasons, as templates ({area}, {image_id} filled in). The website shows them
+# as they are; the first word is stable for tools that group by it.
+REASONS = {
+    "pinned": "pinned",
+    "hero_best": "hero: best score",
+    "hero_area": "hero: best {area}",
+    "hero_first": "hero: first {area}",
+    "first_area": "first {area}",
+    "next_best": "next best",
+    "moved_back": "moved back: variety first",
+    "moved_back_cap": "moved back: {area} cap reached",
+    "duplicate": "near-duplicate of {image_id}",
+}
+
+
+@dataclass(frozen=True)
+class RankedGallery:
+    order: list[int]  # indices into the candidates in display order; hidden ones left out
+    reasons: list[str]  # one per position of ``order``
+    pinned_missing: list[str]  # pinned ids not shown (no such candidate, or hidden), in pin order
+
+
+def rank_gallery(
+    candidates: Sequence[Candidate],
+    areas: Sequence[str],
+    config: RankingConfig | None = None,
+    *,
+    pinned: Sequence[str] = (),
+    hidden: Collection[str] = (),
+) -> RankedGallery:
+    """Display order with the editors' pins and hidden images applied, and a reason per position."""
+    config = config or RankingConfig()
+    strategy = get_strategy(config.strategy)
+    hidden = set(hidden)
+    shown = [i for i, c in enumerate(candidates) if c.image_id not in hidden]
+    gallery = build_gallery([candidates[i] for i in shown], areas)
+    row_of = {image_id: row for row, image_id in enumerate(gallery.image_ids)}
+    pinned_rows: list[int] = []
+    missing: list[str] = []
+    for image_id in dict.fromkeys(pinned):  # a repeated id counts once, at its first place
+        row = row_of.get(image_id)
+        if row is None:
+            missing.append(image_id)
+        else:
+            pinned_rows.append(row)
+    if pinned_rows:
+        gallery = replace(gallery, pinned=tuple(pinned_rows), cache={})
+    rows = np.asarray(strategy(gallery, config), dtype=np.int64)
+    if pinned_rows:  # strategies outside the shared pipeline (e.g. "aesthetic") know nothing of pins
+        is_pinned = np.zeros(gallery.size, dtype=bool)
+        is_pinned[pinned_rows] = True
+        rows = np.concatenate([np.asarray(pinned_rows, dtype=np.int64), rows[~is_pinned[rows]]])
+    source = np.asarray(shown, dtype=np.int64)[gallery.source_index[rows]]
+    return RankedGallery(
+        order=source.tolist(),
+        reasons=explain(gallery, config, rows, shared_pipeline=getattr(strategy, "shared_pipeline", False)),
+        pinned_missing=missing,
+    )
+
+
+def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared_pipeline: bool = True) -> list[str]:
+    """A reason for each position of ``rows`` (canonical rows in display order).
+
+    Read from the order itself, so it holds for any strategy:
+    pinned rows are "pinned"; a near duplicate set aside by the shared pipeline
+    is "near-duplicate of <the image shown for it>"; position 0 is the hero
+    (best score, the hero rule's area, or the first of its area); an image whose
+    area was not shown before is "first <area>"; an image placed after a
+    lower-scoring automatic image was "moved back" (by an area cap when its
+    area had reached it, else for variety); the rest are the "next best".
+    """
+    n = gallery.size
+    pinned = set(gallery.pinned)
+    if shared_pipeline and config.suppress_duplicates and n:
+        rep = duplicate_representatives(gallery, config.duplicate_cosine, config.duplicate_hamming)
+    else:
+        rep = np.arange(n)
+    default_cap = config.max_per_area
+    shown_areas: set[int] = set()
+    area_counts: dict[int, int] = {}
+    lowest_auto = np.inf  # lowest aesthetic among automatic, non-duplicate images placed so far
+    automatic = rep == np.arange(n)
+    automatic[list(pinned)] = False
+    best_auto = gallery.aesthetic[automatic].max() if automatic.any() else np.inf
+    reasons: list[str] = []
+    for position, row in enumerate(int(r) for r in rows):
+        top = int(gallery.top_area[row])
+        area = gallery.areas[top] if gallery.areas else "photo"
+        score = gallery.aesthetic[row]
+        if row in pinned:
+            reason = REASONS["pinned"]
+        elif rep[row] != row:
+            reasons.append(REASONS["duplicate"].format(image_id=gallery.image_ids[rep[row]]))
+            continue
+        elif position == 0:
+            if score >= best_auto:
+                reason = REASONS["hero_best"]
+            elif area in config.hero_areas:
+                reason = REASONS["hero_area"].format(area=area)
+            else:
+                reason = REASONS["hero_first"].format(area=area)
+        elif top not in shown_areas:
+            reason = REASONS["first_area"].format(area=area)
+        elif score > lowest_auto:
+            cap = config.area_caps.get(area, default_cap) if shared_pipeline else None
+            capped = cap is not None and area_counts.get(top, 0) >= cap
+            reason = (REASONS["moved_back_cap"] if capped else REASONS["moved_back"]).format(area=area)
+        else:
+            reason = REASONS["next_best"]
+        reasons.append(reason)
+        shown_areas.add(top)
+        area_counts[top] = area_counts.get(top, 0) + 1
+        if row not in pinned:
+            lowest_auto = min(lowest_auto, score)
+    return reasons
