@@ -143,6 +143,8 @@ function renderGallery(doc) {
   els.title.textContent = `Hotel ${doc.hotel_id}`;
   const updated = doc.updated_at ? new Date(doc.updated_at).toLocaleString() : "—";
   els.meta.textContent = `${images.length} photo${images.length === 1 ? "" : "s"} · model ${doc.model_version || "—"} · updated ${updated}`;
+  const missing = Array.isArray(doc.pinned_missing) ? doc.pinned_missing : [];
+  if (missing.length) els.meta.textContent += ` · pinned but not shown: ${missing.join(", ")}`;
   els.hotel.hidden = false;
   setStatus(images.length ? "" : "This hotel has no photos.");
   els.gallery.replaceChildren(...images.map((img, i) => card(img, i + 1)));
@@ -154,7 +156,11 @@ function card(img, position) {
   li.dataset.imageId = img.image_id;
   li.dataset.area = img.area;
   li.dataset.position = String(position);
-  li.title = `${img.image_id}: click for the CAM`;
+  // Why this position (additive field of the gallery document; older documents have none).
+  const reason = typeof img.reason === "string" ? img.reason : "";
+  if (reason) li.dataset.reason = reason;
+  if (reason.startsWith("pinned")) li.classList.add("pinned");
+  li.title = reason ? `#${position} ${reason} · ${img.image_id}: click for the CAM` : `${img.image_id}: click for the CAM`;
 
   const thumb = el("img", "thumb");
   thumb.alt = `${img.area} photo ${img.image_id}`;
@@ -177,6 +183,22 @@ function card(img, position) {
   conf.append(bar);
 
   li.append(thumb, el("span", "position", `#${position}`), info, conf);
+  if (reason) {
+    // Shown on hover/focus (CSS) and on a tap of the "why" button (touch screens have no hover).
+    const why = el("button", "why", "why?");
+    why.type = "button";
+    why.setAttribute("aria-label", `why #${position}`);
+    why.setAttribute("aria-expanded", "false");
+    const text = el("span", "reason", reason);
+    text.setAttribute("role", "note");
+    why.addEventListener("click", (ev) => {
+      ev.stopPropagation(); // a tap explains, it does not open the CAM
+      const open = li.classList.toggle("explained");
+      why.setAttribute("aria-expanded", String(open));
+    });
+    why.addEventListener("keydown", (ev) => ev.stopPropagation());
+    li.append(why, text);
+  }
   li.addEventListener("click", () => openCam(img));
   li.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); openCam(img); } });
   return li;
@@ -201,7 +223,8 @@ function showCam(area) {
   const { hotelId } = current;
   const path = `/hotels/${encodeURIComponent(hotelId)}/images/${encodeURIComponent(camImage.image_id)}/cam.png`;
   els.camFrame.classList.add("loading");
-  els.camCaption.textContent = `CAM for “${area.replace(/_/g, " ")}” · ${camImage.image_id}`;
+  const why = camImage.reason ? ` · ${camImage.reason}` : "";
+  els.camCaption.textContent = `CAM for “${area.replace(/_/g, " ")}” · ${camImage.image_id}${why}`;
   els.camImage.src = apiUrl(path, { area });
 }
 
