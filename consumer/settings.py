@@ -8,11 +8,24 @@ the Kubernetes ConfigMap name only settings that exist here.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Namespaces are written by our own tools (live, replay-<ts>, test-<tag>); they end up in
+# Redis keys, so anything else (':', '*', spaces, a trailing newline) is refused.
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]{1,2})?")
+_HOST_PORT_RE = re.compile(r"\[?[A-Za-z0-9_.:-]+\]?:[0-9]{1,5}")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line naming the env var and the flag."""
 
 
 class Settings(BaseSettings):
@@ -71,7 +84,17 @@ class Settings(BaseSettings):
         description="Comma-separated CIDRs allowed although private/loopback (e.g. 127.0.0.0/8 for tests)",
     )
     max_image_pixels: int = Field(50_000_000, gt=0, description="Decompression-bomb cap (width*height)")
-    decode_workers: int = Field(0, ge=0, description="Decode worker threads; 0 = number of CPU cores")
+    decode_workers: int = Field(
+        0, ge=0, description="Decode worker processes; 0 = the CPUs this container may use (cgroup quota, affinity)"
+    )
+    decode_timeout_s: float = Field(
+        10.0, gt=0, description="CPU-time budget of one image decode; a worker over it is killed (decode_timeout)"
+    )
+    decode_memory_mb: int = Field(
+        768,
+        ge=64,
+        description="Memory all concurrent decodes may hold, estimated per image from its header; above it they wait",
+    )
 
     # --- Model -----------------------------------------------------------------
     device: str = Field("auto", description="'auto' (cuda if available), 'cuda', 'cuda:N' or 'cpu'")
@@ -92,14 +115,95 @@ class Settings(BaseSettings):
     )
 
     # --- Operations ----------------------------------------------------------------
-    metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics, /healthz, /readyz; 0 = off")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics, /healthz, /readyz; 0 = off")
+    metrics_host: str = Field(
+        "0.0.0.0",
+        description="Bind address of the metrics/health server; all interfaces so kubelet probes and Prometheus reach the pod IP",
+    )
     log_level: str = Field("INFO", description="Python log level")
     log_json: bool = Field(False, description="Structured JSON log lines")
     stop_when_idle_s: float | None = Field(
         None, description="Exit after this many seconds with no new records (demo, replay, tests)"
     )
     serve_host: str = Field("127.0.0.1", description="Read API / gallery page bind address")
-    serve_port: int = Field(8080, ge=0, description="Read API / gallery page port")
+    serve_port: int = Field(8080, ge=0, le=65535, description="Read API / gallery page port")
+
+    # --- Checks of values a type cannot express (run before anything is loaded) ----
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        entries = [e.strip() for e in v.split(",")]
+        bad = [e for e in entries if not _HOST_PORT_RE.fullmatch(e)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not host:port")
+        return ",".join(entries)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
+            raise ValueError("must be redis://host:port/db, rediss://... or unix://path")
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is not None and not NAMESPACE_RE.fullmatch(v):
+            raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)")
+        return v
+
+    @field_validator("download_allow_networks")
+    @classmethod
+    def _allow(cls, v: str) -> str:
+        from .images.netguard import parse_allow_networks
+
+        parse_allow_networks(v)  # ValueError names the bad entry
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE_RE.fullmatch(v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("ranking_strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        from galleryrank.ranking import get_strategy
+
+        try:
+            get_strategy(v)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return v
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str | None) -> str | None:
+        # An explicit checkpoint either takes effect or stops the service: never a silent default.
+        if v is not None and not os.path.isfile(os.path.expanduser(v)):
+            raise ValueError(f"file {v!r} does not exist")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if not isinstance(logging.getLevelName(v.upper()), int):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return v
+
+    @field_validator("metrics_host", "serve_host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", v):
+            raise ValueError("must be an IP address or a host name")
+        return v
 
     def __repr_args__(self):
         # A Redis password may ride in redis_url (redis://:secret@host): never print it.
@@ -117,6 +221,28 @@ def mask_password(url: str) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from env vars, with explicit overrides (CLI flags) on top."""
+    """Settings from env vars, with explicit overrides (CLI flags) on top.
+
+    Raises :class:`ConfigError` with one line per the rule "config errors are one
+    clear line and exit code 2" (the CLI turns it into that), never a traceback.
+    """
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, clean)) from None
+
+
+def describe_errors(exc: ValidationError, flags: dict[str, object]) -> str:
+    """'--batch-size / GALLERYRANK_BATCH_SIZE = 0: must be >= 1' for each error, on one line."""
+    parts = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        source = f"--{name.replace('_', '-')}" if name in flags else f"GALLERYRANK_{name.upper()}"
+        value = err.get("input")
+        if name == "redis_url" and isinstance(value, str):
+            value = mask_password(value)
+        shown = "***" if name == "sasl_password" else repr(value)[:80]
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{source} = {shown}: {message}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -18,18 +18,19 @@ Meta fields (a Redis hash; all strings):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
 
+from ..settings import NAMESPACE_RE
 from ..state import keys
 
 # A namespace becomes part of key names and of a SCAN pattern (drop): keep it
 # to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, never match with `$`: that accepts a trailing newline ("live\n").
+_NAME = NAMESPACE_RE
 # `galleryrank:active` is the pointer; `galleryrank:handover:*` holds the live
 # consumer's per-partition markers (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*`
 # the DLQ's sent marks. A namespace of those names would mix with them (and drop them).
@@ -45,7 +46,7 @@ class NamespaceError(ValueError):
 
 
 def validate_name(namespace: str) -> str:
-    if not _NAME.match(namespace or "") or namespace in RESERVED:
+    if not _NAME.fullmatch(namespace or "") or namespace in RESERVED:
         raise NamespaceError(
             f"invalid namespace {namespace!r}: use 1-64 letters, digits, '.', '_' or '-' "
             f"(not {', '.join(sorted(RESERVED))})"
@@ -125,7 +126,7 @@ async def _discover(redis: aioredis.Redis) -> set[str]:
     for pattern, suffix in (("galleryrank:*:meta", ":meta"), ("galleryrank:*:hotels", ":hotels")):
         async for key in redis.scan_iter(match=pattern, count=DROP_BATCH):
             name = _text(key)[len("galleryrank:") : -len(suffix)]
-            if _NAME.match(name) and name not in RESERVED:
+            if _NAME.fullmatch(name) and name not in RESERVED:
                 found.add(name)
     return found
 

@@ -13,7 +13,13 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from ..settings import Settings, load_settings
+from ..settings import ConfigError, Settings, load_settings
+
+
+class ConfigUsageError(click.ClickException):
+    """A setting that cannot work: one line on stderr, exit code 2 (env vars and flags alike)."""
+
+    exit_code = 2
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:
@@ -49,4 +55,7 @@ def settings_options(func: Callable) -> Callable:
 def split_settings(kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
     """Settings from the Settings flags in kwargs (env and defaults below them), and the other kwargs."""
     fields = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
-    return load_settings(**fields), kwargs
+    try:
+        return load_settings(**fields), kwargs
+    except ConfigError as exc:
+        raise ConfigUsageError(str(exc)) from None

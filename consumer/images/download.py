@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
+import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -59,6 +62,9 @@ REFUSED_IMAGE_TYPES = frozenset({"image/svg+xml"})  # XML, not pixels; Pillow ca
 MAX_URL_LENGTH = 8192  # longer "URLs" are garbage or an attack; common server limit is 8 KiB
 READ_CHUNK_BYTES = 64 * 1024
 USER_AGENT = "galleryrank-image-fetcher/0.1"
+# Protocol fields are ASCII: str.isdigit() also says yes to "²" or "٣", which int() then
+# refuses or reads as another number. Seconds are 1-9 ASCII digits, nothing else.
+_ASCII_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 class DownloadError(Exception):
@@ -326,6 +332,12 @@ class ImageDownloader:
                 raise
             except aiohttp.ClientError as exc:
                 raise _classify_client_error(exc, url) from None
+            except (ValueError, LookupError, TypeError, UnicodeError, OverflowError) as exc:
+                # A header or body field the server sent that some parser refused: the
+                # server's fault, never an internal_error of ours.
+                raise DownloadError(
+                    "bad_response", f"GET {redact_url(url)}: unparsable response ({type(exc).__name__})"
+                ) from None
         raise DownloadError(
             "too_many_redirects",
             f"GET {redact_url(first)} redirected more than {self._max_redirects} times",
@@ -349,12 +361,11 @@ class ImageDownloader:
         status = resp.status
         if status not in (200, 203):
             retriable = status >= 500 or status in RETRIABLE_STATUSES
-            retry_after = resp.headers.get("Retry-After", "").strip()
             raise DownloadError(
                 f"http_{status}",
                 f"GET {redact_url(url)} answered HTTP {status}",
                 retriable,
-                retry_after_s=float(retry_after) if retry_after.isdigit() else None,
+                retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
             )
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
@@ -391,6 +402,28 @@ class ImageDownloader:
         if not received:
             raise DownloadError("empty_body", f"GET {redact_url(url)} sent an empty body")
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: ASCII delay-seconds or an HTTP-date (RFC 9110 10.2.3).
+
+    Anything else (non-ASCII digits, garbage, a date before now) is None: ignored, never an error.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    if not text.isascii():
+        return None
+    if _ASCII_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        return None
+    delay = when.timestamp() - (time.time() if now is None else now)
+    return delay if delay > 0 else None
 
 
 def _classify_client_error(exc: aiohttp.ClientError, url: URL) -> DownloadError:
