@@ -1,4 +1,4 @@
-"""The input event schema (design.md, "Events") and its validation.
+"""The input event schema (docs/architecture.md, "Events") and its validation.
 
 Parsing never raises: a record either becomes an event or an `InvalidEvent`
 with a short reason code (for DLQ headers and metrics) and a readable detail.
@@ -38,8 +38,18 @@ def valid_id(value: str) -> bool:
         and unicodedata.is_normalized("NFC", value)
     )
 
+
 UPSERTED = "image.upserted"
 DELETED = "image.deleted"
+# Editors' overrides (docs/events.md): same topic, same key (hotel_id), same fencing.
+PINNED = "gallery.pinned"
+UNPINNED = "gallery.unpinned"
+HIDDEN = "image.hidden"
+UNHIDDEN = "image.unhidden"
+EVENT_TYPES = (UPSERTED, DELETED, PINNED, UNPINNED, HIDDEN, UNHIDDEN)
+_IMAGE_TYPES = (UPSERTED, DELETED, HIDDEN, UNHIDDEN)  # these name one image_id
+# A gallery page shows a few dozen photos; pins are for the first ones.
+MAX_PINNED = 50
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,50 @@ class ImageDeleted:
 
 
 @dataclass(frozen=True)
+class GalleryPinned:
+    """The hotel's pins become exactly ``image_ids``: they take the first positions, in this order."""
+
+    event_id: str
+    hotel_id: str
+    image_ids: tuple[str, ...]
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class GalleryUnpinned:
+    """``image_ids`` leave the pins (the others keep their order); empty = every pin goes."""
+
+    event_id: str
+    hotel_id: str
+    image_ids: tuple[str, ...]
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class ImageHidden:
+    event_id: str
+    hotel_id: str
+    image_id: str
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class ImageUnhidden:
+    event_id: str
+    hotel_id: str
+    image_id: str
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
 class InvalidEvent:
     reason: str
     detail: str
     event_id: str | None = None
 
 
-Event = ImageUpserted | ImageDeleted
+OverrideEvent = GalleryPinned | GalleryUnpinned | ImageHidden | ImageUnhidden
+Event = ImageUpserted | ImageDeleted | OverrideEvent
 
 
 def _id_field(obj: dict, name: str) -> str | InvalidEvent:
@@ -101,18 +148,24 @@ def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
     if isinstance(event_id, InvalidEvent):
         return event_id
     fields: dict[str, str] = {}
-    for name in ("hotel_id", "image_id"):
-        checked = _id_field(obj, name)
-        if isinstance(checked, InvalidEvent):
-            return InvalidEvent(checked.reason, checked.detail, event_id)
-        fields[name] = checked
+    checked = _id_field(obj, "hotel_id")
+    if isinstance(checked, InvalidEvent):
+        return InvalidEvent(checked.reason, checked.detail, event_id)
+    fields["hotel_id"] = checked
 
     kind = obj.get("type")
     if kind is None:
         return InvalidEvent("missing_field", "field 'type' is missing", event_id)
-    if kind not in (UPSERTED, DELETED):
+    if kind not in EVENT_TYPES:
         shown = kind if isinstance(kind, str) else type(kind).__name__
-        return InvalidEvent("unknown_type", f"type {str(shown)[:40]!r} is not {UPSERTED} or {DELETED}", event_id)
+        return InvalidEvent(
+            "unknown_type", f"type {str(shown)[:40]!r} is not one of {', '.join(EVENT_TYPES)}", event_id
+        )
+    if kind in _IMAGE_TYPES:
+        checked = _id_field(obj, "image_id")
+        if isinstance(checked, InvalidEvent):
+            return InvalidEvent(checked.reason, checked.detail, event_id)
+        fields["image_id"] = checked
 
     occurred_at = obj.get("occurred_at")
     if occurred_at is not None and not isinstance(occurred_at, str):
@@ -125,6 +178,16 @@ def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
 
     if kind == DELETED:
         return ImageDeleted(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+    if kind == HIDDEN:
+        return ImageHidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+    if kind == UNHIDDEN:
+        return ImageUnhidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+    if kind in (PINNED, UNPINNED):
+        image_ids = _image_ids(obj, required=kind == PINNED)
+        if isinstance(image_ids, InvalidEvent):
+            return InvalidEvent(image_ids.reason, image_ids.detail, event_id)
+        cls = GalleryPinned if kind == PINNED else GalleryUnpinned
+        return cls(event_id, fields["hotel_id"], image_ids, occurred_at)
 
     url = obj.get("url")
     if url is None:
@@ -138,14 +201,48 @@ def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
     return ImageUpserted(event_id, fields["hotel_id"], fields["image_id"], url, occurred_at)
 
 
+def _image_ids(obj: dict, required: bool) -> tuple[str, ...] | InvalidEvent:
+    """The ordered ``image_ids`` of a pin event: a list of 1-MAX_PINNED distinct valid ids
+    (for gallery.unpinned it may be absent or empty: every pin goes)."""
+    value = obj.get("image_ids")
+    if value is None:
+        if required:
+            return InvalidEvent("missing_field", "field 'image_ids' is required for gallery.pinned")
+        return ()
+    if not isinstance(value, list):
+        return InvalidEvent("wrong_type", f"field 'image_ids' must be a list, got {type(value).__name__}")
+    if required and not value:
+        return InvalidEvent("invalid_image_ids", "gallery.pinned needs at least one image id (gallery.unpinned clears)")
+    if len(value) > MAX_PINNED:
+        return InvalidEvent("invalid_image_ids", f"{len(value)} image ids, at most {MAX_PINNED} can be pinned")
+    for item in value:
+        if not isinstance(item, str):
+            return InvalidEvent("wrong_type", f"image_ids must be strings, got {type(item).__name__}")
+        if not valid_id(item):
+            return InvalidEvent("invalid_image_id", f"image_ids: {item[:40]!r} is not a valid id")
+    if len(set(value)) != len(value):
+        return InvalidEvent("invalid_image_ids", "image_ids must not repeat an id")
+    return tuple(value)
+
+
+_TYPE_OF = {
+    ImageUpserted: UPSERTED,
+    ImageDeleted: DELETED,
+    GalleryPinned: PINNED,
+    GalleryUnpinned: UNPINNED,
+    ImageHidden: HIDDEN,
+    ImageUnhidden: UNHIDDEN,
+}
+
+
 def encode_event(event: Event) -> tuple[bytes, bytes]:
-    """Kafka (key, value) for an event; producers, the demo and tests use it."""
-    body: dict[str, object] = {
-        "event_id": event.event_id,
-        "type": UPSERTED if isinstance(event, ImageUpserted) else DELETED,
-        "hotel_id": event.hotel_id,
-        "image_id": event.image_id,
-    }
+    """Kafka (key, value) for an event; producers, the demo, the CLI and tests use it."""
+    body: dict[str, object] = {"event_id": event.event_id, "type": _TYPE_OF[type(event)], "hotel_id": event.hotel_id}
+    if isinstance(event, GalleryPinned | GalleryUnpinned):
+        if event.image_ids or isinstance(event, GalleryPinned):
+            body["image_ids"] = list(event.image_ids)
+    else:
+        body["image_id"] = event.image_id
     if isinstance(event, ImageUpserted):
         body["url"] = event.url
     if event.occurred_at is not None:

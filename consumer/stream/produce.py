@@ -7,7 +7,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from ..settings import Settings
-from .events import Event, ImageDeleted, ImageUpserted, encode_event
+from .events import (
+    Event,
+    GalleryPinned,
+    GalleryUnpinned,
+    ImageDeleted,
+    ImageHidden,
+    ImageUnhidden,
+    ImageUpserted,
+    encode_event,
+)
 from .kafka import make_producer
 
 
@@ -21,6 +30,23 @@ def upserted(hotel_id: str, image_id: str, url: str) -> ImageUpserted:
 
 def deleted(hotel_id: str, image_id: str) -> ImageDeleted:
     return ImageDeleted(uuid.uuid4().hex, hotel_id, image_id, now_iso())
+
+
+# Editors' overrides (docs/events.md). `galleryrank pin/unpin/hide/unhide` publish these.
+def pinned(hotel_id: str, image_ids: Iterable[str]) -> GalleryPinned:
+    return GalleryPinned(uuid.uuid4().hex, hotel_id, tuple(image_ids), now_iso())
+
+
+def unpinned(hotel_id: str, image_ids: Iterable[str] = ()) -> GalleryUnpinned:
+    return GalleryUnpinned(uuid.uuid4().hex, hotel_id, tuple(image_ids), now_iso())
+
+
+def hidden(hotel_id: str, image_id: str) -> ImageHidden:
+    return ImageHidden(uuid.uuid4().hex, hotel_id, image_id, now_iso())
+
+
+def unhidden(hotel_id: str, image_id: str) -> ImageUnhidden:
+    return ImageUnhidden(uuid.uuid4().hex, hotel_id, image_id, now_iso())
 
 
 async def publish(
