@@ -1,4 +1,4 @@
-"""Redis key names. The first two are the website's read contract (design.md);
+"""Redis key names. The first two are the website's read contract (docs/architecture.md);
 the rest are internal. Every per-hotel key carries the `{hotel_id}` hash tag so
 one hotel's keys share a Redis Cluster slot and can change in one script."""
 
@@ -20,6 +20,11 @@ def images_key(namespace: str, hotel_id: str) -> str:
 def version_key(namespace: str, hotel_id: str) -> str:
     """Counter bumped on every write of the hotel: optimistic-concurrency check."""
     return f"galleryrank:{namespace}:version:{{{hotel_id}}}"
+
+
+def overrides_key(namespace: str, hotel_id: str) -> str:
+    """Editors' pins and hidden images of the hotel, with their fences (state/overrides.py)."""
+    return f"galleryrank:{namespace}:overrides:{{{hotel_id}}}"
 
 
 def hotels_key(namespace: str) -> str:

@@ -1,45 +1,155 @@
-"""Per-image state kept in Redis, in a compact self-describing form.
+"""What the state layer stores and what it is handed: image changes, fences, records.
 
-Each image is one field of the hotel's hash: JSON with the rounded scores, the
-area probabilities by name (so a gallery stays readable after the area list of
-a model changes), an int8-quantised embedding and the offset that last wrote
-it. Deleted images stay as tombstones so that a late, older upsert of the same
-image cannot bring it back (the fence).
+The interface for the rest of the service (the scorer hands changes to
+``StateWriter.write(hotel_id, change)``; ``GalleryStore.apply`` takes
+``(hotel_id, change)`` pairs). A change is a small tagged union:
+
+- ``ImageState`` with ``deleted=False``: an ``image.upserted`` event, scored;
+- ``ImageState`` with ``deleted=True``: an ``image.deleted`` event (a tombstone);
+- ``overrides.PinChange`` / ``overrides.HideChange``: an editor's override.
+
+Every change carries a ``Fence``: where and when its event happened (topic,
+partition, offset, parsed ``occurred_at``, Kafka record timestamp);
+``Fence.of(record, occurred_at)`` builds it from an aiokafka record.
+
+``Applied`` is what was applied so far to one fenced item (an image, the
+hotel's pin list, the hidden flag of one image); ``Applied.admits`` is the one
+definition of "newer" (docs/architecture.md, "Fencing"):
+
+1. an event whose ``event_id`` was already applied to the item is a
+   re-delivery: skipped (the last ``MAX_EVENT_IDS`` ids per item are kept);
+2. if the event and the item both carry ``occurred_at`` and they differ, the
+   later ``occurred_at`` wins (the item keeps the latest ``occurred_at`` ever
+   applied, so an older event never comes back through rule 3);
+3. otherwise the event wins iff its offset is greater than every offset of its
+   own (topic, partition) already applied to the item; an event from a
+   (topic, partition) the item never saw wins: it is the newest arrival (the
+   store applies one hotel's changes in arrival order).
+
+Once an event lost it loses forever (nothing above moves backwards), so
+redeliveries, crash-redos, rebalances, topic switches and partition changes
+can neither resurrect a deleted image nor bring back an older URL.
+
+Stored form (``images:{h}`` hash, image_id -> ``encode_record``): fixed-layout
+binary, first byte ``0xA1``; records written before it (JSON, first byte ``{``)
+still decode.
 """
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
+import hashlib
+import struct
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 
-# Scores are rounded before storage and ranking, so that a replay that batches
-# images differently (float sums differ in the last bits) still produces
+# Scores are rounded to 1/1000 before storage and ranking, so that a replay that
+# batches images differently (float sums differ in the last bits) still produces
 # byte-identical gallery documents.
 SCORE_DECIMALS = 3
+_MILLI = 10**SCORE_DECIMALS
+# Per fenced item: the last event ids applied (a producer retry re-sends one, with
+# a new offset, usually within seconds) and the (topic, partition)s seen (more than
+# one only after partition-count changes or topic switches).
+MAX_EVENT_IDS = 8
+MAX_SOURCES = 8
+
+def parse_occurred_at(text: str | None) -> int | None:
+    """An event's ``occurred_at`` as microseconds since the epoch; None when absent or not ISO-8601
+    (a naive time counts as UTC). Such an event is ordered as one without ``occurred_at``."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def event_digest(event_id: str) -> int:
+    """64 bits of an event id: what a record keeps to recognise a re-delivery."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)
 class Fence:
-    """Where the state of one image came from: (partition, offset) of the event."""
+    """Where and when one event happened: the input of ``Applied.admits``."""
 
     partition: int
     offset: int
+    topic: str = ""
+    occurred_at: int | None = None  # microseconds since the epoch, from the event's occurred_at
+    timestamp: int = -1  # the Kafka record's timestamp, ms since the epoch; -1 = unknown
+
+    @classmethod
+    def of(cls, record, occurred_at: str | None) -> Fence:
+        """The fence of an aiokafka ConsumerRecord carrying an event with this ``occurred_at``."""
+        ts = record.timestamp if isinstance(record.timestamp, int) else -1
+        return cls(record.partition, record.offset, record.topic, parse_occurred_at(occurred_at), ts)
 
     def is_newer_than(self, other: Fence | None) -> bool:
-        if other is None:
-            return True
-        # Offsets only order events of one partition. A hotel moves partitions
-        # only when the topic's partition count changes; then the new event wins.
-        if other.partition != self.partition:
+        """Offset order within one partition (the fence before Applied; kept while callers move over)."""
+        if other is None or other.partition != self.partition:
             return True
         return self.offset > other.offset
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+    @property
+    def event_time_ms(self) -> int:
+        """occurred_at, else the record timestamp, else 0: what ``updated_at`` is made of."""
+        if self.occurred_at is not None:
+            return self.occurred_at // 1000
+        return max(self.timestamp, 0)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What was applied so far to one fenced item (see the module docstring for the rules)."""
+
+    occurred_at: int | None = None  # the latest occurred_at (µs) ever applied
+    seen: tuple[tuple[str, int], ...] = ()  # (source, highest offset applied), most recent source first
+    events: tuple[int, ...] = ()  # event_digest of the last MAX_EVENT_IDS events applied, newest first
+    event_id: str = ""  # the last event applied (for people reading Redis)
+    changed_at: int = 0  # ms: event time of the last change the website could see (updated_at)
+
+    def admits(self, fence: Fence, event_id: str) -> bool:
+        if event_digest(event_id) in self.events:
+            return False  # a re-delivery (same event_id, any offset)
+        if fence.occurred_at is not None and self.occurred_at is not None and fence.occurred_at != self.occurred_at:
+            return fence.occurred_at > self.occurred_at
+        for source, offset in self.seen:
+            if source == fence.source:
+                return fence.offset > offset
+        return True  # first event of its (topic, partition) for this item: the newest arrival
+
+    def after(self, fence: Fence, event_id: str, visible: bool) -> Applied:
+        """The state once the event is applied; ``visible``: the website sees a difference."""
+        occurred = self.occurred_at
+        if fence.occurred_at is not None and (occurred is None or fence.occurred_at > occurred):
+            occurred = fence.occurred_at
+        previous = dict(self.seen)
+        offset = max(fence.offset, previous.pop(fence.source, -1))
+        seen = ((fence.source, offset), *((s, o) for s, o in self.seen if s != fence.source))[:MAX_SOURCES]
+        events = (event_digest(event_id), *self.events)[:MAX_EVENT_IDS]
+        changed = max(self.changed_at, fence.event_time_ms) if visible else self.changed_at
+        return Applied(occurred, seen, events, event_id, changed)
+
+
+NOTHING = Applied()  # the state of an item no event touched yet
 
 
 @dataclass(frozen=True)
 class ImageState:
+    """An image change (upsert or delete) and, read back from Redis, an image's record."""
+
     image_id: str
     fence: Fence
     event_id: str
@@ -51,6 +161,8 @@ class ImageState:
     embedding: np.ndarray | None = None  # float32, L2-normalised
     phash: int | None = None
     model_version: str = ""
+    # Read back from Redis: the image's fence history. None on an incoming change.
+    applied: Applied | None = field(default=None, compare=False)
 
     @property
     def area(self) -> str:
@@ -63,55 +175,202 @@ class ImageState:
         return probs[self.area]
 
 
-def quantize_embedding(embedding: np.ndarray) -> str:
-    q = np.clip(np.round(np.asarray(embedding, np.float32) * 127.0), -127, 127).astype(np.int8)
-    return base64.b64encode(q.tobytes()).decode()
+# --- embeddings ---------------------------------------------------------------------------------
+def quantize(embedding: np.ndarray) -> np.ndarray:
+    """float -> int8 (scale 127): 1 byte per dimension; cosine keeps 2-3 decimals."""
+    return np.clip(np.round(np.asarray(embedding, np.float32) * 127.0), -127, 127).astype(np.int8)
 
 
-def dequantize_embedding(text: str) -> np.ndarray:
-    q = np.frombuffer(base64.b64decode(text), dtype=np.int8).astype(np.float32) / 127.0
-    norm = float(np.linalg.norm(q))
-    return q / norm if norm > 0 else q
+def dequantize(q: np.ndarray) -> np.ndarray:
+    v = np.asarray(q, dtype=np.int8).astype(np.float32) / 127.0
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
 
 
-def encode_record(rec: ImageState) -> bytes:
-    body: dict[str, object] = {"p": rec.fence.partition, "o": rec.fence.offset, "e": rec.event_id}
+def _milli(value: float) -> int:
+    return round(float(value) * _MILLI)
+
+
+# --- the binary record ----------------------------------------------------------------------------
+_IMAGE_MAGIC = 0xA1
+_PINS_MAGIC = 0xA2
+_FLAG_MAGIC = 0xA3
+_DELETED, _HAS_EMB, _HAS_PHASH, _HAS_OCCURRED, _HIDDEN_FLAG = 1, 2, 4, 8, 16
+_Q = struct.Struct("<q")
+_QQ = struct.Struct("<Q")
+_I = struct.Struct("<i")
+_H = struct.Struct("<H")
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"{text[:40]!r}... is longer than 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+def _encode_applied(out: bytearray, applied: Applied) -> None:
+    if applied.occurred_at is not None:
+        out += _Q.pack(applied.occurred_at)
+    out += _Q.pack(applied.changed_at)
+    out.append(len(applied.seen))
+    for source, offset in applied.seen:
+        out += _short(source)
+        out += _Q.pack(offset)
+    out.append(len(applied.events))
+    for digest in applied.events:
+        out += _QQ.pack(digest)
+    out += _short(applied.event_id)
+
+
+class _Reader:
+    __slots__ = ("raw", "pos")
+
+    def __init__(self, raw: bytes, pos: int = 0):
+        self.raw, self.pos = raw, pos
+
+    def byte(self) -> int:
+        self.pos += 1
+        return self.raw[self.pos - 1]
+
+    def unpack(self, fmt: struct.Struct):
+        (value,) = fmt.unpack_from(self.raw, self.pos)
+        self.pos += fmt.size
+        return value
+
+    def text(self, length: int) -> str:
+        self.pos += length
+        return self.raw[self.pos - length : self.pos].decode()
+
+    def short(self) -> str:
+        return self.text(self.byte())
+
+    def applied(self, has_occurred: bool) -> Applied:
+        occurred = self.unpack(_Q) if has_occurred else None
+        changed = self.unpack(_Q)
+        seen = tuple((self.short(), self.unpack(_Q)) for _ in range(self.byte()))
+        events = tuple(self.unpack(_QQ) for _ in range(self.byte()))
+        return Applied(occurred, seen, events, self.short(), changed)
+
+
+def source_fence(applied: Applied) -> Fence:
+    """An informative Fence for a record read back: the most recent source and its highest offset."""
+    if not applied.seen:
+        return Fence(-1, -1)
+    source, offset = applied.seen[0]
+    topic, _, partition = source.rpartition("/")
+    return Fence(int(partition) if partition.lstrip("-").isdigit() else -1, offset, topic, applied.occurred_at)
+
+
+def encode_record(rec: ImageState, applied: Applied | None = None) -> bytes:
+    """The stored form of an image: fence history + rounded scores, area probabilities by name,
+    int8 embedding, pHash (~350 bytes at a 128-d embedding, 9 areas)."""
+    applied = applied or rec.applied or NOTHING.after(rec.fence, rec.event_id, visible=True)
+    flags = _DELETED if rec.deleted else 0
+    if applied.occurred_at is not None:
+        flags |= _HAS_OCCURRED
+    if not rec.deleted:
+        if rec.embedding is not None:
+            flags |= _HAS_EMB
+        if rec.phash is not None:
+            flags |= _HAS_PHASH
+    out = bytearray((_IMAGE_MAGIC, flags))
+    _encode_applied(out, applied)
     if rec.deleted:
-        body["deleted"] = True
-        return orjson.dumps(body)
-    body.update(
-        url=rec.url,
-        a=round(float(rec.aesthetic), SCORE_DECIMALS),
-        d=[round(float(x), SCORE_DECIMALS) for x in rec.aesthetic_dist],
-        ar={k: round(float(v), SCORE_DECIMALS) for k, v in sorted((rec.area_probs or {}).items())},
-        m=rec.model_version,
-    )
+        return bytes(out)
+    out += _short(rec.model_version)
+    url = rec.url.encode()
+    out += _H.pack(len(url)) + url
+    out += _I.pack(_milli(rec.aesthetic))
+    out.append(len(rec.aesthetic_dist))
+    for x in rec.aesthetic_dist:
+        out += _H.pack(min(max(_milli(x), 0), 65535))
+    probs = sorted((rec.area_probs or {}).items())
+    out.append(len(probs))
+    for name, p in probs:
+        out += _short(name)
+        out += _H.pack(min(max(_milli(p), 0), 65535))
     if rec.embedding is not None:
-        body["emb"] = quantize_embedding(rec.embedding)
+        q = quantize(rec.embedding)
+        out += _H.pack(q.size) + q.tobytes()
     if rec.phash is not None:
-        body["ph"] = f"{rec.phash:016x}"
-    return orjson.dumps(body)
+        out += _QQ.pack(int(rec.phash) & 0xFFFFFFFFFFFFFFFF)
+    return bytes(out)
 
 
 def decode_record(image_id: str, raw: bytes) -> ImageState:
+    if raw[:1] == b"{":
+        return _decode_legacy(image_id, raw)
+    r = _Reader(raw)
+    if r.byte() != _IMAGE_MAGIC:
+        raise ValueError(f"image record of {image_id!r}: unknown format byte {raw[0]:#x}")
+    flags = r.byte()
+    applied = r.applied(bool(flags & _HAS_OCCURRED))
+    fence = source_fence(applied)
+    if flags & _DELETED:
+        return ImageState(image_id, fence, applied.event_id, deleted=True, applied=applied)
+    model_version = r.short()
+    url = r.text(r.unpack(_H))
+    aesthetic = r.unpack(_I) / _MILLI
+    dist = tuple(r.unpack(_H) / _MILLI for _ in range(r.byte()))
+    probs = {}
+    for _ in range(r.byte()):
+        name = r.short()
+        probs[name] = r.unpack(_H) / _MILLI
+    embedding = None
+    if flags & _HAS_EMB:
+        dim = r.unpack(_H)
+        embedding = dequantize(np.frombuffer(raw, dtype=np.int8, count=dim, offset=r.pos))
+        r.pos += dim
+    phash = r.unpack(_QQ) if flags & _HAS_PHASH else None
+    return ImageState(
+        image_id,
+        fence,
+        applied.event_id,
+        url=url,
+        aesthetic=aesthetic,
+        aesthetic_dist=dist,
+        area_probs=probs,
+        embedding=embedding,
+        phash=phash,
+        model_version=model_version,
+        applied=applied,
+    )
+
+
+def _decode_legacy(image_id: str, raw: bytes) -> ImageState:
+    """Records written before the binary format (JSON, fenced by partition and offset only).
+
+    Their topic is unknown: the source is "/<partition>", so the first event of
+    the live topic for such an image is decided by rule 1 (event id) and
+    occurred_at, not by offset."""
+    import base64
+
     body = orjson.loads(raw)
     fence = Fence(int(body["p"]), int(body["o"]))
+    event_id = body.get("e", "")
+    applied = Applied(None, ((fence.source, fence.offset),), (event_digest(event_id),) if event_id else (), event_id)
     if body.get("deleted"):
-        return ImageState(image_id=image_id, fence=fence, event_id=body.get("e", ""), deleted=True)
+        return ImageState(image_id, fence, event_id, deleted=True, applied=applied)
+    emb = None
+    if "emb" in body:
+        emb = dequantize(np.frombuffer(base64.b64decode(body["emb"]), dtype=np.int8))
     return ImageState(
-        image_id=image_id,
-        fence=fence,
-        event_id=body.get("e", ""),
+        image_id,
+        fence,
+        event_id,
         url=body["url"],
         aesthetic=float(body["a"]),
         aesthetic_dist=tuple(body.get("d", ())),
         area_probs={k: float(v) for k, v in body.get("ar", {}).items()},
-        embedding=dequantize_embedding(body["emb"]) if "emb" in body else None,
+        embedding=emb,
         phash=int(body["ph"], 16) if "ph" in body else None,
         model_version=body.get("m", ""),
+        applied=applied,
     )
 
 
 def normalise_scores(rec: ImageState) -> ImageState:
-    """The record as it reads back from Redis (rounded, quantised): rank on this."""
-    return decode_record(rec.image_id, encode_record(rec))
+    """The change as it reads back from Redis (rounded, quantised), keeping its fence: rank on this."""
+    back = decode_record(rec.image_id, encode_record(rec))
+    return replace(back, fence=rec.fence, event_id=rec.event_id, applied=rec.applied)
