@@ -1,21 +1,29 @@
-"""Build the gallery document the website reads (design.md, "Redis (output)").
+"""Build the gallery document the website reads (docs/architecture.md, "Redis (output)").
 
-Pure: records in, JSON bytes out. The display order comes from `ranking.rank`.
+Pure: records in, JSON bytes out. The display order, with the editors' pins and hidden
+images applied and a reason per position, comes from `ranking.rank_gallery`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
-from galleryrank.ranking import rank
+from galleryrank.ranking import rank, rank_gallery
 from galleryrank.ranking.types import Candidate, RankingConfig
 
 from .records import ImageState
+
+if TYPE_CHECKING:
+    from .overrides import HotelOverrides
+
+log = logging.getLogger(__name__)
 
 
 def _candidates(records: list[ImageState]) -> tuple[list[Candidate], list[str]]:
@@ -58,13 +66,34 @@ def order_records(records: Iterable[ImageState], config: RankingConfig | None = 
     return [live[i] for i in rank(cands, areas, config)]
 
 
+def explain_records(
+    records: Iterable[ImageState], config: RankingConfig | None = None, overrides: HotelOverrides | None = None
+) -> tuple[list[ImageState], list[str], list[str]]:
+    """(shown images in display order, a reason per position, pinned ids not shown).
+
+    Editors' overrides applied: hidden images are left out, pinned ones lead
+    (ranking.rank_gallery)."""
+    pinned = overrides.pinned if overrides is not None else ()
+    hidden = overrides.hidden if overrides is not None else frozenset()
+    live = sorted((r for r in records if not r.deleted), key=lambda r: r.image_id)
+    if not live:
+        return [], [], list(dict.fromkeys(pinned))
+    cands, areas = _candidates(live)
+    ranked = rank_gallery(cands, areas, config, pinned=pinned, hidden=hidden)
+    return [live[i] for i in ranked.order], ranked.reasons, ranked.pinned_missing
+
+
 def build_document(
     hotel_id: str,
     records: Iterable[ImageState],
     config: RankingConfig | None = None,
     now: datetime | None = None,
+    overrides: HotelOverrides | None = None,
 ) -> bytes:
-    ordered = order_records(records, config)
+    """The gallery JSON. Beyond the read contract's fields, additive: each image's
+    ``reason`` for its position and the document's ``pinned_missing`` (pinned ids
+    with no image shown: never uploaded, deleted or hidden)."""
+    ordered, reasons, missing = explain_records(records, config, overrides)
     doc = {
         "hotel_id": hotel_id,
         "model_version": _model_version(ordered),
@@ -76,8 +105,12 @@ def build_document(
                 "area": r.area,
                 "area_confidence": round(r.area_confidence, 3),
                 "aesthetic": round(r.aesthetic, 3),
+                "reason": reason,
             }
-            for r in ordered
+            for r, reason in zip(ordered, reasons)
         ],
+        "pinned_missing": missing,
     }
+    if missing:
+        log.info("hotel %s: pinned images not shown (missing, deleted or hidden): %s", hotel_id, ", ".join(missing))
     return orjson.dumps(doc)
