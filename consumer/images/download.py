@@ -16,8 +16,8 @@ Image URLs arrive in public events, so every download is treated as hostile:
 * the body is streamed with a hard byte cap, so a lying ``Content-Length`` or an
   endless body stops at ``download_max_bytes`` (memory stays bounded);
 * one deadline (``download_timeout_s``) covers all hops and the body of an
-  attempt, so a slow-drip server is cut; connect and read stalls have their own
-  caps;
+  attempt, so a slow-drip or stalled server is cut; a connect has its own cap
+  (the only per-request timer aiohttp arms, and only for a new connection);
 * ``Content-Type`` must be ``image/*`` (SVG excluded: it is XML, not pixels) or
   a generic binary type (``application/octet-stream``, ``binary/octet-stream``,
   or none at all), because object stores and CDNs often serve photos that way;
@@ -258,12 +258,15 @@ class ImageDownloader:
             socket_factory=guarded_socket_factory(self._allow),
             ttl_dns_cache=10,  # the cache holds only answers that passed the guard
         )
+        # Only the connect caps here (they arm a timer only when a new connection is opened):
+        # the total is the one asyncio.timeout per attempt in fetch(), which covers every hop
+        # and the body. A per-request total or sock_read timeout would arm (and, for sock_read,
+        # re-arm on every chunk) more timers per download for a deadline that is already there.
         timeout = aiohttp.ClientTimeout(
-            total=self._timeout_s,
+            total=None,
             connect=self._connect_timeout_s,
             sock_connect=self._connect_timeout_s,
-            # A server silent for half the budget is stalled; cut it before the total cap.
-            sock_read=max(self._timeout_s / 2, self._connect_timeout_s),
+            sock_read=None,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -386,11 +389,20 @@ class ImageDownloader:
             )
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
-        """The body, read in chunks; stops as soon as it passes the cap, whatever Content-Length said.
+        """The body, never more than the cap: a declared Content-Length (<= cap, checked before) is
+        read at once; otherwise it is read in chunks and stops as soon as it passes the cap.
 
         Chunks are kept in a list (no growing buffer to re-copy), so an endless
         body costs at most the cap plus one chunk before it is cut.
         """
+        declared = resp.content_length
+        if declared is not None and "Transfer-Encoding" not in resp.headers:
+            # A Content-Length body: aiohttp's parser delivers exactly `declared` bytes (already
+            # checked against the cap in _check_response), so one read is as bounded as the loop.
+            body = await resp.read()
+            if not body:
+                raise DownloadError("empty_body", f"GET {redact_url(url)} sent an empty body")
+            return body
         chunks: list[bytes] = []
         received = 0
         async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
