@@ -106,7 +106,7 @@ class ImageServer:
     async def start(self) -> ImageServer:
         app = web.Application()
         app.router.add_get("/images/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -95,7 +95,7 @@ async def bad_server():
     app.router.add_get("/page.jpg", html)
     app.router.add_get("/corrupt.jpg", corrupt)
     app.router.add_get("/boom.jpg", boom)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)  # the /hang handler never ends: do not wait 60 s for it
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
