@@ -1,10 +1,22 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
-.PHONY: demo test test-unit bench
-demo:
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (what CI runs).
+# Each sets up .venv and the services it needs by itself.
+.PHONY: demo test test-fast test-unit lint bench
+
+demo:        ## the whole pipeline on embedded Kafka + Redis, prints the ranked galleries
 	bash scripts/demo.sh
-test:
+
+test:        ## static gates, then the whole suite (= .ci/run)
+	bash scripts/lint.sh
 	bash scripts/test.sh
-test-unit:
+
+test-fast:   ## unit tests + the fast integration tests (< 3 min here): run while you work
+	bash scripts/test.sh -m "not slow" -q
+
+test-unit:   ## pure code only, no services (~1 min)
 	bash scripts/test.sh tests/unit -q
+
+lint:        ## ruff check, ruff format --check, mypy
+	bash scripts/lint.sh
+
 bench:
 	bash scripts/bootstrap.sh && .venv/bin/python bench/pipeline_bench.py --quick && .venv/bin/python bench/ranking_bench.py
