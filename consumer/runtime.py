@@ -20,6 +20,23 @@ log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings, checkpoint: str | None = None):
+    if settings.model_server:
+        # Scores come from a Triton server (models/triton_client.py); its model is the one
+        # its repository holds, so a checkpoint here cannot choose it.
+        from galleryrank.models.triton_client import TritonScoringModel
+
+        if checkpoint and checkpoint != settings.checkpoint:
+            log.warning(
+                "checkpoint %s ignored: the model server %s serves its own model", checkpoint, settings.model_server
+            )
+        model = TritonScoringModel(settings.model_server, timeout_s=settings.model_server_timeout_s)
+        log.info(
+            "model %s from %s (triton backend), areas=%s",
+            model.model_version,
+            settings.model_server,
+            ",".join(model.areas),
+        )
+        return model
     from galleryrank.models import load_scoring_model
 
     model = load_scoring_model(

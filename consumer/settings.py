@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         None, description="Model checkpoint file; unset = shipped default heads on ImageNet EfficientNet-Lite0"
     )
     model_cache_dir: str = Field("~/.cache/galleryrank", description="Where exported ONNX graphs are cached")
+    model_server: str = Field(
+        "",
+        description="grpc://host:port of a Triton model server (galleryrank model-server, or Triton with the "
+        "export --triton repository) that scores instead of an in-process model; empty = in-process",
+    )
+    model_server_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline of one model-server request; failed requests are retried, never dropped"
+    )
 
     # --- Ranking -----------------------------------------------------------------
     ranking_strategy: str = Field(
@@ -170,6 +178,15 @@ class Settings(BaseSettings):
     def _device(cls, v: str) -> str:
         if not _DEVICE_RE.fullmatch(v):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("model_server")
+    @classmethod
+    def _model_server(cls, v: str) -> str:
+        if v:  # the same rule as models/triton_client.py parse_url (not imported: it pulls in torch)
+            parts = urlsplit(v)
+            if parts.scheme != "grpc" or not parts.hostname or not parts.port:
+                raise ValueError(f"must be grpc://host:port, not {v!r}")
         return v
 
     @field_validator("ranking_strategy")

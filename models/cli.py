@@ -5,6 +5,7 @@
     galleryrank evaluate --checkpoint runs/tagger/best.pt --data DIR --report eval.json
     galleryrank explain IMAGE... --checkpoint runs/tagger/best.pt --area bathroom --out cams/
     galleryrank export --checkpoint runs/tagger/best.pt --out model.onnx
+    galleryrank export --triton triton-models        # Triton model repository (models/triton.py)
 
 Every command prints its result as JSON on stdout (logs go to stderr).
 """
@@ -140,11 +141,19 @@ def export_cmd(
     checkpoint: Optional[str] = typer.Option(None),
     opset: int = typer.Option(17),
     max_abs_diff: float = typer.Option(1e-3, help="Fail when ONNX Runtime differs more from PyTorch fp32"),
+    triton: Optional[Path] = typer.Option(
+        None, help="Write a Triton model repository here instead (DIR/galleryrank/config.pbtxt + 1/model.onnx)"
+    ),
 ) -> None:
     """Export the scoring graph to ONNX and check parity with PyTorch (max abs diff printed)."""
     from .export import export_onnx
 
-    result = export_onnx(checkpoint, out, opset=opset)
+    if triton is not None:
+        from .triton import write_repository
+
+        result = write_repository(checkpoint, triton, opset=opset)
+    else:
+        result = export_onnx(checkpoint, out, opset=opset)
     _print(result)
     if result["max_abs_diff"]["max"] > max_abs_diff:
         raise typer.Exit(code=1)

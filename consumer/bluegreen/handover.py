@@ -76,6 +76,10 @@ async def _retrying(call, what: str):
 
 def load_namespace_model(settings: Settings, checkpoint: str | None):
     """The model a namespace's meta names ("" / None = the shipped default model)."""
+    if settings.model_server:  # the model server's model, whatever the meta names
+        from ..runtime import load_model
+
+        return load_model(settings, checkpoint)
     from galleryrank.models import load_scoring_model
 
     return load_scoring_model(

@@ -51,8 +51,15 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
+        # A remote model (models/triton_client.py) may be waiting for its server: let it give
+        # up, and take calls again afterwards (the model object may serve another scorer).
+        owner = getattr(self._score_batch, "__self__", None)
+        if hasattr(owner, "interrupt"):
+            owner.interrupt()
         await cancel_and_wait(self._task)
         self._executor.shutdown(wait=True)
+        if hasattr(owner, "resume"):
+            owner.resume()
 
     def queued(self) -> int:
         return self._queue.qsize()
