@@ -4,11 +4,17 @@ Downloads and scoring finish in any order, but Kafka stores one position per
 partition: "everything before this is done". So per partition we keep the
 offsets handed out and not yet durable; the committable position is the
 smallest of them (or one past the highest seen when none is pending).
+
+Offsets arrive per partition in fetch order, i.e. ascending, so the pending
+ones are kept in a deque in that order (no heap): starting a fetched batch is
+one bulk ``set.update`` + ``deque.extend`` (``started_many``), finishing a record
+one ``set.discard``, and the position pops finished offsets off the left.
+A seek backwards (a rewind) re-sorts the deque once.
 """
 
 from __future__ import annotations
 
-import heapq
+from collections import deque
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
@@ -17,7 +23,7 @@ from aiokafka import TopicPartition
 @dataclass
 class _PartitionOffsets:
     pending: set[int] = field(default_factory=set)
-    heap: list[int] = field(default_factory=list)  # min-heap over pending (lazy deletion)
+    order: deque[int] = field(default_factory=deque)  # pending offsets, ascending (lazy deletion)
     next_offset: int | None = None  # one past the highest offset seen
     committed: int | None = None  # last position handed to Kafka
 
@@ -27,11 +33,23 @@ class OffsetTracker:
         self._parts: dict[TopicPartition, _PartitionOffsets] = {}
 
     def started(self, tp: TopicPartition, offset: int) -> None:
-        p = self._parts.setdefault(tp, _PartitionOffsets())
-        p.pending.add(offset)
-        heapq.heappush(p.heap, offset)
-        if p.next_offset is None or offset + 1 > p.next_offset:
-            p.next_offset = offset + 1
+        self.started_many(tp, (offset,))
+
+    def started_many(self, tp: TopicPartition, offsets: list[int] | tuple[int, ...]) -> None:
+        """Offsets of one fetched batch of `tp`, ascending (as a fetch returns them)."""
+        if not offsets:
+            return
+        p = self._parts.get(tp)
+        if p is None:
+            p = self._parts[tp] = _PartitionOffsets()
+        first, last = offsets[0], offsets[-1]
+        p.pending.update(offsets)
+        if p.order and first <= p.order[-1] or last < first:  # a rewind, or out of order: keep it sorted
+            p.order = deque(sorted(set(p.order) | set(offsets)))
+        else:
+            p.order.extend(offsets)
+        if p.next_offset is None or last + 1 > p.next_offset:
+            p.next_offset = max(offsets) + 1
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         p = self._parts.get(tp)
@@ -45,9 +63,10 @@ class OffsetTracker:
         return sum(len(p.pending) for p in self._parts.values())
 
     def _position(self, p: _PartitionOffsets) -> int | None:
-        while p.heap and p.heap[0] not in p.pending:
-            heapq.heappop(p.heap)
-        return p.heap[0] if p.heap else p.next_offset
+        order, pending = p.order, p.pending
+        while order and order[0] not in pending:
+            order.popleft()
+        return order[0] if order else p.next_offset
 
     def committable(self, partitions: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Positions that moved since the last `mark_committed` (only these need a commit)."""

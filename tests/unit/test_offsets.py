@@ -106,3 +106,34 @@ def test_random_completion_order_matches_a_brute_force_model():
         assert moved.get(TP0, last) == expected  # absent = unchanged since the last commit
         t.mark_committed(moved)
         last = expected
+
+
+def test_a_fetched_batch_started_at_once_behaves_as_one_by_one():
+    rng = random.Random(7)
+    bulk, single = OffsetTracker(), OffsetTracker()
+    batches = [list(range(0, 40)), list(range(40, 41)), list(range(41, 90, 3))]
+    for batch in batches:
+        bulk.started_many(TP0, batch)
+        start_all(single, TP0, batch)
+    order = [o for b in batches for o in b]
+    rng.shuffle(order)
+    for off in order:
+        bulk.done(TP0, off)
+        single.done(TP0, off)
+        assert bulk.committable() == single.committable()
+        assert bulk.in_flight() == single.in_flight()
+    assert bulk.committable() == {TP0: 90}  # one past the last offset seen (89)
+
+
+def test_a_rewind_below_pending_offsets_keeps_the_first_unfinished_one():
+    # A seek backwards (replay) hands out lower offsets again: the position must follow them.
+    t = OffsetTracker()
+    t.started_many(TP0, [10, 11, 12])
+    t.done(TP0, 10)
+    t.started_many(TP0, [5, 6])
+    assert t.committable() == {TP0: 5}
+    t.done(TP0, 5)
+    t.done(TP0, 6)
+    assert t.committable() == {TP0: 11}
+    t.started_many(TP0, [])
+    assert t.in_flight() == 2
