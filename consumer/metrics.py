@@ -42,3 +42,18 @@ LAST_COMMIT = Gauge(
 REDIS_RETRIES = Counter(
     "galleryrank_redis_retries_total", "Redis write attempts that failed and were retried", registry=REGISTRY
 )
+DLQ_DEGRADED = Counter(
+    "galleryrank_dlq_degraded_total",
+    "DLQ records the broker refused as they were, sent truncated or as headers only (form)",
+    ["form"],
+    registry=REGISTRY,
+)
+DLQ_SEND_RETRIES = Counter(
+    "galleryrank_dlq_send_retries_total", "DLQ sends that failed on broker trouble and were retried", registry=REGISTRY
+)
+HOTEL_CACHE = Counter(
+    "galleryrank_hotel_cache_total",
+    "Hotel state cache of the writer: hit, miss (loaded from Redis), evicted, conflict (another writer moved it)",
+    ["event"],
+    registry=REGISTRY,
+)

@@ -117,7 +117,7 @@ async def run_scorer(
         from .health import start_health_server
 
         health = await start_health_server(
-            "0.0.0.0", settings.metrics_port, lambda: scorer.last_loop_at, lambda: scorer.ready
+            settings.metrics_host, settings.metrics_port, lambda: scorer.last_loop_at, lambda: scorer.ready
         )
     if install_signal_handlers:
         loop = asyncio.get_running_loop()

@@ -169,6 +169,88 @@ def _png_metadata_bomb(kind: bytes) -> bytes:
     return png_bytes(16, 16, 8, 2, rows, [(kind, payload)])
 
 
+# PNG colour type and bit depth of each Pillow mode an at-cap image is made in.
+_PNG_MODES = {"RGB": (2, 8, 3), "RGBA": (6, 8, 4), "L": (0, 8, 1), "LA": (4, 8, 2), "I;16": (0, 16, 2), "P": (3, 8, 1)}
+AT_CAP_SIDE = 7_000  # 49 M pixels: just under the default 50 M pixel cap
+
+
+def uniform_png(width: int, height: int, mode: str) -> bytes:
+    """A ``width`` x ``height`` PNG of one colour (top half transparent where the mode has
+    alpha), written row by row: a 7000x7000 RGBA image is ~200 KB and never exists
+    decoded in the test process. ``P`` has a two-entry palette with index 0 transparent."""
+    color_type, depth, channels = _PNG_MODES[mode]
+    pixel = {
+        "RGB": b"\x80\x60\x40",
+        "RGBA": b"\xc0\x20\x20\xff",
+        "L": b"\x80",
+        "LA": b"\x80\xff",
+        "I;16": b"\x80\x00",
+        "P": b"\x01",
+    }[mode]
+    hidden = {"RGBA": b"\x00\x00\x00\x00", "LA": b"\x00\x00", "P": b"\x00"}.get(mode, pixel)
+    z = zlib.compressobj(9)
+    top, bottom = b"\x00" + hidden * width, b"\x00" + pixel * width
+    idat = b"".join(z.compress(top if y < height // 2 else bottom) for y in range(height)) + z.flush()
+    extra: list[tuple[bytes, bytes]] = []
+    if mode == "P":
+        extra = [(b"PLTE", b"\x00\x00\x00\xc0\x20\x20"), (b"tRNS", b"\x00")]
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    head = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", ihdr)] + [chunk(k, v) for k, v in extra]
+    return b"".join([*head, chunk(b"IDAT", idat), chunk(b"IEND", b"")])
+
+
+def uniform_progressive_jpeg(side: int, mode: str = "RGB") -> bytes:
+    """A progressive JPEG of one colour, ``side`` x ``side`` (libjpeg holds its full-size coefficients)."""
+    return encode(Image.new(mode, (side, side), 128 if mode == "L" else (128, 100, 90)), "JPEG", progressive=True)
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, bytes) of each segment after SOI; an SOS segment includes its entropy-coded data."""
+    out, pos = [], 2
+    while pos < len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append((marker, data[pos : pos + 2]))
+            break
+        end = pos + 2 + ((data[pos + 2] << 8) | data[pos + 3])
+        if marker == 0xDA:
+            while True:
+                end = data.find(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append((marker, data[pos:end]))
+        pos = end
+    return out
+
+
+def progressive_scan_bomb(side: int = 2048, extra_scans: int = 5_000) -> bytes:
+    """A valid progressive JPEG with ``extra_scans`` more copies of its AC refinement scan.
+
+    Every scan is a full pass over the image's coefficients, so the CPU cost grows with
+    scans x pixels while the file stays tiny: 4096 x 4096 with 2,000 extra scans is
+    178 KB and ~11 s of CPU; 20,000 on 7000 x 7000 is minutes (libjpeg only warns).
+    """
+    segs = _jpeg_segments(uniform_progressive_jpeg(side, "L"))
+    scans = [i for i, (marker, _) in enumerate(segs) if marker == 0xDA]
+    i = scans[3]  # an AC scan with a Huffman table of its own just before it
+    unit = (segs[i - 1][1] if segs[i - 1][0] == 0xC4 else b"") + segs[i][1]
+    return b"\xff\xd8" + b"".join(s for m, s in segs if m != 0xD9) + unit * extra_scans + b"\xff\xd9"
+
+
+def at_cap_images() -> dict[str, bytes]:
+    """One image per decode mode at the pixel cap (7000 x 7000), ~0.2 MB each."""
+    side = AT_CAP_SIDE
+    out = {f"png_{m.replace(';', '').lower()}": uniform_png(side, side, m) for m in _PNG_MODES}
+    out["jpeg_progressive_rgb"] = uniform_progressive_jpeg(side)
+    return out
+
+
 def _truncated(data: bytes, keep: float) -> bytes:
     return data[: int(len(data) * keep)]
 
@@ -488,6 +570,27 @@ def corpus() -> tuple[ImageCase, ...]:
             "image/png",
             "corrupt_image",
             "ICC profile chunk inflating to 16 MB",
+        ),
+        # --- decode-time bombs: small files that cost minutes of CPU ------------------------
+        ImageCase(
+            "jpeg_progressive_scan_bomb",
+            progressive_scan_bomb(2048, 5_000),
+            "image/jpeg",
+            "too_many_scans",
+            "progressive JPEG with 5,000 extra scans (a full pass each): refused from the markers",
+        ),
+        # --- every decode mode at the pixel cap: bounded memory -------------------------------
+        *(
+            ImageCase(
+                f"at_cap_{name}",
+                data,
+                "image/jpeg" if name.startswith("jpeg") else "image/png",
+                OK,
+                f"7000 x 7000 {name} (49 M pixels): decoded within the byte budget",
+                (AT_CAP_SIDE, AT_CAP_SIDE),
+                tags=frozenset({"at_cap"}),
+            )
+            for name, data in at_cap_images().items()
         ),
         # --- not images (or not formats we accept) --------------------------------------
         ImageCase("empty", b"", "image/jpeg", "not_image", "zero bytes"),

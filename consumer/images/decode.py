@@ -10,7 +10,7 @@ Downloaded bytes are hostile input. Decoding:
   WebP pixels count 4x (its decoder needs ~16 bytes per pixel, the others ~4);
   Pillow's own ``DecompressionBombError`` is the second line;
 * asks the JPEG decoder for a DCT-domain downscale (``Image.draft``) to at least
-  2x the model size: ~2x faster decode and less memory (anchors.md: ~80 -> ~170
+  2x the model size: ~2x faster decode and less memory (docs/references.md: ~80 -> ~170
   img/s per core on 1600x1200); other formats get the same via ``Image.reduce``;
 * loads fully with ``ImageFile.LOAD_TRUNCATED_IMAGES`` off, so truncated or
   corrupt data becomes a ``DecodeError`` instead of a half-grey photo in the
@@ -18,7 +18,18 @@ Downloaded bytes are hostile input. Decoding:
 * applies the EXIF orientation (ImageOps.exif_transpose's table; a malformed
   EXIF block leaves the photo unrotated rather than rejected), takes the first frame of animations, and turns
   every mode into plain RGB (alpha composited on white, 16-bit scaled, CMYK
-  converted) before :func:`models.preprocess.preprocess_image`.
+  converted) before :func:`models.preprocess.preprocess_image`; modes that
+  must be converted before they can be downscaled (palette, alpha, 16-bit, ...)
+  are converted strip by strip, so no full-size converted copy ever exists;
+* refuses, from the header alone, what would cost too much: a JPEG with more
+  than ``MAX_JPEG_SCANS`` scans (each progressive scan is a pass over the whole
+  image: tens of thousands of tiny scans in 1.6 MB took minutes of CPU), and
+  any image whose estimated decode memory (:func:`decode_cost_bytes`, in bytes,
+  by format and mode) is above the budget.
+
+The pipeline runs all this in killable worker processes with a CPU-time
+budget (:mod:`galleryrank.consumer.images.decode_pool`), so whatever gets past
+these checks still cannot hold a decoder for long.
 """
 
 from __future__ import annotations
@@ -54,6 +65,17 @@ _REDUCIBLE_MODES = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
 # (measured: 192 MB for 4000x3000) against ~4 for the other formats, so a WebP
 # pixel counts 4 times against max_pixels, which is a memory budget in RGBX pixels.
 _WEBP_PIXEL_COST = 4
+# A progressive JPEG from libjpeg has 10 scans, mozjpeg's optimised scripts a few dozen;
+# the format allows any number, and libjpeg makes a full pass per scan.
+MAX_JPEG_SCANS = 100
+# Bytes per pixel of Pillow's storage of a decoded image, by mode ("1" and "P" are one
+# byte, LA/PA/RGB(A)/CMYK/I/F four, 16-bit two).
+_STORAGE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# Progressive JPEG: libjpeg keeps every DCT coefficient (2 bytes) of every component at
+# full size until the last scan, whatever draft() asked: up to 6 bytes per pixel (4:4:4).
+_PROGRESSIVE_COEFF_BYTES = 6
+# Strips of this many bytes of converted RGB are the most a conversion holds at once.
+_STRIP_BYTES = 4 << 20
 # EXIF orientations 5..8 swap width and height when applied.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -87,11 +109,13 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, size: int = 224, max_pixels: int = 50_000_000) -> DecodedImage:
+def decode_image(
+    data: bytes, size: int = 224, max_pixels: int = 50_000_000, max_bytes: int | None = None
+) -> DecodedImage:
     """Decode, orient and preprocess one image; raises :class:`DecodeError` with a reason code."""
     from galleryrank.models.preprocess import preprocess_image  # lazy: keeps this module importable without torch deps
 
-    rgb, width, height = load_oriented_rgb(data, size, max_pixels)
+    rgb, width, height = load_oriented_rgb(data, size, max_pixels, max_bytes)
     pixels = preprocess_image(rgb, size)
     # The hash is taken from the model-size image: phash shrinks to 32x32 anyway,
     # and shrinking the 224x224 copy is cheaper than the (up to 1/2-scale) draft.
@@ -99,7 +123,9 @@ def decode_image(data: bytes, size: int = 224, max_pixels: int = 50_000_000) -> 
     return DecodedImage(pixels=pixels, phash=phash_int(small), width=width, height=height)
 
 
-def load_oriented_rgb(data: bytes, size: int = 224, max_pixels: int = 50_000_000) -> tuple[Image.Image, int, int]:
+def load_oriented_rgb(
+    data: bytes, size: int = 224, max_pixels: int = 50_000_000, max_bytes: int | None = None
+) -> tuple[Image.Image, int, int]:
     """The oriented RGB image (possibly downscaled to >= 2*size per side) and the oriented original size."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone flipped the process-wide switch; it would let half-decoded
@@ -114,7 +140,7 @@ def load_oriented_rgb(data: bytes, size: int = 224, max_pixels: int = 50_000_000
         # lower cap right after it decides first.)
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = img.size
-        _check_dimensions(width, height, max_pixels, _WEBP_PIXEL_COST if img.format == "WEBP" else 1)
+        _check_cost(img, data, size, max_pixels, max_bytes)
         if img.format in ("JPEG", "MPO"):
             # DCT-domain downscale by 1/2, 1/4 or 1/8 while keeping each side >= 2*size.
             img.draft("RGB", (size * 2, size * 2))
@@ -126,7 +152,9 @@ def load_oriented_rgb(data: bytes, size: int = 224, max_pixels: int = 50_000_000
             width, height = height, width
         if img.mode in _REDUCIBLE_MODES:
             img = _reduce(img, size)  # before conversion: less to convert
-        rgb = _reduce(to_rgb(img), size)  # no-op when already reduced
+            rgb = to_rgb(img)
+        else:
+            rgb = _convert_and_reduce(img, size)  # strip by strip: no full-size converted copy
         del img
         rgb = _orient(rgb, orientation)
     except DecodeError:
@@ -142,6 +170,111 @@ def load_oriented_rgb(data: bytes, size: int = 224, max_pixels: int = 50_000_000
         reason = "truncated_image" if any(m in message.lower() for m in _TRUNCATION_MARKERS) else "corrupt_image"
         raise DecodeError(reason, f"{type(exc).__name__}: {message[:200]}") from None
     return rgb, width, height
+
+
+def probe(
+    data: bytes,
+    size: int = 224,
+    max_pixels: int = 50_000_000,
+    max_bytes: int | None = None,
+    max_scans: int | None = None,
+) -> int:
+    """Header-only checks of :func:`load_oriented_rgb` (format, size, scans, memory); returns the
+    estimated decode bytes. Raises :class:`DecodeError`. Cheap: no pixel is decoded."""
+    if not data:
+        raise DecodeError("not_image", "empty body")
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
+            return _check_cost(img, data, size, max_pixels, max_bytes, max_scans)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not_image", f"not a {'/'.join(ALLOWED_FORMATS)} image") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("too_many_pixels", str(exc)[:200]) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError) as exc:
+        raise DecodeError("corrupt_image", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _check_cost(
+    img: Image.Image, data: bytes, size: int, max_pixels: int, max_bytes: int | None, max_scans: int | None = None
+) -> int:
+    width, height = img.size
+    _check_dimensions(width, height, max_pixels, _WEBP_PIXEL_COST if img.format == "WEBP" else 1)
+    if img.format in ("JPEG", "MPO"):
+        check_jpeg_scans(data, MAX_JPEG_SCANS if max_scans is None else max_scans)
+    cost = decode_cost_bytes(img, size)
+    if max_bytes is not None and cost > max_bytes:
+        raise DecodeError(
+            "too_many_pixels",
+            f"{img.format} {img.mode} {width}x{height} needs ~{cost >> 20} MB to decode (budget {max_bytes >> 20} MB)",
+        )
+    return cost
+
+
+def decode_cost_bytes(img: Image.Image, size: int = 224) -> int:
+    """Estimated peak bytes to decode an opened (header-only) image, by format and mode.
+
+    Pillow's storage of the decoded image (1-4 bytes per pixel by mode; JPEG at its
+    draft scale), plus libjpeg's full-size coefficient buffers for a progressive JPEG,
+    WebP's ~16 bytes per pixel, and the strip conversion's working set.
+    """
+    width, height = img.size
+    pixels = width * height
+    if img.format == "WEBP":
+        return pixels * 4 * _WEBP_PIXEL_COST + _STRIP_BYTES
+    if img.format in ("JPEG", "MPO"):
+        # draft() decodes at 1/2, 1/4 or 1/8 scale keeping each side >= 2*size.
+        scale = 1
+        while scale < 8 and width // (scale * 2) >= 2 * size and height // (scale * 2) >= 2 * size:
+            scale *= 2
+        decoded = -(-width // scale) * -(-height // scale) * 4
+        progressive = img.info.get("progressive") or img.info.get("progression")
+        return decoded + (pixels * _PROGRESSIVE_COEFF_BYTES if progressive else 0) + _STRIP_BYTES
+    return pixels * _STORAGE_BYTES.get(img.mode, 4) + 2 * _STRIP_BYTES
+
+
+def check_jpeg_scans(data: bytes, limit: int | None = None) -> int:
+    """Count the scans (SOS markers) of the first JPEG in ``data``; DecodeError above ``limit``.
+
+    Walks the marker segments and skips entropy-coded data (where 0xFF is followed by
+    0x00 stuffing, a restart marker or fill bytes): linear in the bytes, no decoding.
+    """
+    limit = MAX_JPEG_SCANS if limit is None else limit
+    n = len(data)
+    pos, scans = 2, 0
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return scans  # not where a marker should be: the decoder will name the damage
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI: the first image ends (MPO frames after it are not decoded)
+            return scans
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        pos += 2 + length
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > limit:
+            raise DecodeError("too_many_scans", f"JPEG has more than {limit} scans (each is a pass over the image)")
+        # Entropy-coded data: up to the next 0xFF that starts a real marker.
+        while True:
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= n:
+                return scans
+            nxt = data[pos + 1]
+            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                pos += 2
+            elif nxt == 0xFF:
+                pos += 1
+            else:
+                break
+    return scans
 
 
 def _check_dimensions(width: int, height: int, max_pixels: int, cost: int = 1) -> None:
@@ -173,12 +306,37 @@ def _orient(img: Image.Image, orientation: int) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
+def _reduce_factor(img: Image.Image, size: int) -> int:
+    return min(img.width // (2 * size), img.height // (2 * size))
+
+
 def _reduce(img: Image.Image, size: int) -> Image.Image:
     """Integer box-downscale so each side stays >= 2*size: the non-JPEG twin of ``draft``."""
-    factor = min(img.width // (2 * size), img.height // (2 * size))
+    factor = _reduce_factor(img, size)
     if factor >= 2:
         return img.reduce(factor)
     return img
+
+
+def _convert_and_reduce(img: Image.Image, size: int) -> Image.Image:
+    """``_reduce(to_rgb(img))`` holding only one strip of converted pixels at a time.
+
+    Converting a 7000x7000 RGBA image whole cost ~16 bytes per pixel on top of the
+    decoded image (the RGBA copy, the white background, the composite, the RGB);
+    strips of whole reduce boxes give the same pixels for ~4 MB.
+    """
+    factor = _reduce_factor(img, size)
+    if factor < 2:
+        return to_rgb(img)
+    width, height = img.size
+    rows = max(factor, (_STRIP_BYTES // (16 * width)) // factor * factor)  # a multiple of the box height
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = img.crop((0, top, width, min(top + rows, height)))
+        if "transparency" in img.info:
+            strip.info["transparency"] = img.info["transparency"]
+        out.paste(to_rgb(strip).reduce(factor), (0, top // factor))
+    return out
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

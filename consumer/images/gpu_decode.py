@@ -32,6 +32,7 @@ from .decode import (
     DecodeError,
     _check_dimensions,
     _exif_orientation,
+    check_jpeg_scans,
     decode_image,
     phash_int,
 )
@@ -69,6 +70,7 @@ def _jpeg_header_ok(data: bytes, max_pixels: int) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             _check_dimensions(img.width, img.height, max_pixels)
+            check_jpeg_scans(data)  # a scan bomb is as slow for nvJPEG's CPU stage as for libjpeg
             if img.mode not in ("RGB", "L"):  # CMYK/YCCK JPEGs: Pillow's CPU path converts them properly
                 return None
             swap = _exif_orientation(img) in _TRANSPOSING_ORIENTATIONS

@@ -4,18 +4,74 @@ Headers (all UTF-8): `reason` (a stable code, also the metric label), `error`
 (a readable sentence, never secrets), `source_topic`, `source_partition`,
 `source_offset`, `event_id` (when parsed), `failed_at` (ISO 8601 UTC).
 The send is awaited with acks=all before the source offset may be committed.
+
+Every record can be dead-lettered, so no partition can wedge on one. Forms,
+tried in order until the broker takes one:
+
+1. ``original``: key and value exactly as they came;
+2. ``truncated``: when the broker or the producer refuses the record itself
+   (bigger than ``max_request_size`` / the broker's ``message.max.bytes``, or any
+   other non-retriable error): the value cut to ``TRUNCATED_VALUE_BYTES`` and
+   the key to ``TRUNCATED_KEY_BYTES``, with headers ``dlq_form=truncated``,
+   ``original_value_size``, ``original_value_sha256`` (and the same for the key);
+3. ``headers_only``: no key, no value, those headers only.
+
+Errors of the broker (not of the record: connection lost, leader moved,
+timeouts) are retried with capped exponential backoff, for at most
+``retry_budget_s`` per form; past that the send raises :class:`DeadLetterFailed`,
+which stops the service (the source offset stays uncommitted, so the record
+is redone after the restart, never lost). Nothing is retried forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from .. import metrics
 
 log = logging.getLogger(__name__)
+
+TRUNCATED_VALUE_BYTES = 64 * 1024  # the event schema's own cap: a valid event always fits whole
+TRUNCATED_KEY_BYTES = 1024
+RETRY_BUDGET_S = 120.0
+_BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
+
+
+class DeadLetterFailed(RuntimeError):
+    """The DLQ refused every form of a record, or the broker stayed unreachable past the budget."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Broker trouble (worth retrying as is), not a problem of the record."""
+    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)) or bool(getattr(exc, "retriable", False))
+
+
+def _digest_headers(name: str, data: bytes | None) -> list[tuple[str, str]]:
+    if data is None:
+        return []
+    return [(f"original_{name}_size", str(len(data))), (f"original_{name}_sha256", hashlib.sha256(data).hexdigest())]
+
+
+def record_forms(key: bytes | None, value: bytes | None) -> list[tuple[str, bytes | None, bytes | None, list]]:
+    """(form, key, value, extra headers) in the order they are tried."""
+    digests = _digest_headers("value", value) + _digest_headers("key", key)
+    return [
+        ("original", key, value, []),
+        (
+            "truncated",
+            key[:TRUNCATED_KEY_BYTES] if key is not None else None,
+            value[:TRUNCATED_VALUE_BYTES] if value is not None else None,
+            [("dlq_form", "truncated"), *digests],
+        ),
+        ("headers_only", None, None, [("dlq_form", "headers_only"), *digests]),
+    ]
 
 
 def dlq_headers(
@@ -35,9 +91,10 @@ def dlq_headers(
 
 
 class DeadLetters:
-    def __init__(self, producer: AIOKafkaProducer, topic: str):
+    def __init__(self, producer: AIOKafkaProducer, topic: str, retry_budget_s: float = RETRY_BUDGET_S):
         self.producer = producer
         self.topic = topic
+        self.retry_budget_s = retry_budget_s
 
     async def send(
         self,
@@ -50,7 +107,8 @@ class DeadLetters:
         partition: int,
         offset: int,
         event_id: str | None = None,
-    ) -> None:
+    ) -> str:
+        """Dead-letter one record; returns the form the broker took. Raises DeadLetterFailed."""
         log.warning(
             "dead-letter %s[%d]@%d reason=%s: %s",
             topic,
@@ -60,8 +118,39 @@ class DeadLetters:
             detail,
             extra={"reason": reason, "event_id": event_id},
         )
-        await self.producer.send_and_wait(
-            self.topic, value=value, key=key, headers=dlq_headers(reason, detail, topic, partition, offset, event_id)
-        )
-        metrics.DLQ.labels(reason=reason).inc()
-        metrics.EVENTS.labels(outcome="dlq").inc()
+        headers = dlq_headers(reason, detail, topic, partition, offset, event_id)
+        refused: list[str] = []
+        for form, k, v, extra in record_forms(key, value):
+            try:
+                await self._send_retrying(k, v, headers + [(n, x.encode()) for n, x in extra])
+            except DeadLetterFailed:
+                raise
+            except (KafkaError, ValueError, TypeError) as exc:  # the record itself is refused: a smaller form
+                refused.append(f"{form}: {type(exc).__name__}")
+                log.warning("DLQ refused the %s form of %s[%d]@%d (%s)", form, topic, partition, offset, exc)
+                continue
+            if form != "original":
+                metrics.DLQ_DEGRADED.labels(form=form).inc()
+            metrics.DLQ.labels(reason=reason).inc()
+            metrics.EVENTS.labels(outcome="dlq").inc()
+            return form
+        raise DeadLetterFailed(f"the DLQ refused every form of {topic}[{partition}]@{offset}: {'; '.join(refused)}")
+
+    async def _send_retrying(self, key: bytes | None, value: bytes | None, headers: list) -> None:
+        deadline = time.monotonic() + self.retry_budget_s
+        delay = _BACKOFF_START_S
+        while True:
+            try:
+                await self.producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
+                return
+            except KafkaError as exc:
+                if not _transient(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise DeadLetterFailed(
+                        f"DLQ topic {self.topic} unreachable for {self.retry_budget_s:g} s ({type(exc).__name__})"
+                    ) from exc
+                metrics.DLQ_SEND_RETRIES.inc()
+                log.warning("DLQ send failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
-from ..images.decode import DecodeError, decode_image
+from ..images.decode import DecodeError
+from ..images.decode_pool import DecodePool, available_cpus
 from ..images.download import DownloadError, ImageDownloader
 from ..images.gpu_decode import GpuDecoder, gpu_decode_available
 from ..settings import Settings
@@ -40,7 +39,7 @@ from ..state.records import Fence, ImageState
 from ..state.store import GalleryStore
 from ..state.writer import StateWriter
 from .batcher import MicroBatcher
-from .dlq import DeadLetters
+from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
 from .events import ImageDeleted, InvalidEvent, parse_event
 from .kafka import make_consumer, make_producer
@@ -115,8 +114,14 @@ class GalleryScorer:
         self.tracker = OffsetTracker()
         self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
         self.writer = StateWriter(self.store, self._namespace_fn)
-        workers = settings.decode_workers or os.cpu_count() or 2
-        self.decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        # Decodes run in killable worker processes under a CPU-time and a byte budget
+        # (consumer/images/decode_pool.py); as many as the container's CPUs by default.
+        self.decode_pool = DecodePool(
+            settings.decode_workers or available_cpus(),
+            cpu_budget_s=settings.decode_timeout_s,
+            memory_budget_bytes=settings.decode_memory_mb << 20,
+            max_pixels=settings.max_image_pixels,
+        )
         self.downloader = ImageDownloader(settings)
         # On a CUDA model JPEGs are decoded in batches by nvJPEG (consumer/images/gpu_decode.py):
         # a CPU thread decodes ~150 1600x1200 JPEGs/s, the GPU scores thousands. Batches
@@ -135,6 +140,7 @@ class GalleryScorer:
         self._fetch_slots = asyncio.Semaphore(settings.download_concurrency)
         self._model_slots = asyncio.Semaphore(2 * settings.batch_size)
         self.summary = RunSummary()
+        self.fatal: BaseException | None = None  # why the scorer stopped itself (run() raises it)
         self.ready = False
         self.last_loop_at = time.monotonic()
         self._tasks: dict[TopicPartition, set[asyncio.Task]] = {}
@@ -159,26 +165,20 @@ class GalleryScorer:
             log.info("%s[%d]@%d is already in the DLQ", record.topic, record.partition, record.offset)
             self.summary.dead_lettered += 1
             return
-        delay = 0.1
-        while True:
-            try:
-                await self.dlq.send(
-                    record.key,
-                    record.value,
-                    reason=reason,
-                    detail=detail,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    event_id=event_id,
-                )
-                await self.dlq_marks.mark_sent(record.topic, record.partition, record.offset)
-                self.summary.dead_lettered += 1
-                return
-            except KafkaError as exc:  # broker trouble: the record is not at fault, keep trying
-                log.warning("DLQ send failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # Retries broker trouble for a bounded time, degrades a record the broker refuses
+        # (truncated, then headers only); raises DeadLetterFailed past that (consumer/stream/dlq.py).
+        await self.dlq.send(
+            record.key,
+            record.value,
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=event_id,
+        )
+        await self.dlq_marks.mark_sent(record.topic, record.partition, record.offset)
+        self.summary.dead_lettered += 1
 
     async def _process(self, record) -> None:
         event = parse_event(record.key, record.value)
@@ -221,7 +221,6 @@ class GalleryScorer:
 
         On success the caller holds one model slot and must release it after scoring.
         """
-        loop = asyncio.get_running_loop()
         try:
             async with self._fetch_slots:  # bodies in memory: downloading or waiting for a decoder
                 started = time.perf_counter()
@@ -233,9 +232,7 @@ class GalleryScorer:
                     if self.gpu_decoder is not None:
                         decoded = await self.gpu_decoder.decode(data)
                     else:
-                        decoded = await loop.run_in_executor(
-                            self.decode_pool, decode_image, data, self.model.input_size, self.settings.max_image_pixels
-                        )
+                        decoded = await self.decode_pool.decode(data, self.model.input_size)
                     metrics.STAGE_SECONDS.labels(stage="decode").observe(time.perf_counter() - started)
                 except BaseException:
                     self._model_slots.release()
@@ -251,10 +248,22 @@ class GalleryScorer:
             await self._process(record)
         except asyncio.CancelledError:
             raise  # not done: the offset stays uncommitted and is redone
+        except DeadLetterFailed as exc:  # the DLQ is gone: stop, the offset stays uncommitted
+            self._fail(exc)
+            return
         except Exception as exc:  # a bug must not stop the service nor lose the event
             log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            await self._dead_letter(record, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}", None)
+            try:
+                await self._dead_letter(record, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}", None)
+            except DeadLetterFailed as dlq_exc:
+                self._fail(dlq_exc)
+                return
         self.tracker.done(tp, record.offset)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("stopping: %s (the record is redone after the restart)", exc)
+        self.fatal = exc
+        self.stop()
 
     def _spawn(self, record) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -378,6 +387,8 @@ class GalleryScorer:
             self.summary.stale = self.writer.totals.stale
             await self._shutdown()
         self.summary.seconds = time.monotonic() - started
+        if self.fatal is not None:
+            raise self.fatal
         return self.summary
 
     async def _shutdown(self) -> None:
@@ -391,4 +402,4 @@ class GalleryScorer:
         await self.consumer.stop()
         await self.producer.stop()
         await self.downloader.__aexit__(None, None, None)
-        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.decode_pool.close()
