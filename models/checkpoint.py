@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from models.backbones import DEFAULT_WEIGHTS
-from models.network import GalleryNet, create_model
-from models.zeroshot import IMAGENET_TO_AREA
+from .backbones import DEFAULT_WEIGHTS
+from .network import GalleryNet, create_model
+from .zeroshot import IMAGENET_TO_AREA
 
 FORMAT = "galleryrank.checkpoint"
 FORMAT_VERSION = 1
@@ -103,6 +103,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+# tensors added with the in-graph quality features and the calibrated area prior (0.2)
+_NEUTRAL_WHEN_MISSING = ("quality_features.", "aesthetic_blend.", "area_head.area_bias", "area_head.temperature")
+
+
+def _upgrade_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints written before the quality features still load and score as they did: the
+    aesthetic head's new quality inputs get zero weights, the rest its neutral values."""
+    state = dict(state)
+    key = "aesthetic_head.1.weight"
+    if key in state and key in expected and state[key].shape[1] < expected[key].shape[1]:
+        w = state[key]
+        state[key] = torch.cat([w, w.new_zeros(w.shape[0], expected[key].shape[1] - w.shape[1])], dim=1)
+    for k, v in expected.items():
+        if k not in state and k.startswith(_NEUTRAL_WHEN_MISSING):
+            # the raw prior of 0.1 (bias 0, temperature 1), not today's calibration: old tables differ
+            state[k] = torch.zeros_like(v) if k.endswith("area_bias") else (
+                torch.ones_like(v) if k.endswith("temperature") else v.clone())
+    return state
+
+
 def load_checkpoint(path: str | Path, backbone_weights: str | None = DEFAULT_WEIGHTS) -> tuple[GalleryNet, dict[str, Any]]:
     """Rebuild the model a checkpoint describes; returns (model in eval mode, metadata).
 
@@ -115,7 +135,7 @@ def load_checkpoint(path: str | Path, backbone_weights: str | None = DEFAULT_WEI
         area_head=ckpt["area_head"], embedding_dim=ckpt["embedding_dim"],
     )
     expected = model.state_dict() if included else head_state(model)
-    state = ckpt["state_dict"]
+    state = _upgrade_state(ckpt["state_dict"], expected)
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         raise CheckpointError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")

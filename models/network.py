@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import DEFAULT_WEIGHTS, Backbone, create_backbone, get_backbone_spec
-from models.zeroshot import DEFAULT_AREAS, area_matrix
+from .backbones import DEFAULT_WEIGHTS, Backbone, create_backbone, get_backbone_spec
+from .quality import NUM_QUALITY_FEATURES, QualityFeatures, bins_tilt
+from .zeroshot import DEFAULT_AREAS, area_matrix, calibrated_prior
 
 NUM_SCORE_BINS = 10  # AVA votes 1..10
 NIMA_DROPOUT = 0.75  # idealo/NIMA head dropout
@@ -61,13 +62,18 @@ class ZeroShotAreaHead(nn.Module):
     def __init__(self, areas: list[str]):
         super().__init__()
         self.register_buffer("class_to_area", torch.from_numpy(area_matrix(areas)))
+        # decision rule calibrated on labelled photos (scripts/calibrate_area_prior.py):
+        # P(area) ~ (sum of mapped P(class))^(1/T) * exp(bias[area]); T = 1, bias = 0 is the raw prior
+        bias, temperature = calibrated_prior(areas)
+        self.register_buffer("area_bias", torch.from_numpy(bias))
+        self.register_buffer("temperature", torch.tensor(temperature))
 
     def forward(self, pooled: torch.Tensor, backbone: Backbone) -> torch.Tensor:
         if backbone.imagenet_head is None:
             raise ValueError(f"{backbone.name} has no ImageNet head on pooled features; train an area head")
         p = backbone.imagenet_head(pooled).float().softmax(dim=1)
-        # log of summed probabilities: softmax of these logits gives the sums back exactly
-        return torch.log((p @ self.class_to_area).clamp_min(1e-12))
+        # log of summed probabilities (softmax of these gives the sums back exactly), then the calibration
+        return torch.log((p @ self.class_to_area).clamp_min(1e-12)) / self.temperature + self.area_bias
 
     def cam_weights(self, pooled: torch.Tensor, backbone: Backbone) -> torch.Tensor:
         """Probability-weighted mean of the mapped ImageNet classes' weights (linear heads only).
@@ -107,7 +113,15 @@ class GalleryNet(nn.Module):
         std_t, mean_t = torch.tensor(std).view(1, 3, 1, 1), torch.tensor(mean).view(1, 3, 1, 1)
         self.register_buffer("input_scale", 1.0 / (255.0 * std_t), persistent=False)
         self.register_buffer("input_shift", mean_t / std_t, persistent=False)
-        self.aesthetic_head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(nf, NUM_SCORE_BINS))
+        # NIMA's head (dropout -> Dense(10)) over the pooled features plus the hand-crafted quality
+        # features (models/quality.py, computed in the graph); a zero-initialised blend then tilts the
+        # distribution by a few calibrated quality features: logits + (w . q + b) * (bin - 5.5)
+        self.quality_features = QualityFeatures()
+        self.aesthetic_head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(nf + NUM_QUALITY_FEATURES, NUM_SCORE_BINS))
+        self.aesthetic_blend = nn.Linear(NUM_QUALITY_FEATURES, 1)
+        nn.init.zeros_(self.aesthetic_blend.weight)
+        nn.init.zeros_(self.aesthetic_blend.bias)
+        self.register_buffer("tilt_bins", bins_tilt(NUM_SCORE_BINS), persistent=False)
         if area_head == "linear":
             self.area_head: nn.Module = LinearAreaHead(nf, len(self.areas), dropout=head_dropout)
         elif area_head == "zeroshot":
@@ -136,13 +150,21 @@ class GalleryNet(nn.Module):
         # heads run in fp32 even under bf16/fp16 autocast: they cost nothing and a trained head
         # amplifies low-precision weights (bf16 heads moved the aesthetic mean by ~0.1)
         with torch.autocast(device_type=fmap.device.type, enabled=False):
-            return self._heads(fmap, fmap.float().mean(dim=(2, 3)))
+            out = self.heads(fmap.float().mean(dim=(2, 3)), self.quality_features(x))
+        out["feature_map"] = fmap
+        return out
 
-    def _heads(self, fmap: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+    def aesthetic_logits(self, pooled: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        logits = self.aesthetic_head(torch.cat([pooled, quality], dim=1))
+        return logits + self.aesthetic_blend(quality) * self.tilt_bins
+
+    def heads(self, pooled: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All heads from pooled backbone features and standardised quality features (what the
+        training feature cache stores, so phase 1 never runs the backbone twice)."""
         return {
-            "feature_map": fmap,
             "pooled": pooled,
-            "aesthetic_logits": self.aesthetic_head(pooled),
+            "quality": quality,
+            "aesthetic_logits": self.aesthetic_logits(pooled, quality),
             "area_logits": self.area_head(pooled, self.backbone),
             "embedding": F.normalize(self.embedding(pooled).float(), dim=1),
         }

@@ -68,6 +68,11 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     input_size: int = 224
+    # phase 1 on cached backbone features (models/features.py): each image decoded once, the frozen
+    # backbone run once per view (serving view + feature_views augmented ones), heads trained on vectors
+    feature_cache: bool = True
+    feature_views: int = 3
+    cache_dir: str | None = None  # None: ~/.cache/galleryrank
 
 
 def _device(name: str) -> torch.device:
@@ -88,11 +93,13 @@ def _initial_model(cfg: TrainConfig) -> tuple[GalleryNet, str]:
 
 @torch.inference_mode()
 def _hashes_and_embeddings(model: GalleryNet, samples: list[Sample], device: torch.device, size: int,
-                           with_embeddings: bool, batch: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+                           with_embeddings: bool, batch: int = 32, progress: bool = True
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
     """pHash and serving embedding of every sample, streaming (only one batch of images in memory)."""
     model.eval()
     hashes, embs = [], []
-    for i in range(0, len(samples), batch):
+    starts = range(0, len(samples), batch)
+    for i in _progress(starts, progress, f"duplicate pass ({len(samples)} images)", len(starts)):
         images = [open_image(s.path) for s in samples[i:i + batch]]
         hashes.append(perceptual_hashes(images))
         if with_embeddings:
@@ -111,7 +118,10 @@ class _Task:
         return area_loss(out["area_logits"], y) if self.kind == "tagger" else emd_loss(out["aesthetic_logits"], y)
 
     def head(self, model: GalleryNet) -> torch.nn.Module:
-        return model.area_head if self.kind == "tagger" else model.aesthetic_head
+        if self.kind == "tagger":
+            return model.area_head
+        # the NIMA head and its quality blend learn together from the team's votes
+        return torch.nn.ModuleList([model.aesthetic_head, model.aesthetic_blend])
 
     def distill(self, out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
         """Keep the *other* head's outputs where the starting model had them."""
@@ -183,7 +193,54 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)  # tqdm shows the ETA
+
+
+def _target(s: Sample) -> torch.Tensor:
+    if s.votes is not None:
+        v = torch.tensor(s.votes, dtype=torch.float32)
+        return v / v.sum()
+    return torch.tensor(s.label, dtype=torch.long)
+
+
+def _cached_heads(model: GalleryNet, feats, idx: list[int], view: int | np.ndarray, device) -> dict[str, torch.Tensor]:
+    pooled = torch.from_numpy(feats.pooled[idx, view]).to(device)
+    quality = model.quality_features.standardise(torch.from_numpy(feats.quality[idx, view]).to(device))
+    return model.heads(pooled, quality)
+
+
+def _cached_epoch(model, task: "_Task", opt, feats, targets: torch.Tensor, train_idx: list[int], epoch: int,
+                  batch_size: int, gen: torch.Generator, device, desc: str, progress: bool) -> tuple[float, int]:
+    """One phase-1 epoch over cached features: epoch e uses augmented view 1 + e mod V of every image."""
+    n_views = feats.pooled.shape[1] - 1
+    view = 1 + epoch % n_views if n_views else 0
+    order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+    batches = order.split(batch_size)
+    total, seen = 0.0, 0
+    bar = _progress(batches, progress, desc, len(batches))
+    for b in bar:
+        idx = b.tolist()
+        out = _cached_heads(model, feats, idx, view, device)
+        y = targets[idx].to(device)
+        loss = task.loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total, seen
+
+
+@torch.inference_mode()
+def _validate_cached(model, task: "_Task", feats, targets: torch.Tensor, val_idx: list[int], device) -> dict[str, float]:
+    """Validation on the cached serving view: the same bytes serving sees, so the same figures."""
+    model.eval()
+    out = _cached_heads(model, feats, val_idx, 0, device)
+    y = targets[val_idx].to(device)
+    logits = out["area_logits"] if task.kind == "tagger" else out["aesthetic_logits"]
+    return task.metrics(logits.float().cpu(), y.cpu(), float(task.loss(out, y)))
 
 
 def fit(
@@ -212,9 +269,23 @@ def fit(
     if state is not None and state["data_fingerprint"] != fingerprint:
         raise ValueError(f"{last_path} was trained on different data; remove it or drop --resume")
 
+    feats = None
+    if cfg.feature_cache and cfg.epochs_heads > 0 and (state is None or state["epoch"] < cfg.epochs_heads):
+        from .features import cached_features
+
+        feats = cached_features(model, [s.path for s in samples], views=cfg.feature_views, rotate_degrees=rotate,
+                                cache_dir=cfg.cache_dir, device=device, progress=cfg.progress)
+    targets = torch.stack([_target(s) for s in samples])
+
     # split: exact copies removed, near-duplicate groups kept on one side
     if state is None:
-        hashes, emb = _hashes_and_embeddings(model, samples, device, cfg.input_size, cfg.dedup_cosine is not None)
+        if feats is not None:  # the duplicate pass reuses the cached serving view: no second decode
+            hashes = feats.phash
+            with torch.inference_mode():
+                emb = _cached_heads(model, feats, list(range(len(samples))), 0, device)["embedding"].cpu().numpy()
+        else:
+            hashes, emb = _hashes_and_embeddings(model, samples, device, cfg.input_size,
+                                                 cfg.dedup_cosine is not None, progress=cfg.progress)
         strat = [s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
                  for s in samples]
         train_idx, val_idx, split = split_without_leaks(
@@ -228,14 +299,20 @@ def fit(
         raise ValueError(f"not enough distinct images to split: {split_report}")
     log.info("split: %s", {k: v for k, v in split_report.items() if k != "removed"})
 
-    aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
-    cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
-    train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
-    val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen,
-                                           num_workers=cfg.workers, drop_last=len(train_ds) > batch_size)
-    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
+    loaders: dict[str, torch.utils.data.DataLoader] = {}
+
+    def image_loaders():  # only for epochs that run the backbone (phase 2, or phase 1 without the cache)
+        if not loaders:
+            aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
+            cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
+            train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
+            val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
+            loaders["train"] = torch.utils.data.DataLoader(
+                train_ds, batch_size=batch_size, shuffle=True, generator=gen, num_workers=cfg.workers,
+                drop_last=len(train_ds) > batch_size)
+            loaders["val"] = torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
+        return loaders["train"], loaders["val"]
 
     total_epochs = cfg.epochs_heads + cfg.epochs_all
     history: list[dict] = []
@@ -269,8 +346,23 @@ def fit(
                     p.requires_grad_(False)
         opt = phase_opt[1]
         _train_mode(model, task, phase)
+        t_epoch = time.perf_counter()
+        desc = f"epoch {epoch + 1}/{total_epochs} (phase {phase}{', cached features' if phase == 1 and feats is not None else ''})"
+        if phase == 1 and feats is not None:
+            total, seen = _cached_epoch(model, task, opt, feats, targets, train_idx, epoch, batch_size, gen, device,
+                                        desc, cfg.progress)
+            val = _validate_cached(model, task, feats, targets, val_idx, device)
+            history.append({"epoch": epoch + 1, "phase": phase, "train_loss": total / max(seen, 1),
+                            "seconds": round(time.perf_counter() - t_epoch, 2), **{f"val_{k}": v for k, v in val.items()}})
+            log.info("%s", history[-1])
+            best, best_epoch = _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed,
+                                          version, fingerprint, kind, start_version, cfg, split_report)
+            _save_last(last_path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx,
+                       split_report, fingerprint, backbone_changed)
+            continue
+        train_dl, val_dl = image_loaders()
         total, seen = 0.0, 0
-        bar = _progress(train_dl, cfg.progress, f"epoch {epoch + 1}/{total_epochs} (phase {phase})", len(train_dl))
+        bar = _progress(train_dl, cfg.progress, desc, len(train_dl))
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device, amp):
@@ -295,30 +387,45 @@ def fit(
         backbone_changed |= phase == 2
         val = _validate(model, val_dl, task, device, amp)
         row = {"epoch": epoch + 1, "phase": phase, "train_loss": total / max(seen, 1),
-               **{f"val_{k}": v for k, v in val.items()}}
+               "seconds": round(time.perf_counter() - t_epoch, 2), **{f"val_{k}": v for k, v in val.items()}}
         history.append(row)
         log.info("%s", row)
-        if task.better(val, best):
-            best, best_epoch = val, epoch + 1
-            save_checkpoint(
-                model, out_dir / "best.pt", include_backbone=backbone_changed,
-                model_version=f"{version}-e{epoch + 1}", data_fingerprint=fingerprint,
-                extra={"task": kind, "epoch": epoch + 1, "val": val, "started_from": start_version,
-                       "config": asdict(cfg), "split": split_report},
-            )
-        torch.save({
-            "epoch": epoch + 1, "phase": phase, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "best": best, "best_epoch": best_epoch, "history": history, "train_idx": train_idx, "val_idx": val_idx,
-            "split": split_report, "data_fingerprint": fingerprint, "backbone_changed": backbone_changed,
-        }, last_path)
+        best, best_epoch = _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed,
+                                      version, fingerprint, kind, start_version, cfg, split_report)
+        _save_last(last_path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx,
+                   split_report, fingerprint, backbone_changed)
 
     result = {
         "task": kind, "checkpoint": str(out_dir / "best.pt"), "best_epoch": best_epoch, "best_val": best,
         "history": history, "split": split_report, "classes": classes, "data_fingerprint": fingerprint,
         "device": str(device), "batch_size": batch_size, "seconds": round(time.perf_counter() - t_start, 1),
+        "feature_cache": None if feats is None else {"seconds": round(feats.seconds, 1), "computed": feats.computed,
+                                                     "views_per_image": 1 + cfg.feature_views},
     }
     (out_dir / "history.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed, version, fingerprint, kind,
+               start_version, cfg, split_report):
+    if task.better(val, best):
+        best, best_epoch = val, epoch + 1
+        save_checkpoint(
+            model, out_dir / "best.pt", include_backbone=backbone_changed,
+            model_version=f"{version}-e{epoch + 1}", data_fingerprint=fingerprint,
+            extra={"task": kind, "epoch": epoch + 1, "val": val, "started_from": start_version,
+                   "config": asdict(cfg), "split": split_report},
+        )
+    return best, best_epoch
+
+
+def _save_last(path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx, split_report,
+               fingerprint, backbone_changed) -> None:
+    torch.save({
+        "epoch": epoch + 1, "phase": phase, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "best": best, "best_epoch": best_epoch, "history": history, "train_idx": train_idx, "val_idx": val_idx,
+        "split": split_report, "data_fingerprint": fingerprint, "backbone_changed": backbone_changed,
+    }, path)
 
 
 def _config(opts: dict[str, Any]) -> TrainConfig:
