@@ -43,6 +43,9 @@ _EpochsAll = typer.Option(None, help="Phase 2 epochs, all layers (default 9)")
 _LrAll = typer.Option(None, help="Phase 2 learning rate (default 3e-5)")
 _BatchSize = typer.Option(None, help="Default 96 on CUDA, 32 on CPU")
 _Resume = typer.Option(False, help="Continue from OUT/last.pt")
+_FeatureCache = typer.Option(True, help="Phase 1 on backbone features computed once and cached on disk")
+_FeatureViews = typer.Option(None, help="Augmented views per image in the feature cache (default 3)")
+_CacheDir = typer.Option(None, help="Feature cache folder (default ~/.cache/galleryrank)")
 
 
 @train_app.command("tagger")
@@ -63,6 +66,9 @@ def train_tagger_cmd(
     seed: Optional[int] = typer.Option(None),
     resume: bool = _Resume,
     progress: bool = typer.Option(True),
+    feature_cache: bool = _FeatureCache,
+    feature_views: Optional[int] = _FeatureViews,
+    cache_dir: Optional[str] = _CacheDir,
 ) -> None:
     """Train the area tagger on DATA/<area>/*.jpg."""
     from .train import train_tagger
@@ -70,7 +76,8 @@ def train_tagger_cmd(
     opts = _train_opts(backbone=backbone, backbone_weights=backbone_weights or "default",
                        init_checkpoint=init_checkpoint, epochs_heads=epochs_heads, lr_heads=lr_heads,
                        epochs_all=epochs_all, lr_all=lr_all, batch_size=batch_size, val_fraction=val_fraction,
-                       device=device, workers=workers, seed=seed, resume=resume, progress=progress)
+                       device=device, workers=workers, seed=seed, resume=resume, progress=progress,
+                       feature_cache=feature_cache, feature_views=feature_views, cache_dir=cache_dir)
     _print(train_tagger(data, out, **opts))
 
 
@@ -93,6 +100,9 @@ def train_aesthetic_cmd(
     seed: Optional[int] = typer.Option(None),
     resume: bool = _Resume,
     progress: bool = typer.Option(True),
+    feature_cache: bool = _FeatureCache,
+    feature_views: Optional[int] = _FeatureViews,
+    cache_dir: Optional[str] = _CacheDir,
 ) -> None:
     """Train the NIMA aesthetic head (EMD loss) on vote distributions."""
     from .train import train_aesthetic
@@ -100,7 +110,8 @@ def train_aesthetic_cmd(
     opts = _train_opts(backbone=backbone, backbone_weights=backbone_weights or "default",
                        init_checkpoint=init_checkpoint, epochs_heads=epochs_heads, lr_heads=lr_heads,
                        epochs_all=epochs_all, lr_all=lr_all, batch_size=batch_size, val_fraction=val_fraction,
-                       device=device, workers=workers, seed=seed, resume=resume, progress=progress)
+                       device=device, workers=workers, seed=seed, resume=resume, progress=progress,
+                       feature_cache=feature_cache, feature_views=feature_views, cache_dir=cache_dir)
     _print(train_aesthetic(labels, images, out, **opts))
 
 
