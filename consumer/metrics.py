@@ -57,3 +57,24 @@ HOTEL_CACHE = Counter(
     ["event"],
     registry=REGISTRY,
 )
+MODEL_INFO = Gauge(
+    "galleryrank_model_info",
+    "The model this process scores with (value 1; the labels say which)",
+    ["model_version", "checkpoint", "backend", "device"],
+    registry=REGISTRY,
+)
+STAGE_OLDEST = Gauge(
+    "galleryrank_stage_oldest_seconds",
+    "Age of the oldest item in progress in a stage (a stuck stage grows here)",
+    ["stage"],
+    registry=REGISTRY,
+)
+DECODE_BUSY = Gauge("galleryrank_decode_workers_busy", "Decode worker processes decoding now", registry=REGISTRY)
+DECODE_KILLED = Gauge(
+    "galleryrank_decode_workers_killed",
+    "Decode workers killed over their CPU or wall budget (since start)",
+    registry=REGISTRY,
+)
+DECODE_PEAK_RSS = Gauge(
+    "galleryrank_decode_worker_peak_rss_bytes", "Largest peak RSS any decode worker reported", registry=REGISTRY
+)

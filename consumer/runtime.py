@@ -13,6 +13,7 @@ import signal
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from .health import ServiceStatus
 from .settings import Settings
 from .stream.scorer import GalleryScorer, RunSummary
 
@@ -85,17 +86,34 @@ async def caught_up(scorer: GalleryScorer) -> bool:
     return True
 
 
-async def run_scorer(
+async def run_scorer(settings: Settings, *args, **kwargs) -> RunSummary:
+    """Run a scorer: the probe server first, then Redis, the model and Kafka (consumer/startup.py)."""
+    from .startup import start_probes
+
+    status = ServiceStatus()
+    probes = await start_probes(settings, status)
+    try:
+        return await _run_scorer(settings, *args, status=status, **kwargs)
+    finally:
+        if probes is not None:
+            await probes.cleanup()
+
+
+async def _run_scorer(
     settings: Settings,
     model=None,
     *,
     redis: aioredis.Redis | None = None,
     until_caught_up: bool = False,
     install_signal_handlers: bool = True,
+    status: ServiceStatus,
     **scorer_kwargs,
 ) -> RunSummary:
     own_redis = redis is None
     redis = redis or redis_client(settings)
+    from .startup import wait_for_kafka, wait_for_redis
+
+    await wait_for_redis(redis, settings, status)
     if settings.namespace is None and not scorer_kwargs.keys() & {"namespace", "on_assigned", "on_tick"}:
         # The live consumer: follow galleryrank:active across promotes (consumer/bluegreen/handover.py).
         from .bluegreen.handover import Handover
@@ -104,6 +122,8 @@ async def run_scorer(
         model = await handover.start(model)
         scorer_kwargs.update(handover.scorer_kwargs())
     model = model or load_model(settings)
+    status.model_loaded(model, settings.checkpoint)
+    await wait_for_kafka(settings, status)
     if settings.namespace:  # a fixed-namespace scorer (blue/green) records which model fills it
         from .bluegreen.namespaces import describe
 
@@ -112,13 +132,7 @@ async def run_scorer(
         except Exception as exc:  # Redis down at start: the writer waits for it; this is only a label
             log.warning("could not record the model of namespace %s: %s", settings.namespace, exc)
     scorer = GalleryScorer(settings, model, redis, stop_at=caught_up if until_caught_up else None, **scorer_kwargs)
-    health = None
-    if settings.metrics_port:
-        from .health import start_health_server
-
-        health = await start_health_server(
-            settings.metrics_host, settings.metrics_port, lambda: scorer.last_loop_at, lambda: scorer.ready
-        )
+    status.attach(scorer, settings.decode_timeout_s)
     if install_signal_handlers:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,7 +140,5 @@ async def run_scorer(
     try:
         return await scorer.run()
     finally:
-        if health:
-            await health.cleanup()
         if own_redis:
             await redis.aclose()

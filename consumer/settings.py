@@ -28,6 +28,10 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message is one line naming the env var and the flag."""
 
 
+class ServiceStopped(RuntimeError):
+    """A service stopped itself for a reason its message states (the CLI: that line, exit code 1)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GALLERYRANK_", extra="ignore")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from aiokafka import TopicPartition
@@ -39,7 +40,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..settings import Settings
+from ..settings import ConfigError, Settings
 from ..stream.batcher import MicroBatcher
 from . import namespaces
 
@@ -72,6 +73,22 @@ async def _retrying(call, what: str):
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _check_explicit_checkpoint(settings: Settings, namespace: str, meta: dict[str, str]) -> None:
+    """An explicit GALLERYRANK_CHECKPOINT takes effect or stops the service: it is never silently
+    replaced by the model the namespace records (that would mix two models' scores in one namespace)."""
+    explicit = settings.checkpoint
+    if not explicit or not meta.get("model_version"):
+        return
+    recorded = meta.get("checkpoint") or ""
+    if recorded and os.path.realpath(os.path.expanduser(recorded)) == os.path.realpath(os.path.expanduser(explicit)):
+        return
+    raise ConfigError(
+        f"GALLERYRANK_CHECKPOINT / --checkpoint = {explicit!r}, but namespace {namespace!r} is filled by model "
+        f"{meta['model_version']} ({recorded or 'the shipped default'}): rescore into a new namespace "
+        "(galleryrank replay, then promote) or unset the checkpoint"
+    )
 
 
 def load_namespace_model(settings: Settings, checkpoint: str | None):
@@ -111,6 +128,7 @@ class Handover:
         self.current = await _retrying(lambda: namespaces.active_namespace(self.redis), "reading galleryrank:active")
         meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
         wanted = meta.get("model_version")
+        _check_explicit_checkpoint(self.settings, self.current, meta)
         if model is None or (wanted and model.model_version != wanted):
             if wanted:
                 loaded = await self._load(meta)

@@ -6,6 +6,7 @@ default; so adding a field to Settings adds its flag and env var at once.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from ..settings import ConfigError, Settings, load_settings
+from ..settings import ConfigError, ServiceStopped, Settings, load_settings
 
 
 class ConfigUsageError(click.ClickException):
@@ -40,6 +41,10 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def settings_options(func: Callable) -> Callable:
+    """A flag for every setting, and the start-up rule for the command: a setting that cannot
+    work (found when read, or later, e.g. a checkpoint that contradicts the namespace) is one
+    line and exit code 2; a service that stops itself says why in one line, exit code 1."""
+    func = _one_line_errors(func)
     for name, field in reversed(list(Settings.model_fields.items())):
         ctype, is_flag = _click_type(field.annotation)
         flag = "--" + name.replace("_", "-")
@@ -50,6 +55,19 @@ def settings_options(func: Callable) -> Callable:
         else:
             func = click.option(flag, name, type=ctype, default=None, help=help_text, show_default=False)(func)
     return func
+
+
+def _one_line_errors(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            raise ConfigUsageError(str(exc)) from None
+        except ServiceStopped as exc:
+            raise click.ClickException(f"stopped: {exc}") from None
+
+    return run
 
 
 def split_settings(kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from .. import metrics
+from ..settings import ServiceStopped
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ RETRY_BUDGET_S = 120.0
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 
 
-class DeadLetterFailed(RuntimeError):
+class DeadLetterFailed(ServiceStopped):
     """The DLQ refused every form of a record, or the broker stayed unreachable past the budget."""
 
 

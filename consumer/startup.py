@@ -1,0 +1,80 @@
+"""Start-up of a service process, in the order that keeps every failure readable.
+
+1. Settings are validated when they are read (consumer/settings.py): a bad value is
+   one line and exit code 2, before anything is loaded or connected.
+2. The probe server (/healthz, /readyz, /metrics) starts next, so an orchestrator
+   sees a live process whose readiness names what it still waits for.
+3. Redis and Kafka are waited for with capped exponential backoff; each failed try
+   is one log line naming the address and the error (no traceback), and readiness
+   says ``redis: 127.0.0.1:6379 unreachable: ConnectionError ...`` meanwhile.
+4. Then the model loads and the scorer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .health import ServiceStatus, start_health_server
+from .settings import Settings, mask_password
+from .stream.kafka import common_kwargs
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 10.0
+_UNREACHABLE = (OSError, TimeoutError, KafkaError, RedisConnectionError, RedisTimeoutError)
+
+
+async def start_probes(settings: Settings, status: ServiceStatus):
+    """The probe server on metrics_host:metrics_port (None when metrics_port is 0)."""
+    if not settings.metrics_port:
+        return None
+    return await start_health_server(settings.metrics_host, settings.metrics_port, status=status)
+
+
+async def wait_until_reachable(
+    name: str, where: str, attempt: Callable[[], Awaitable[object]], status: ServiceStatus
+) -> None:
+    """``await attempt()`` until it succeeds, backing off 0.5 s -> 10 s; readiness names what fails."""
+    delay = BACKOFF_START_S
+    tries = 0
+    while True:
+        try:
+            await attempt()
+        except _UNREACHABLE as exc:
+            tries += 1
+            why = f"{where} unreachable: {type(exc).__name__}: {str(exc)[:160]}"
+            status.wait(name, why)
+            log.warning("%s (try %d); retrying in %.1f s", why, tries, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        else:
+            if tries:
+                log.info("%s at %s reachable after %d failed tries", name, where, tries)
+            status.ok(name)
+            return
+
+
+async def wait_for_redis(redis, settings: Settings, status: ServiceStatus) -> None:
+    where = mask_password(settings.redis_url)
+    status.wait("redis", f"{where}: not checked yet")
+    await wait_until_reachable("redis", where, lambda: asyncio.wait_for(redis.ping(), 5.0), status)
+
+
+async def wait_for_kafka(settings: Settings, status: ServiceStatus) -> None:
+    async def metadata() -> None:
+        admin = AIOKafkaAdminClient(**common_kwargs(settings), request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(admin.start(), 10.0)
+            await asyncio.wait_for(admin.list_topics(), 10.0)
+        finally:
+            await admin.close()
+
+    await wait_until_reachable("kafka", settings.bootstrap_servers, metadata, status)
+    status.wait("kafka", "no partitions assigned yet")
