@@ -139,6 +139,16 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field("127.0.0.1", description="Read API / gallery page bind address")
     serve_port: int = Field(8080, ge=0, le=65535, description="Read API / gallery page port")
+    processes: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Scorer processes `consume` runs on this host (one group member each, children on "
+        "metrics_port+1+i); 0 = what fits the host (cores and memory)",
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="asyncio event loop of the service; auto = uvloop when installed (galleryrank[fast])"
+    )
 
     # --- Checks of values a type cannot express (run before anything is loaded) ----
     @field_validator("bootstrap_servers")

@@ -30,12 +30,20 @@ def cli() -> None:
 @cli.command()
 @settings_options
 def consume(**kwargs) -> None:
-    """Run the streaming scorer (the live service)."""
+    """Run the streaming scorer (the live service); --processes N runs N of them under a supervisor."""
     settings, _ = split_settings(kwargs)
     setup_logging(settings.log_level, settings.log_json)
+    from ..supervisor import resolve_processes
+
+    processes = resolve_processes(settings)
+    if processes > 1:
+        from ..supervisor import supervise
+
+        sys.exit(supervise(settings, processes))
+    from ..eventloop import run as run_loop
     from ..runtime import run_scorer
 
-    summary = asyncio.run(run_scorer(settings))
+    summary = run_loop(run_scorer(settings), settings.event_loop)
     click.echo(
         f"stopped: {summary.events} events, {summary.applied} applied, {summary.deleted} deleted, "
         f"{summary.dead_lettered} dead-lettered in {summary.seconds:.1f}s"
