@@ -63,7 +63,7 @@ async def child_run(mode: str, settings, expect: int) -> dict:
     from galleryrank.consumer import metrics
     from galleryrank.consumer.runtime import caught_up, redis_client
 
-    from .stubs import StubModel, stub_decode
+    from .stubs import StubDecodePool, StubModel, stub_decode
 
     model = StubModel()
     redis = redis_client(settings)
@@ -88,16 +88,16 @@ async def child_run(mode: str, settings, expect: int) -> dict:
         scorer = baseline_scorer.BaselineScorer(settings, model, redis, stop_at=stop_at, accept=accept)
     else:
         from galleryrank.consumer.runtime import build_scorer
-        from galleryrank.consumer.stream import scorer as scorer_module
         from galleryrank.consumer.stream.scorer import ScorerControl
-
-        scorer_module.decode_image = stub_decode
 
         class FirstRecord(ScorerControl):
             def accept(self, scorer, record) -> bool:
                 return accept(record)
 
         scorer = build_scorer(settings, model, redis, control=FirstRecord(), stop_at=stop_at)
+        # The decode stage: the stub behind the same per-image thread hand-off as the baseline.
+        scorer.decode_pool.close()
+        scorer.decode_pool = StubDecodePool()
 
     async def watch() -> None:
         while True:
@@ -310,16 +310,22 @@ def markdown(out: dict) -> str:
 
 # --- py-spy collapsed stacks -> where the GIL time goes ---------------------------------------
 STAGES = (
-    ("ranking", ("ranking/", "build_document", "document.py")),
-    ("records (de)serialisation", ("records.py", "orjson", "encode_record", "decode_record")),
+    ("ranking", ("ranking/", "build_document", "state/document.py")),
+    ("state records (de)serialisation", ("state/records.py", "orjson", "encode_record", "decode_record")),
+    ("state store / writer", ("state/store.py", "state/writer.py")),
     ("redis client", ("redis/",)),
     ("HTTP download", ("aiohttp/", "download.py", "netguard.py", "yarl/", "multidict/")),
     ("Kafka fetch/parse", ("aiokafka/",)),
-    ("event parse", ("events.py",)),
+    ("event parse", ("stream/events.py",)),
     ("model stub + batcher", ("batcher.py", "stubs.py")),
-    ("offsets / intake bookkeeping", ("offsets.py", "intake.py", "scorer.py", "baseline_scorer.py")),
-    ("asyncio / uvloop scheduling", ("asyncio/", "uvloop", "concurrent/futures", "threading.py")),
+    ("DLQ", ("dlq.py", "dlq_dedupe.py")),
+    ("metrics", ("prometheus_client/",)),
+    ("scorer loop / offsets", ("offsets.py", "stream/scorer.py", "baseline_scorer.py")),
+    ("thread hand-offs", ("concurrent/futures", "run_in_executor", "call_soon_threadsafe", "threading.py")),
+    ("asyncio / uvloop scheduling", ("asyncio/", "uvloop")),
 )
+# Samples outside the measured run: imports, start-up, the benchmark's own code.
+_SKIP = ("_find_and_load", "model_validate_json")
 
 
 def profile_shares(path: str) -> tuple[dict[str, float], dict[str, float], int]:
@@ -336,8 +342,10 @@ def profile_shares(path: str) -> tuple[dict[str, float], dict[str, float], int]:
             continue
         n = int(count)
         frames = stack.split(";")
+        if any(skip in stack for skip in _SKIP):
+            continue
         total += n
-        threads[frames[0].split(" ")[0].strip("\"'")[:40]] += n
+        threads[frames[0].split(": ", 1)[-1][:40] if ": " in frames[0] else "main"] += n
         stage = "other"
         for frame in reversed(frames):
             hit = next((name for name, pats in STAGES if any(p in frame for p in pats)), None)

@@ -175,3 +175,27 @@ class StaticHttpServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+class StubDecodePool:
+    """The scorer's decode-pool interface (``decode``, ``close``, ``busy``, ``oldest_busy_s``) with
+    :func:`stub_decode` behind one thread hand-off per image, as a thread-pool decode costs the
+    event loop. A benchmark puts it in place of the real pool so that decode work is zero in
+    every mode compared while the hand-off stays."""
+
+    def __init__(self, workers: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+
+    async def decode(self, data: bytes, size: int) -> DecodedImage:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, stub_decode, data, size)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def busy(self) -> int:
+        return 0
+
+    def oldest_busy_s(self) -> float:
+        return 0.0
