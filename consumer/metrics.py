@@ -12,7 +12,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS = Counter(
     "galleryrank_events_total",
-    "Events finished, by outcome (applied, deleted, dlq, stale)",
+    "Events finished, by outcome (applied, deleted, override, dlq, stale)",
     ["outcome"],
     registry=REGISTRY,
 )
