@@ -277,10 +277,10 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
     class TimedScorer(GalleryScorer):
         """The real scorer; records when the first record arrived and each event's end-to-end latency."""
 
-        def _spawn(self, record) -> None:
+        def _spawn_batch(self, tp, records) -> None:
             if "first" not in marks:
                 marks["first"], marks["cpu0"] = time.perf_counter(), _cpu_s()
-            super()._spawn(record)
+            super()._spawn_batch(tp, records)
 
         async def _process(self, record) -> None:
             await super()._process(record)

@@ -265,14 +265,22 @@ class GalleryScorer:
         self.fatal = exc
         self.stop()
 
-    def _spawn(self, record) -> None:
-        tp = TopicPartition(record.topic, record.partition)
-        self.tracker.started(tp, record.offset)
-        task = asyncio.create_task(self._run_record(record, tp))
+    def _spawn_batch(self, tp: TopicPartition, records: list) -> None:
+        """Start one fetched batch of `tp`: the bookkeeping once per batch, then one task per record."""
+        accept = self.accept
+        if accept is not None:
+            records = [r for r in records if accept(r)]
+        if not records:
+            return
+        self.tracker.started_many(tp, [r.offset for r in records])
         bucket = self._tasks.setdefault(tp, set())
-        bucket.add(task)
-        task.add_done_callback(bucket.discard)
-        self.summary.events += 1
+        discard, run, create_task = bucket.discard, self._run_record, asyncio.get_running_loop().create_task
+        for record in records:
+            task = create_task(run(record, tp))
+            bucket.add(task)
+            task.add_done_callback(discard)
+        self.summary.events += len(records)
+        self._last_record_at = time.monotonic()
 
     # --- offsets ------------------------------------------------------------
     async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
@@ -368,12 +376,8 @@ class GalleryScorer:
                 self._apply_backpressure()
                 room = max(1, self.settings.max_in_flight - self.tracker.in_flight())
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=min(room, 500))
-                for records in batches.values():
-                    for record in records:
-                        if self.accept is not None and not self.accept(record):
-                            continue
-                        self._spawn(record)
-                        self._last_record_at = time.monotonic()
+                for tp, records in batches.items():
+                    self._spawn_batch(tp, records)
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                     await self.commit()
                     await self._update_lag()
