@@ -35,13 +35,14 @@ from ..images.download import DownloadError, ImageDownloader
 from ..images.gpu_decode import GpuDecoder, gpu_decode_available
 from ..settings import Settings
 from ..state.document import ranking_config
+from ..state.overrides import HideChange, OverrideChange, PinChange
 from ..state.records import Fence, ImageState
 from ..state.store import GalleryStore
 from ..state.writer import StateWriter
 from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
-from .events import ImageDeleted, InvalidEvent, parse_event
+from .events import GalleryPinned, GalleryUnpinned, ImageDeleted, ImageHidden, InvalidEvent, OverrideEvent, parse_event
 from .kafka import make_consumer, make_producer
 from .offsets import OffsetTracker
 
@@ -57,11 +58,19 @@ REVOKE_DRAIN_TIMEOUT_S = 20.0
 RESUME_FRACTION = 0.5
 
 
+def override_change(event: OverrideEvent, fence: Fence) -> OverrideChange:
+    """The state change of an editor's override event (docs/events.md)."""
+    if isinstance(event, GalleryPinned | GalleryUnpinned):
+        return PinChange(fence, event.event_id, event.image_ids, replace=isinstance(event, GalleryPinned))
+    return HideChange(event.image_id, fence, event.event_id, hidden=isinstance(event, ImageHidden))
+
+
 @dataclass
 class RunSummary:
     events: int = 0
     applied: int = 0
     deleted: int = 0
+    overrides: int = 0  # editors' pins, unpins, hides and unhides
     dead_lettered: int = 0
     stale: int = 0
     hotels: set[str] = field(default_factory=set)
@@ -191,6 +200,12 @@ class GalleryScorer:
             self.summary.deleted += 1
             self.summary.hotels.add(event.hotel_id)
             metrics.EVENTS.labels(outcome="deleted").inc()
+            return
+        if isinstance(event, OverrideEvent):  # an editor's decision: no download, no model
+            await self.writer.write(event.hotel_id, override_change(event, fence))
+            self.summary.overrides += 1
+            self.summary.hotels.add(event.hotel_id)
+            metrics.EVENTS.labels(outcome="override").inc()
             return
         decoded = await self._download_and_decode(record, event)
         if decoded is None:
