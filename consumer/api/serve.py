@@ -3,14 +3,21 @@
 Endpoints (all read-only):
 
 - ``GET /hotels/{hotel_id}/gallery`` -> the gallery document exactly as stored
-  in Redis (design.md "Redis (output)"), byte for byte; 404 JSON when absent.
+  in Redis (docs/architecture.md "Redis (output)"), byte for byte; 404 JSON when absent.
 - ``GET /hotels?q=<prefix>&limit=<n>`` -> ``{"namespace", "hotels", "truncated"}``:
-  sorted hotel ids starting with the prefix, for the page's search box.
+  sorted hotel ids starting with the prefix, for the page's search box; one
+  ``ZRANGEBYLEX ... LIMIT`` on the sorted-set hotel index (consumer/state/hotel_index.py):
+  O(log n + limit) whatever the number of hotels.
 - ``GET /hotels/{hotel_id}/images/{image_id}/cam.png?area=<name>`` -> the image
   with its Class Activation Map for ``area`` (default: the predicted area) on top.
   The image URL is taken from the stored gallery, never from the request, and is
   downloaded under the scorer's own rules (consumer/images/download.py: no private
-  addresses, capped size and time).
+  addresses, capped size and time) and decoded in a killable worker process under
+  the scorer's CPU and memory budgets (consumer/images/decode_pool.py). Overlays
+  are cached (LRU, ``CAM_CACHE_BYTES``), concurrent requests for one overlay share
+  one render, at most ``CAM_CONCURRENCY`` renders run at once with at most
+  ``CAM_MAX_WAITING`` waiting (more: 503 + Retry-After), and each request has
+  ``CAM_TIME_BUDGET_S`` (then 504): serve's memory and CPU stay bounded under load.
 - ``GET /healthz`` -> 200 when Redis answers, else 503.
 - ``GET /`` -> the gallery page (consumer/api/static/, no build step, no CDN).
 
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,19 +39,22 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from ..settings import Settings
-from ..state import keys
+from ..ids import ID_RULE, valid_id
+from ..settings import NAMESPACE_RE, Settings
+from ..state import hotel_index, keys
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SEARCH_LIMIT_DEFAULT = 50
 SEARCH_LIMIT_MAX = 500
-# Namespaces are written by our own tools (live, replay-<ts>, test-<tag>); anything
-# else in a query string (':', '*', spaces) is refused rather than put into a key.
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# SSCAN MATCH is a glob: these characters in a typed prefix must match literally.
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+SEARCH_PREFIX_MAX_CHARS = 128
+# CAM overlays: what a small API pod can afford (each render holds one downloaded body
+# of up to download_max_bytes and runs the model on one thread).
+CAM_CONCURRENCY = 2
+CAM_MAX_WAITING = 8
+CAM_TIME_BUDGET_S = 20.0
+CAM_CACHE_BYTES = 32 << 20
 
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -61,7 +71,8 @@ async def resolve_namespace(request: web.Request) -> str:
     """?namespace= > settings.namespace > GET galleryrank:active > 'live'."""
     asked = request.query.get("namespace") or request.app[SETTINGS_KEY].namespace
     if asked:
-        if not _NAMESPACE_RE.match(asked):
+        # fullmatch (the settings' rule): `$` would let "live\n" into a key.
+        if not NAMESPACE_RE.fullmatch(asked):
             raise web.HTTPBadRequest(
                 text=orjson.dumps({"error": "bad_namespace", "detail": asked[:80]}).decode(),
                 content_type="application/json",
@@ -71,9 +82,21 @@ async def resolve_namespace(request: web.Request) -> str:
     return active.decode() if active else keys.DEFAULT_NAMESPACE
 
 
+def _checked_ids(request: web.Request, *names: str) -> list[str]:
+    """The path's ids, each checked by the event parser's rule (consumer/ids.py); 400 otherwise."""
+    values = [request.match_info[n] for n in names]
+    for name, value in zip(names, values):
+        if not valid_id(value):
+            raise web.HTTPBadRequest(
+                text=orjson.dumps({"error": f"bad_{name}", "detail": f"{name} must be {ID_RULE}"}).decode(),
+                content_type="application/json",
+            )
+    return values
+
+
 async def gallery(request: web.Request) -> web.Response:
     namespace = await resolve_namespace(request)
-    hotel_id = request.match_info["hotel_id"]
+    (hotel_id,) = _checked_ids(request, "hotel_id")
     raw = await request.app[REDIS_KEY].get(keys.gallery_key(namespace, hotel_id))
     if raw is None:
         return _error(404, "not_found", f"no gallery for hotel {hotel_id!r} in namespace {namespace!r}")
@@ -92,14 +115,10 @@ async def search_hotels(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", SEARCH_LIMIT_DEFAULT)), 1), SEARCH_LIMIT_MAX)
     except ValueError:
         return _error(400, "bad_limit", "limit must be an integer")
-    pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
-    # SSCAN (not SMEMBERS): a big hotel set is walked in chunks without blocking Redis.
-    found = [
-        m.decode()
-        async for m in request.app[REDIS_KEY].sscan_iter(keys.hotels_key(namespace), match=pattern, count=1000)
-    ]
-    found.sort()
-    body = {"namespace": namespace, "hotels": found[:limit], "truncated": len(found) > limit}
+    if len(prefix) > SEARCH_PREFIX_MAX_CHARS:
+        return _error(400, "bad_query", f"q is longer than {SEARCH_PREFIX_MAX_CHARS} characters")
+    found, truncated = await hotel_index.search(request.app[REDIS_KEY], namespace, prefix, limit)
+    body = {"namespace": namespace, "hotels": found, "truncated": truncated}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -118,11 +137,19 @@ async def index(request: web.Request) -> web.FileResponse:
 # --------------------------------------------------------------------------- #
 # CAM overlays
 # --------------------------------------------------------------------------- #
+class CamBusy(Exception):
+    """More CAM requests are waiting than CAM_MAX_WAITING."""
+
+
 class CamRenderer:
     """Downloads an image safely and draws its area CAM; the model loads on first use.
 
-    Model work runs on one dedicated thread: it never blocks the event loop, and
-    one torch call at a time keeps a small API pod's CPU predictable.
+    Bounded on every axis (see the module docstring): a cache of finished overlays,
+    one render per distinct overlay however many ask for it, a cap on renders at
+    once and on requests waiting, a time budget per request. The image is decoded
+    in a killable worker process; model work runs on one dedicated thread, so it
+    never blocks the event loop and one torch call at a time keeps a small API
+    pod's CPU predictable.
     """
 
     def __init__(self, settings: Settings, scoring_model: Any | None = None) -> None:
@@ -131,6 +158,13 @@ class CamRenderer:
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cam")
         self._downloader = None
+        self._decoder = None
+        self._slots = asyncio.Semaphore(CAM_CONCURRENCY)
+        self._waiting = 0
+        self._inflight: dict[tuple, asyncio.Future] = {}
+        self._cache: OrderedDict[tuple, tuple[bytes, str, float]] = OrderedDict()
+        self._cache_bytes = 0
+        self.renders = 0  # renders actually run (tests: a cached or shared overlay is not rendered again)
 
     async def _model(self):
         async with self._lock:
@@ -145,33 +179,84 @@ class CamRenderer:
                     self._executor, lambda: load_scoring_model(s.checkpoint, device=s.device, backend="torch")
                 )
             if self._downloader is None:
+                from ..images.decode_pool import DecodePool
                 from ..images.download import ImageDownloader
 
                 downloader = ImageDownloader(self._settings)
                 await downloader.start()
                 self._downloader = downloader
+                s = self._settings
+                self._decoder = DecodePool(
+                    CAM_CONCURRENCY,
+                    cpu_budget_s=s.decode_timeout_s,
+                    memory_budget_bytes=s.decode_memory_mb << 20,
+                    max_pixels=s.max_image_pixels,
+                    name="cam-decode",
+                )
         return self._scoring_model
 
     async def render(self, url: str, area: str | None) -> tuple[bytes, str, float]:
-        """(PNG bytes, area drawn, model probability of that area); raises DownloadError/DecodeError/ValueError."""
-        scoring = await self._model()
-        data = await self._downloader.fetch(url)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._draw, scoring, data, area)
+        """(PNG bytes, area drawn, model probability of that area).
 
-    def _draw(self, scoring, data: bytes, area: str | None) -> tuple[bytes, str, float]:
+        Raises DownloadError/DecodeError/ValueError (unknown area), CamBusy, TimeoutError.
+        """
+        scoring = await self._model()
+        if area is not None and area not in scoring.areas:
+            raise ValueError(f"unknown area {area!r}; this model has {', '.join(scoring.areas)}")
+        key = (url, area or "", scoring.model_version)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        shared = self._inflight.get(key)
+        if shared is None:
+            if self._waiting >= CAM_MAX_WAITING:
+                raise CamBusy(f"{self._waiting} overlays are already waiting")
+            self._waiting += 1  # until its render gets a slot (_render_once)
+            shared = asyncio.ensure_future(self._render_once(key, scoring, url, area))
+            self._inflight[key] = shared
+            shared.add_done_callback(lambda _: self._inflight.pop(key, None))
+        async with asyncio.timeout(CAM_TIME_BUDGET_S):
+            # shield: one impatient client must not cancel the render the others wait for
+            return await asyncio.shield(shared)
+
+    async def _render_once(self, key: tuple, scoring, url: str, area: str | None) -> tuple[bytes, str, float]:
+        from galleryrank.models.cam import OVERLAY_MAX_SIDE
+
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            async with asyncio.timeout(CAM_TIME_BUDGET_S):
+                data = await self._downloader.fetch(url)
+                img = await self._decoder.overlay_rgb(data, OVERLAY_MAX_SIDE)
+                del data
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, self._draw, scoring, img, area)
+        finally:
+            self._slots.release()
+        self.renders += 1
+        self._remember(key, result)
+        return result
+
+    def _remember(self, key: tuple, result: tuple[bytes, str, float]) -> None:
+        size = len(result[0])
+        if size > CAM_CACHE_BYTES // 4:
+            return
+        self._cache[key] = result
+        self._cache_bytes += size
+        while self._cache_bytes > CAM_CACHE_BYTES:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old[0])
+
+    def _draw(self, scoring, img, area: str | None) -> tuple[bytes, str, float]:
         import io
 
-        from galleryrank.models.cam import OVERLAY_MAX_SIDE, class_activation_maps, overlay, upsample
+        from galleryrank.models.cam import class_activation_maps, overlay, upsample
         from galleryrank.models.preprocess import preprocess_image
 
-        from ..images.decode import load_oriented_rgb
-
         model = scoring.torch_module()
-        if area is not None and area not in model.areas:
-            raise ValueError(f"unknown area {area!r}; this model has {', '.join(model.areas)}")
-        img, _, _ = load_oriented_rgb(data, model.input_size, self._settings.max_image_pixels)
-        img.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
         batch = preprocess_image(img, model.input_size)[None]
         # One pass gives the maps of every area and the probabilities to pick from.
         cams, probs = class_activation_maps(model, batch, list(range(len(model.areas))))
@@ -185,6 +270,8 @@ class CamRenderer:
     async def close(self) -> None:
         if self._downloader is not None:
             await self._downloader.close()
+        if self._decoder is not None:
+            self._decoder.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -193,7 +280,7 @@ async def cam_png(request: web.Request) -> web.Response:
     from ..images.download import DownloadError
 
     namespace = await resolve_namespace(request)
-    hotel_id, image_id = request.match_info["hotel_id"], request.match_info["image_id"]
+    hotel_id, image_id = _checked_ids(request, "hotel_id", "image_id")
     raw = await request.app[REDIS_KEY].get(keys.gallery_key(namespace, hotel_id))
     if raw is None:
         return _error(404, "not_found", f"no gallery for hotel {hotel_id!r} in namespace {namespace!r}")
@@ -208,6 +295,12 @@ async def cam_png(request: web.Request) -> web.Response:
         return _error(502, "download_failed", str(exc)[:300])
     except DecodeError as exc:
         return _error(422, exc.reason, exc.detail[:300])
+    except CamBusy as exc:
+        response = _error(503, "busy", str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
+    except TimeoutError:
+        return _error(504, "timeout", f"the overlay took longer than {CAM_TIME_BUDGET_S:g} s")
     return web.Response(
         body=png,
         content_type="image/png",

@@ -25,7 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..settings import NAMESPACE_RE
-from ..state import keys
+from ..state import hotel_index, keys
 
 # A namespace becomes part of key names and of a SCAN pattern (drop): keep it
 # to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
@@ -140,7 +140,7 @@ async def count_keys(redis: aioredis.Redis, namespace: str) -> int:
 
 async def _sample_model_version(redis: aioredis.Redis, namespace: str) -> str:
     """For a namespace without meta: the model_version of one of its galleries."""
-    hotel = await redis.srandmember(keys.hotels_key(namespace))
+    hotel = next(iter(await hotel_index.sample(redis, namespace, 1)), None)
     if hotel is None:
         return ""
     doc = await redis.get(keys.gallery_key(namespace, _text(hotel)))
@@ -157,7 +157,7 @@ async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
             NamespaceInfo(
                 name=name,
                 active=name == active,
-                hotels=await redis.scard(keys.hotels_key(name)),
+                hotels=await hotel_index.count(redis, name),
                 keys=await count_keys(redis, name),
                 model_version=meta.get("model_version") or await _sample_model_version(redis, name),
                 created_at=meta.get("created_at", ""),
@@ -176,7 +176,7 @@ async def promote(redis: aioredis.Redis, namespace: str, *, force: bool = False)
     """
     validate_name(namespace)
     meta = await read_meta(redis, namespace)
-    hotels = await redis.scard(keys.hotels_key(namespace))
+    hotels = await hotel_index.count(redis, namespace)
     if not force:
         if not meta or not hotels:
             raise NamespaceError(
@@ -233,9 +233,7 @@ class Comparison:
 
 
 async def _sample_hotels(redis: aioredis.Redis, namespace: str, sample: int) -> set[str]:
-    if await redis.scard(keys.hotels_key(namespace)) <= sample:
-        return {_text(h) for h in await redis.smembers(keys.hotels_key(namespace))}
-    return {_text(h) for h in await redis.srandmember(keys.hotels_key(namespace), sample)}
+    return await hotel_index.sample(redis, namespace, sample)
 
 
 async def compare(redis: aioredis.Redis, old: str, new: str, *, top: int = 5, sample: int = 1000) -> Comparison:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from aiokafka import TopicPartition
 
 from ..settings import Settings
-from ..state import keys
+from ..state import hotel_index, keys
 from ..stream.kafka import make_consumer
 from ..stream.scorer import GalleryScorer, RunSummary
 from . import namespaces
@@ -251,7 +251,7 @@ async def _check_target(redis, namespace: str, model_version: str) -> dict[str, 
     image already there: the namespace would silently stay on the old scores.
     """
     meta = await namespaces.read_meta(redis, namespace)
-    hotels = await redis.scard(keys.hotels_key(namespace))
+    hotels = await hotel_index.count(redis, namespace)
     existing = meta.get("model_version", "")
     if hotels and existing and existing != model_version:
         raise ReplayError(

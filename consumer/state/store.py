@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from galleryrank.ranking.types import RankingConfig
 
-from . import keys
+from . import hotel_index, keys
 from .document import build_document
 from .records import ImageState, decode_record, encode_record, normalise_scores
 
@@ -125,7 +125,7 @@ class GalleryStore:
             # The index SET is in another slot (on a cluster, maybe another master),
             # so it cannot join the hotel's script. Stale hotels are re-added too: a
             # redo after a write whose SADD was lost (that master down) heals the index.
-            pipe.sadd(keys.hotels_key(namespace), *pending)
+            hotel_index.add(pipe, namespace, pending)  # sorted set: the read API searches it by prefix
             replies = await pipe.execute()
             pending = []
             for (hid, applied, stale), ok in zip(attempted, replies):  # the SADD reply is last
@@ -164,4 +164,4 @@ class GalleryStore:
         return count
 
     async def hotel_ids(self, namespace: str) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers(keys.hotels_key(namespace)))
+        return await hotel_index.members(self.redis, namespace)

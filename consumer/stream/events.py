@@ -6,38 +6,16 @@ with a short reason code (for DLQ headers and metrics) and a readable detail.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import orjson
 
+from ..ids import MAX_ID_CHARS, valid_id
+
 # 64 KiB is ~100x a real event; anything bigger is a mistake or an attack.
 MAX_EVENT_BYTES = 64 * 1024
-MAX_ID_CHARS = 128
 MAX_URL_CHARS = 2048
-# Ids end up inside Redis keys and JSON read by the website: printable, no
-# whitespace, no braces (they would break the `{hotel_id}` Cluster hash tag).
-# Matched against the WHOLE string (fullmatch: `$` would accept "h-1\n").
-_ID_RE = re.compile(rf"[^\s{{}}\x00-\x1f\x7f]{{1,{MAX_ID_CHARS}}}")
-# Unicode categories never allowed in an id: controls (Cc), format characters
-# (Cf: zero-width U+200B-U+200D, bidi overrides U+202A-U+202E, U+2066-U+2069,
-# BOM), surrogates, private use and unassigned code points, and every separator.
-# With them two hotels could look identical, or an id could reorder a log line.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
-
-
-def valid_id(value: str) -> bool:
-    """The one id check (events, read API): 1-128 printable characters, no whitespace,
-    braces, control or format characters, and in Unicode NFC form, so one visible
-    id has exactly one spelling (an NFD "hôtel" is refused, not normalised: the
-    producer's key and the stored key must be the same bytes)."""
-    return (
-        _ID_RE.fullmatch(value) is not None
-        and not any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value)
-        and unicodedata.is_normalized("NFC", value)
-    )
-
+# The one id check (consumer/ids.py): also used by the read API, which must not import stream/.
 
 UPSERTED = "image.upserted"
 DELETED = "image.deleted"

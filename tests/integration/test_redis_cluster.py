@@ -137,9 +137,9 @@ async def test_store_apply_replay_and_rerank_on_cluster(rc, nodes):
         # Replaying the same events changes nothing: counted stale, documents byte-identical.
         raw_before = {hid: await rc.get(keys.gallery_key(ns, hid)) for hid in HOTELS}
         versions_before = {hid: await rc.get(keys.version_key(ns, hid)) for hid in HOTELS}
-        # As if the SADDs of three hotels had been lost (the index's master was down
+        # As if the index adds of three hotels had been lost (the index's master was down
         # while the hotels' masters took the scripts): the replay puts them back.
-        await rc.srem(keys.hotels_key(ns), *HOTELS[:3])
+        await rc.zrem(keys.hotels_key(ns), *HOTELS[:3])
         replay = await store.apply(ns, changes)
         assert (replay.applied, replay.stale, replay.hotels_written) == (0, len(changes), 0)
         assert {hid: await rc.get(keys.gallery_key(ns, hid)) for hid in HOTELS} == raw_before

@@ -7,6 +7,7 @@ over real loopback HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import uuid
@@ -22,7 +23,7 @@ from PIL import Image
 from galleryrank.consumer.api.serve import create_app
 from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.settings import Settings
-from galleryrank.consumer.state import keys
+from galleryrank.consumer.state import hotel_index, keys
 from galleryrank.consumer.state.records import Fence, ImageState
 from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
@@ -116,7 +117,10 @@ async def test_bad_namespace_is_refused(client):
 
 async def test_search_is_prefix_sorted_and_capped(client, redis, ns):
     ids = ["h-10", "h-2", "h-1", "x-1", "h*", "h-11"]
-    await redis.sadd(keys.hotels_key(ns), *ids)
+    pipe = redis.pipeline(transaction=False)
+    hotel_index.add(pipe, ns, ids)  # what the store does on every write
+    await pipe.execute()
+    assert await redis.type(keys.hotels_key(ns)) == b"zset"
     resp = await client.get("/hotels", params={"q": "h-1", "namespace": ns})
     assert await resp.json() == {"namespace": ns, "hotels": ["h-1", "h-10", "h-11"], "truncated": False}
     # Glob characters in the prefix match literally.
@@ -124,6 +128,41 @@ async def test_search_is_prefix_sorted_and_capped(client, redis, ns):
     assert (await resp.json())["hotels"] == ["h*"]
     resp = await client.get("/hotels", params={"q": "", "limit": "2", "namespace": ns})
     assert await resp.json() == {"namespace": ns, "hotels": ["h*", "h-1"], "truncated": True}
+    resp = await client.get("/hotels", params={"q": "h-1", "limit": "2", "namespace": ns})
+    assert await resp.json() == {"namespace": ns, "hotels": ["h-1", "h-10"], "truncated": True}
+
+
+async def test_an_old_set_index_stays_readable_and_converts_on_the_next_write(client, redis, ns):
+    """Namespaces written before the sorted set hold a plain SET: read as it is, converted by the writer."""
+    await redis.sadd(keys.hotels_key(ns), "h-1", "h-10", "x-1", "hôtel")
+    resp = await client.get("/hotels", params={"q": "h-1", "namespace": ns})
+    assert await resp.json() == {"namespace": ns, "hotels": ["h-1", "h-10"], "truncated": False}
+    assert await hotel_index.count(redis, ns) == 4
+    await put_gallery(redis, ns, "h-2", ["https://cdn.example.com/h-2/0.jpg"])  # the store's write converts it
+    assert await redis.type(keys.hotels_key(ns)) == b"zset"
+    assert await hotel_index.members(redis, ns) == ["h-1", "h-10", "h-2", "hôtel", "x-1"]
+    resp = await client.get("/hotels", params={"q": "h", "namespace": ns})
+    assert (await resp.json())["hotels"] == ["h-1", "h-10", "h-2", "hôtel"]
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/hotels/h-1%0A/gallery", "bad_hotel_id"),  # "h-1\n": a `$` regex would take it
+        ("/hotels/h%E2%80%8B1/gallery", "bad_hotel_id"),  # zero-width space
+        ("/hotels/h%E2%80%AE1/gallery", "bad_hotel_id"),  # right-to-left override
+        ("/hotels/h-1/images/i%0A/cam.png", "bad_image_id"),
+    ],
+)
+async def test_ids_in_paths_are_checked_like_events(client, ns, path, error):
+    resp = await client.get(path, params={"namespace": ns})
+    assert resp.status == 400
+    assert (await resp.json())["error"] == error
+
+
+async def test_namespace_with_a_trailing_newline_is_refused(client):
+    resp = await client.get("/hotels", params={"q": "h", "namespace": "live\n"})
+    assert resp.status == 400 and (await resp.json())["error"] == "bad_namespace"
 
 
 async def test_healthz_and_page_and_static(client):
@@ -175,6 +214,34 @@ async def test_cam_of_an_unreachable_image_is_a_502(client, redis, ns, image_ser
     resp = await client.get("/hotels/h-gone/images/img-0/cam.png", params={"namespace": ns})
     assert resp.status == 502
     assert (await resp.json())["error"] == "download_failed"
+
+
+async def test_cam_overlays_are_cached_shared_and_capped(client, redis, ns, image_server, sample_jpegs, monkeypatch):
+    """40 concurrent requests for one overlay: one download + render; then from the cache.
+    Distinct overlays beyond the waiting cap are turned away (503 + Retry-After), not queued."""
+    from galleryrank.consumer.api import serve
+
+    names = sorted(sample_jpegs)[:6]
+    stored = orjson.loads(await put_gallery(redis, ns, "h-load", [image_server.url(n) for n in names]))
+    cam = client.server.app[serve.CAM_KEY]
+    first = stored["images"][0]["image_id"]
+    url = f"/hotels/h-load/images/{first}/cam.png"
+    responses = await asyncio.gather(*(client.get(url, params={"namespace": ns}) for _ in range(40)))
+    bodies = {await r.read() for r in responses}
+    assert [r.status for r in responses] == [200] * 40 and len(bodies) == 1
+    assert cam.renders == 1, "one render shared by 40 requests"
+    again = await client.get(url, params={"namespace": ns})
+    assert again.status == 200 and await again.read() in bodies and cam.renders == 1, "served from the cache"
+
+    monkeypatch.setattr(serve, "CAM_MAX_WAITING", 1)
+    others = [i["image_id"] for i in stored["images"][1:]]
+    responses = await asyncio.gather(
+        *(client.get(f"/hotels/h-load/images/{i}/cam.png", params={"namespace": ns}) for i in others)
+    )
+    statuses = sorted(r.status for r in responses)
+    assert 503 in statuses and 200 in statuses, statuses
+    busy = next(r for r in responses if r.status == 503)
+    assert busy.headers["Retry-After"] == "1" and (await busy.json())["error"] == "busy"
 
 
 # --------------------------------------------------------------------------- #
