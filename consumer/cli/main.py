@@ -98,7 +98,7 @@ def _mount_optional(group: click.Group) -> None:
         pass
     from importlib import import_module
 
-    for module in (".operations", ".serve", "..dev.demo_producer", ".model_server"):
+    for module in (".operations", ".editors", ".serve", "..dev.demo_producer", ".model_server"):
         try:
             mod = import_module(module, __package__)
         except ImportError:
