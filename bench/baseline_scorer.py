@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from bench.baseline_download import DownloadError, ImageDownloader
 from galleryrank.consumer import metrics
 from galleryrank.consumer.images.decode import DecodeError, decode_image
-from galleryrank.consumer.images.download import DownloadError, ImageDownloader
 from galleryrank.consumer.images.gpu_decode import GpuDecoder, gpu_decode_available
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state.document import ranking_config

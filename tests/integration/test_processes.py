@@ -46,6 +46,13 @@ async def get_json(url: str) -> tuple[int, dict]:
         return 0, {}
 
 
+async def get_text(url: str) -> str:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200, url
+            return await resp.text()
+
+
 async def wait_until(check, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -127,6 +134,12 @@ async def test_two_processes_one_killed_is_restarted_and_nothing_is_lost(
         # The restarted child is a working member again: the supervisor sees it ready.
         await wait_until(ready, 90, "the restarted child to be ready")
         assert alive(survivor)
+        # Metrics: each child's scorer metrics on its own port, the supervisor's own on the base port.
+        child_metrics = await get_text(f"http://127.0.0.1:{port + 2}/metrics")
+        assert "galleryrank_events_total" in child_metrics
+        sup_metrics = await get_text(f"{base}/metrics")
+        assert 'galleryrank_supervisor_restarts_total{child="0"} 1.0' in sup_metrics
+        assert "galleryrank_supervisor_children_alive 2.0" in sup_metrics
 
         dead = await read_topic(s, s.dlq_topic, expected=1)
         # Exactly once per source record, although a child was killed mid-stream.
