@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         None,
         description="Namespace to write into; unset = follow GET galleryrank:active (default 'live')",
     )
+    hotel_cache_images: int = Field(
+        200_000,
+        ge=1,
+        description="Hotel state kept in memory by the writer, in images (LRU; ~1.5 KB each); Redis stays the truth",
+    )
+    write_coalesce_ms: float = Field(
+        200.0,
+        ge=0,
+        description="Changes to one hotel within this window are written (and re-ranked) once; 0 = at once",
+    )
 
     # --- Micro-batching ------------------------------------------------------
     batch_size: int = Field(32, ge=1, le=1024, description="Largest micro-batch sent to the model")

@@ -69,22 +69,7 @@ def duplicate_representatives(gallery: Gallery, cosine: float, max_hamming: int)
     cached = gallery.cache.get(key)
     if cached is not None:
         return cached
-    root = np.arange(gallery.size)
-
-    def find(i: int) -> int:
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = root[i]
-        return i
-
-    pairs = near_duplicate_pairs(gallery, cosine, max_hamming)
-    for i, j in pairs.tolist():
-        a, b = find(i), find(j)
-        if a != b:  # the better (smaller) row stays the cluster's root
-            root[max(a, b)] = min(a, b)
-    rep = np.arange(gallery.size)
-    for i in np.unique(pairs).tolist():  # only rows in some pair belong to a cluster
-        rep[i] = find(i)
+    rep = duplicate_roots(gallery, cosine, max_hamming).copy()
     if gallery.pinned:
         pinned_rep: dict[int, int] = {}
         for row in gallery.pinned:  # pin order: the first pin of a cluster represents it
@@ -95,6 +80,139 @@ def duplicate_representatives(gallery: Gallery, cosine: float, max_hamming: int)
         rep[list(gallery.pinned)] = list(gallery.pinned)
     gallery.cache[key] = rep
     return rep
+
+
+def duplicate_roots(gallery: Gallery, cosine: float, max_hamming: int) -> np.ndarray:
+    """(N,) int64: each row's cluster root, the cluster's first (best) row; pins not applied.
+
+    ``gallery.clusters`` when the caller keeps them (``DuplicateIndex``), else the
+    O(N^2) pass over the gallery's embeddings and hashes."""
+    if gallery.clusters is not None:
+        return gallery.clusters
+    return roots_of_pairs(gallery.size, near_duplicate_pairs(gallery, cosine, max_hamming))
+
+
+def roots_of_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
+    """(n,) int64 connected-component roots (the smallest row of each component) of an edge list."""
+    root = np.arange(n)
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    for i, j in np.asarray(pairs).tolist():
+        a, b = find(i), find(j)
+        if a != b:  # the better (smaller) row stays the cluster's root
+            root[max(a, b)] = min(a, b)
+    rep = np.arange(n)
+    for i in np.unique(pairs).tolist():  # only rows in some pair belong to a cluster
+        rep[i] = find(i)
+    return rep
+
+
+# --- incremental, exact: one hotel's gallery kept up to date image by image ------------------------
+#
+# The service keeps each hotel's images in memory and changes one image at a time,
+# so it compares the new image with the others (O(N D), one matrix-vector product)
+# instead of re-running the O(N^2 D) pass on every write. Embeddings are compared
+# as the int8 vectors the state stores (``round(127 * unit vector)``), held as
+# float32: every product and partial sum of two such vectors is an integer below
+# ~2e4 (Cauchy-Schwarz), far inside float32's exact range (2**24), so a dot product
+# is exact whatever the order of summation. The verdict on a pair is therefore
+# the same whichever image came first, however images were batched, on any BLAS:
+# a hotel rebuilt from Redis gets exactly the clusters its incremental copy had.
+
+
+def int8_close(
+    block: np.ndarray, block_norm2: np.ndarray, other: np.ndarray, other_norm2: np.ndarray, cosine: float
+) -> np.ndarray:
+    """(len(block), len(other)) bool: cosine >= ``cosine`` between int8-valued float32 rows.
+
+    ``*_norm2`` are the rows' exact squared norms (float64); rows must not be zero."""
+    dots = (block @ other.T).astype(np.float64)  # exact integers
+    return dots >= cosine * np.sqrt(np.multiply.outer(block_norm2, other_norm2))
+
+
+def int8_pairs(
+    q: np.ndarray,
+    norm2: np.ndarray,
+    has_q: np.ndarray,
+    phash: np.ndarray,
+    has_phash: np.ndarray,
+    cosine: float,
+    max_hamming: int,
+) -> np.ndarray:
+    """(P, 2) row pairs (i < j) that are near duplicates, by the exact int8 rule (rows: any order)."""
+    pairs = []
+    rows = np.flatnonzero(has_q)
+    if rows.size > 1:
+        n2 = norm2[rows]
+        index = np.arange(rows.size)
+
+        def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return int8_close(q[rows[a]], n2[a], q[rows[b]], n2[b], cosine)
+
+        pairs.append(rows[_close_pairs(index, close)])
+    rows = np.flatnonzero(has_phash)
+    if rows.size > 1:
+        local = _close_pairs(phash[rows], lambda a, b: _popcount(a[:, None] ^ b[None, :]) <= max_hamming)
+        pairs.append(rows[local])
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+class DuplicateGraph:
+    """Near-duplicate edges between the images of one gallery, by image id.
+
+    ``link`` records an image's neighbours (found with ``int8_close`` / Hamming
+    against the others), ``unlink`` forgets an image; ``roots`` gives the clusters
+    of the images shown, in canonical order. Edges are rare (near duplicates are),
+    so everything but finding the neighbours is O(edges)."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, set[str]] = {}
+
+    def link(self, image_id: str, neighbours: list[str]) -> None:
+        self.unlink(image_id)
+        if neighbours:
+            self.edges[image_id] = set(neighbours)
+            for other in neighbours:
+                self.edges.setdefault(other, set()).add(image_id)
+
+    def unlink(self, image_id: str) -> None:
+        for other in self.edges.pop(image_id, ()):
+            linked = self.edges.get(other)
+            if linked is not None:
+                linked.discard(image_id)
+                if not linked:
+                    del self.edges[other]
+
+    def roots(self, row_of: dict[str, int], n: int) -> np.ndarray | None:
+        """(n,) int64 cluster roots over the rows of ``row_of`` (image_id -> canonical row of
+        the images shown); edges to images not shown are ignored. None when there is no edge."""
+        rows = sorted(row_of[i] for i in self.edges if i in row_of)
+        if not rows:
+            return None
+        ids = [None] * n
+        for image_id, row in ((i, row_of[i]) for i in self.edges if i in row_of):
+            ids[row] = image_id
+        root = np.arange(n)
+        assigned: set[int] = set()
+        for start in rows:  # canonical order: the first row of a component is its root
+            if start in assigned:
+                continue
+            stack = [start]
+            assigned.add(start)
+            while stack:
+                row = stack.pop()
+                root[row] = start
+                for other in self.edges[ids[row]]:
+                    other_row = row_of.get(other)
+                    if other_row is not None and other_row not in assigned:
+                        assigned.add(other_row)
+                        stack.append(other_row)
+        return root
 
 
 def _close_pairs(values: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:

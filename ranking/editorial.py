@@ -58,11 +58,21 @@ def rank_gallery(
     hidden: Collection[str] = (),
 ) -> RankedGallery:
     """Display order with the editors' pins and hidden images applied, and a reason per position."""
-    config = config or RankingConfig()
-    strategy = get_strategy(config.strategy)
     hidden = set(hidden)
     shown = [i for i, c in enumerate(candidates) if c.image_id not in hidden]
     gallery = build_gallery([candidates[i] for i in shown], areas)
+    ranked = rank_prepared(gallery, config, pinned=pinned)
+    source = np.asarray(shown, dtype=np.int64)[gallery.source_index[ranked.order]]
+    return RankedGallery(order=source.tolist(), reasons=ranked.reasons, pinned_missing=ranked.pinned_missing)
+
+
+def rank_prepared(
+    gallery: Gallery, config: RankingConfig | None = None, *, pinned: Sequence[str] = ()
+) -> RankedGallery:
+    """``rank_gallery`` on a Gallery the caller built (hidden images already left out, e.g.
+    with ``ordered_gallery`` from cached arrays); ``order`` is in canonical rows."""
+    config = config or RankingConfig()
+    strategy = get_strategy(config.strategy)
     row_of = {image_id: row for row, image_id in enumerate(gallery.image_ids)}
     pinned_rows: list[int] = []
     missing: list[str] = []
@@ -79,9 +89,8 @@ def rank_gallery(
         is_pinned = np.zeros(gallery.size, dtype=bool)
         is_pinned[pinned_rows] = True
         rows = np.concatenate([np.asarray(pinned_rows, dtype=np.int64), rows[~is_pinned[rows]]])
-    source = np.asarray(shown, dtype=np.int64)[gallery.source_index[rows]]
     return RankedGallery(
-        order=source.tolist(),
+        order=rows.tolist(),
         reasons=explain(gallery, config, rows, shared_pipeline=getattr(strategy, "shared_pipeline", False)),
         pinned_missing=missing,
     )

@@ -33,6 +33,9 @@ class Gallery:
     has_phash: np.ndarray  # (N,) bool
     # Rows an editor pinned, in the order they take the first positions (ranking.editorial).
     pinned: tuple[int, ...] = ()
+    # (N,) int64: each row's near-duplicate cluster root (its first row), when the caller
+    # keeps an incremental index (ranking.duplicates.DuplicateIndex); None = derived here.
+    clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
     # Per-gallery memo of derived arrays (the near-duplicate pass is the costly one);
     # a fresh dict per Gallery, so it never outlives the candidates it describes.
     cache: dict = field(default_factory=dict, compare=False, repr=False)
@@ -61,10 +64,7 @@ def build_gallery(candidates: Sequence[Candidate], areas: Sequence[str]) -> Gall
     ordered = [candidates[i] for i in order]
     if len({c.image_id for c in ordered}) != n:
         raise ValueError("image_id values must be unique")
-    aesthetic = np.array([raw[i] for i in order], dtype=np.float64)
-    bad = ~np.isfinite(aesthetic)
-    if bad.any():
-        aesthetic[bad] = aesthetic[~bad].min() - 1.0 if (~bad).any() else 0.0
+    aesthetic = _finite(np.array([raw[i] for i in order], dtype=np.float64))
 
     try:
         area_probs = (
@@ -94,6 +94,58 @@ def build_gallery(candidates: Sequence[Candidate], areas: Sequence[str]) -> Gall
     )
 
 
+def ordered_gallery(
+    areas: Sequence[str],
+    image_ids: Sequence[str],
+    aesthetic: np.ndarray,
+    area_probs: np.ndarray,
+    embeddings: np.ndarray,
+    has_embedding: np.ndarray,
+    phash: np.ndarray,
+    has_phash: np.ndarray,
+    source_index: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+) -> Gallery:
+    """A Gallery from columns the caller already put in canonical order (aesthetic
+    descending, then image_id; non-finite scores last), e.g. a cached hotel's arrays:
+    the same Gallery ``build_gallery`` would make, without per-candidate Python work.
+    The arrays become the Gallery's (``embeddings`` is normalised in place)."""
+    n = len(image_ids)
+    area_probs = np.asarray(area_probs, dtype=np.float32)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    has_embedding = np.asarray(has_embedding, dtype=bool).copy()
+    if has_embedding.any():
+        _normalise(embeddings, has_embedding)
+    return Gallery(
+        areas=tuple(areas),
+        image_ids=tuple(image_ids),
+        source_index=np.arange(n, dtype=np.int64) if source_index is None else source_index,
+        aesthetic=_finite(np.asarray(aesthetic, dtype=np.float64)),
+        area_probs=area_probs,
+        top_area=area_probs.argmax(axis=1) if n and len(areas) else np.zeros(n, dtype=np.int64),
+        embeddings=embeddings,
+        has_embedding=has_embedding,
+        phash=np.asarray(phash, dtype=np.uint64),
+        has_phash=np.asarray(has_phash, dtype=bool),
+        clusters=clusters,
+    )
+
+
+def _finite(aesthetic: np.ndarray) -> np.ndarray:
+    """Non-finite scores (NaN, inf) count as the worst image."""
+    bad = ~np.isfinite(aesthetic)
+    if bad.any():
+        aesthetic[bad] = aesthetic[~bad].min() - 1.0 if (~bad).any() else 0.0
+    return aesthetic
+
+
+def _normalise(embeddings: np.ndarray, has: np.ndarray) -> None:
+    """Re-normalise rows in place (cheap) so cosine == dot product; zero vectors count as unknown."""
+    norms = np.linalg.norm(embeddings, axis=1)
+    has &= norms > 1e-12
+    embeddings[has] /= norms[has, None]
+
+
 def _embeddings(ordered: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
     n = len(ordered)
     has = np.fromiter((c.embedding is not None for c in ordered), dtype=bool, count=n)
@@ -110,8 +162,5 @@ def _embeddings(ordered: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
     else:
         embeddings = np.zeros((n, known.shape[1]), dtype=np.float32)
         embeddings[has] = known
-    # Re-normalise defensively (cheap) so cosine == dot product; zero vectors count as unknown.
-    norms = np.linalg.norm(embeddings, axis=1)
-    has &= norms > 1e-12
-    embeddings[has] /= norms[has, None]
+    _normalise(embeddings, has)
     return embeddings, has

@@ -1,50 +1,24 @@
-"""Build the gallery document the website reads (docs/architecture.md, "Redis (output)").
+"""The gallery document the website reads (docs/architecture.md, "The gallery document").
 
-Pure: records in, JSON bytes out. The display order, with the editors' pins and hidden
-images applied and a reason per position, comes from `ranking.rank_gallery`.
+One way to build it: ``hotel.HotelState.render``. The functions here are that
+path for callers holding records (tools, tests): the records as they read back
+from Redis, ranked with the editors' pins and hidden images applied and a
+reason per position (``ranking.rank_gallery`` semantics).
 """
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-import numpy as np
-import orjson
+from galleryrank.ranking.types import RankingConfig
 
-from galleryrank.ranking import rank, rank_gallery
-from galleryrank.ranking.types import Candidate, RankingConfig
-
+from .hotel import HotelState
 from .records import ImageState
 
 if TYPE_CHECKING:
     from .overrides import HotelOverrides
-
-log = logging.getLogger(__name__)
-
-
-def _candidates(records: list[ImageState]) -> tuple[list[Candidate], list[str]]:
-    # Columns in a canonical order (sorted area names), so the ranking does not
-    # depend on which model's area list the images came from.
-    areas = sorted({a for r in records for a in (r.area_probs or {"other": 1.0})})
-    cands = []
-    for r in records:
-        probs = r.area_probs or {"other": 1.0}
-        vec = np.array([probs.get(a, 0.0) for a in areas], dtype=np.float32)
-        total = float(vec.sum())
-        vec = vec / total if total > 0 else np.full(len(areas), 1.0 / len(areas), np.float32)
-        cands.append(Candidate(r.image_id, float(r.aesthetic), vec, r.embedding, r.phash))
-    return cands, areas
-
-
-def _model_version(records: list[ImageState]) -> str:
-    counts = Counter(r.model_version for r in records)
-    if not counts:
-        return ""
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
 def ranking_config(strategy: str = "default", diversity: float | None = None) -> RankingConfig:
@@ -57,30 +31,20 @@ def ranking_config(strategy: str = "default", diversity: float | None = None) ->
     )
 
 
-def order_records(records: Iterable[ImageState], config: RankingConfig | None = None) -> list[ImageState]:
-    """Live (not deleted) images in display order."""
-    live = sorted((r for r in records if not r.deleted), key=lambda r: r.image_id)
-    if not live:
-        return []
-    cands, areas = _candidates(live)
-    return [live[i] for i in rank(cands, areas, config)]
-
-
 def explain_records(
     records: Iterable[ImageState], config: RankingConfig | None = None, overrides: HotelOverrides | None = None
 ) -> tuple[list[ImageState], list[str], list[str]]:
-    """(shown images in display order, a reason per position, pinned ids not shown).
+    """(shown images in display order, a reason per position, pinned ids not shown)."""
+    records = list(records)
+    state = HotelState.from_records("", records, config or RankingConfig(), overrides)
+    ids, reasons, missing = state.ranked()
+    by_id = {r.image_id: r for r in records}
+    return [by_id[i] for i in ids], reasons, missing
 
-    Editors' overrides applied: hidden images are left out, pinned ones lead
-    (ranking.rank_gallery)."""
-    pinned = overrides.pinned if overrides is not None else ()
-    hidden = overrides.hidden if overrides is not None else frozenset()
-    live = sorted((r for r in records if not r.deleted), key=lambda r: r.image_id)
-    if not live:
-        return [], [], list(dict.fromkeys(pinned))
-    cands, areas = _candidates(live)
-    ranked = rank_gallery(cands, areas, config, pinned=pinned, hidden=hidden)
-    return [live[i] for i in ranked.order], ranked.reasons, ranked.pinned_missing
+
+def order_records(records: Iterable[ImageState], config: RankingConfig | None = None) -> list[ImageState]:
+    """Live (not deleted) images in display order (no overrides)."""
+    return explain_records(records, config)[0]
 
 
 def build_document(
@@ -92,25 +56,7 @@ def build_document(
 ) -> bytes:
     """The gallery JSON. Beyond the read contract's fields, additive: each image's
     ``reason`` for its position and the document's ``pinned_missing`` (pinned ids
-    with no image shown: never uploaded, deleted or hidden)."""
-    ordered, reasons, missing = explain_records(records, config, overrides)
-    doc = {
-        "hotel_id": hotel_id,
-        "model_version": _model_version(ordered),
-        "updated_at": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "images": [
-            {
-                "image_id": r.image_id,
-                "url": r.url,
-                "area": r.area,
-                "area_confidence": round(r.area_confidence, 3),
-                "aesthetic": round(r.aesthetic, 3),
-                "reason": reason,
-            }
-            for r, reason in zip(ordered, reasons)
-        ],
-        "pinned_missing": missing,
-    }
-    if missing:
-        log.info("hotel %s: pinned images not shown (missing, deleted or hidden): %s", hotel_id, ", ".join(missing))
-    return orjson.dumps(doc)
+    with no image shown: never uploaded, deleted or hidden). ``updated_at`` is
+    ``now`` when given, else the time of the newest change the records show."""
+    state = HotelState.from_records(hotel_id, list(records), config or RankingConfig(), overrides)
+    return state.render(now)

@@ -56,6 +56,7 @@ _MILLI = 10**SCORE_DECIMALS
 MAX_EVENT_IDS = 8
 MAX_SOURCES = 8
 
+
 def parse_occurred_at(text: str | None) -> int | None:
     """An event's ``occurred_at`` as microseconds since the epoch; None when absent or not ISO-8601
     (a naive time counts as UTC). Such an event is ordered as one without ``occurred_at``."""
@@ -299,6 +300,12 @@ def encode_record(rec: ImageState, applied: Applied | None = None) -> bytes:
 
 
 def decode_record(image_id: str, raw: bytes) -> ImageState:
+    rec, q = decode_stored(image_id, raw)
+    return rec if q is None else replace(rec, embedding=dequantize(q))
+
+
+def decode_stored(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | None]:
+    """The record without its embedding, and the embedding as stored (int8), or None."""
     if raw[:1] == b"{":
         return _decode_legacy(image_id, raw)
     r = _Reader(raw)
@@ -308,7 +315,7 @@ def decode_record(image_id: str, raw: bytes) -> ImageState:
     applied = r.applied(bool(flags & _HAS_OCCURRED))
     fence = source_fence(applied)
     if flags & _DELETED:
-        return ImageState(image_id, fence, applied.event_id, deleted=True, applied=applied)
+        return ImageState(image_id, fence, applied.event_id, deleted=True, applied=applied), None
     model_version = r.short()
     url = r.text(r.unpack(_H))
     aesthetic = r.unpack(_I) / _MILLI
@@ -317,13 +324,13 @@ def decode_record(image_id: str, raw: bytes) -> ImageState:
     for _ in range(r.byte()):
         name = r.short()
         probs[name] = r.unpack(_H) / _MILLI
-    embedding = None
+    q = None
     if flags & _HAS_EMB:
         dim = r.unpack(_H)
-        embedding = dequantize(np.frombuffer(raw, dtype=np.int8, count=dim, offset=r.pos))
+        q = np.frombuffer(raw, dtype=np.int8, count=dim, offset=r.pos)
         r.pos += dim
     phash = r.unpack(_QQ) if flags & _HAS_PHASH else None
-    return ImageState(
+    rec = ImageState(
         image_id,
         fence,
         applied.event_id,
@@ -331,14 +338,14 @@ def decode_record(image_id: str, raw: bytes) -> ImageState:
         aesthetic=aesthetic,
         aesthetic_dist=dist,
         area_probs=probs,
-        embedding=embedding,
         phash=phash,
         model_version=model_version,
         applied=applied,
     )
+    return rec, q
 
 
-def _decode_legacy(image_id: str, raw: bytes) -> ImageState:
+def _decode_legacy(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | None]:
     """Records written before the binary format (JSON, fenced by partition and offset only).
 
     Their topic is unknown: the source is "/<partition>", so the first event of
@@ -351,11 +358,9 @@ def _decode_legacy(image_id: str, raw: bytes) -> ImageState:
     event_id = body.get("e", "")
     applied = Applied(None, ((fence.source, fence.offset),), (event_digest(event_id),) if event_id else (), event_id)
     if body.get("deleted"):
-        return ImageState(image_id, fence, event_id, deleted=True, applied=applied)
-    emb = None
-    if "emb" in body:
-        emb = dequantize(np.frombuffer(base64.b64decode(body["emb"]), dtype=np.int8))
-    return ImageState(
+        return ImageState(image_id, fence, event_id, deleted=True, applied=applied), None
+    q = np.frombuffer(base64.b64decode(body["emb"]), dtype=np.int8) if "emb" in body else None
+    rec = ImageState(
         image_id,
         fence,
         event_id,
@@ -363,11 +368,11 @@ def _decode_legacy(image_id: str, raw: bytes) -> ImageState:
         aesthetic=float(body["a"]),
         aesthetic_dist=tuple(body.get("d", ())),
         area_probs={k: float(v) for k, v in body.get("ar", {}).items()},
-        embedding=emb,
         phash=int(body["ph"], 16) if "ph" in body else None,
         model_version=body.get("m", ""),
         applied=applied,
     )
+    return rec, q
 
 
 def normalise_scores(rec: ImageState) -> ImageState:

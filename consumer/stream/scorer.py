@@ -107,7 +107,11 @@ class GalleryScorer:
     ):
         self.settings = settings
         self.model = model
-        self.store = GalleryStore(redis, ranking_config(settings.ranking_strategy, settings.ranking_diversity))
+        self.store = GalleryStore(
+            redis,
+            ranking_config(settings.ranking_strategy, settings.ranking_diversity),
+            cache_images=settings.hotel_cache_images,
+        )
         self._namespace_fn = namespace or self._default_namespace
         self.stop_at = stop_at
         self.on_assigned = on_assigned
@@ -122,7 +126,7 @@ class GalleryScorer:
         self.dlq_marks = DlqMarks(redis, group_id or settings.group_id)  # one DLQ record per source record
         self.tracker = OffsetTracker()
         self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
-        self.writer = StateWriter(self.store, self._namespace_fn)
+        self.writer = StateWriter(self.store, self._namespace_fn, coalesce_s=settings.write_coalesce_ms / 1000)
         # Decodes run in killable worker processes under a CPU-time and a byte budget
         # (consumer/images/decode_pool.py); as many as the container's CPUs by default.
         self.decode_pool = DecodePool(
@@ -194,7 +198,7 @@ class GalleryScorer:
         if isinstance(event, InvalidEvent):
             await self._dead_letter(record, event.reason, event.detail, event.event_id)
             return
-        fence = Fence(record.partition, record.offset)
+        fence = Fence.of(record, event.occurred_at)
         if isinstance(event, ImageDeleted):
             await self.writer.write(event.hotel_id, ImageState(event.image_id, fence, event.event_id, deleted=True))
             self.summary.deleted += 1
@@ -317,6 +321,7 @@ class GalleryScorer:
         """Finish (or give up on) in-flight work of `partitions`, commit what is durable."""
         tasks = [t for tp in partitions for t in self._tasks.get(tp, ())]
         if tasks:
+            self.writer.flush()  # their changes need not wait for the coalescing window
             done, pending = await asyncio.wait(tasks, timeout=REVOKE_DRAIN_TIMEOUT_S)
             for t in pending:
                 t.cancel()
@@ -326,6 +331,8 @@ class GalleryScorer:
         self.tracker.forget(partitions)
         for tp in partitions:
             self._tasks.pop(tp, None)
+        # Their hotels are the next owner's to write: drop our copies (Redis has everything).
+        self.store.forget((tp.topic, tp.partition) for tp in partitions)
 
     # --- backpressure -------------------------------------------------------
     def _apply_backpressure(self) -> None:

@@ -1,0 +1,391 @@
+"""One hotel's state in memory: decoded once, changed in place, ranked from arrays.
+
+A ``HotelState`` is what ``GalleryStore`` keeps for each hotel of the
+partitions this process owns. It holds exactly what Redis holds, decoded:
+
+- every image ever seen, live or deleted, with its fence (``records.Applied``);
+- the live images as columns (aesthetic, area probabilities, int8 embedding,
+  pHash, the image's entry of the gallery document pre-serialised), so a
+  re-rank needs no per-image Python work but one dict lookup;
+- the near-duplicate edges between live images (``ranking.duplicates``),
+  updated one image at a time: O(N) per change instead of O(N^2);
+- the editors' overrides (``overrides.HotelOverrides``: pins, hidden flags);
+- the Redis version counter and gallery document it corresponds to.
+
+``apply`` decides one change against the fences and, when it is newer,
+changes the state and returns what Redis must store for it; ``render`` builds
+the gallery document. Everything a change does is derived from the stored
+form of its record (encode, then decode), so a state rebuilt from Redis
+(``from_redis``) equals the state that wrote it, and renders the same bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+
+from galleryrank.ranking.duplicates import DuplicateGraph, int8_close, int8_pairs
+from galleryrank.ranking.editorial import rank_prepared
+from galleryrank.ranking.gallery import ordered_gallery
+from galleryrank.ranking.types import RankingConfig
+
+from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
+from .records import NOTHING, Applied, ImageState, decode_stored, encode_record
+
+_HASH_MASK = (1 << 64) - 1
+_DEFAULT_PROBS = {"other": 1.0}
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_entry(rec: ImageState) -> bytes:
+    """The image's entry of the document, serialised, without its closing brace (the reason follows)."""
+    body = {
+        "image_id": rec.image_id,
+        "url": rec.url,
+        "area": rec.area,
+        "area_confidence": round(rec.area_confidence, 3),
+        "aesthetic": round(rec.aesthetic, 3),
+    }
+    return orjson.dumps(body)[:-1]
+
+
+def _canonical_key(image_id: str, aesthetic: float) -> tuple[float, str]:
+    # Best first, then image_id; non-finite scores last (ranking.gallery's canonical order).
+    return (-aesthetic if math.isfinite(aesthetic) else math.inf, image_id)
+
+
+class HotelState:
+    """The decoded state of one hotel (see the module docstring)."""
+
+    def __init__(self, hotel_id: str, config: RankingConfig):
+        self.hotel_id = hotel_id
+        self.config = config
+        self.version = b""  # Redis version counter this state matches ("" = the hotel is new)
+        self.document: bytes | None = None  # the gallery document stored in Redis
+        self.overrides = HotelOverrides()
+        self.applied: dict[str, Applied] = {}  # every image ever seen: live and deleted
+        self.updated_ms = 0  # newest visible change (updated_at)
+        self.sources: set[tuple[str, int]] = set()  # (topic, partition)s whose events touched it
+        # Live images, one row each; rows are reused, their order means nothing.
+        self.row: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._free: list[int] = []
+        self._entries: list[bytes | None] = []
+        self._models: list[str] = []
+        self._model_counts: Counter[str] = Counter()
+        self._row_areas: list[tuple[int, ...]] = []
+        self._keys: list[tuple[float, str]] = []  # canonical keys of live images, sorted
+        self.areas: list[str] = []  # area names ever seen -> column
+        self._area_col: dict[str, int] = {}
+        self._area_live = np.zeros(0, dtype=np.int64)  # live images per column
+        self.dim: int | None = None  # embedding dimension (the first one seen)
+        self._aesthetic = np.zeros(0, dtype=np.float64)
+        self._probs = np.zeros((0, 0), dtype=np.float32)
+        self._q = np.zeros((0, 0), dtype=np.float32)  # int8 values as float32: exact dot products
+        self._norm2 = np.zeros(0, dtype=np.float64)
+        self._has_q = np.zeros(0, dtype=bool)
+        self._phash = np.zeros(0, dtype=np.uint64)
+        self._has_phash = np.zeros(0, dtype=bool)
+        self.graph = DuplicateGraph()
+
+    # --- size --------------------------------------------------------------------------------
+    @property
+    def live(self) -> int:
+        return len(self.row)
+
+    @property
+    def weight(self) -> int:
+        """What the cache bound counts: images held (live and deleted)."""
+        return max(1, len(self.applied))
+
+    # --- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_redis(
+        cls,
+        hotel_id: str,
+        config: RankingConfig,
+        fields: dict[bytes, bytes],
+        overrides: bytes | None,
+        version: bytes | None,
+        document: bytes | None,
+    ) -> HotelState:
+        """The state as Redis holds it: image hash, overrides, version counter, document."""
+        state = cls(hotel_id, config)
+        state.version = version or b""
+        state.document = document
+        state.overrides = decode_overrides(overrides)
+        state.updated_ms = state.overrides.changed_at() if not state.overrides.is_empty() else 0
+        for key, raw in sorted(fields.items()):
+            image_id = key.decode()
+            rec, q = decode_stored(image_id, raw)
+            state._remember(rec.applied or NOTHING)
+            state.applied[image_id] = rec.applied or NOTHING
+            if not rec.deleted:
+                state._insert(rec, q, link=False)
+        state._link_all()
+        return state
+
+    @classmethod
+    def from_records(
+        cls, hotel_id: str, records, config: RankingConfig, overrides: HotelOverrides | None = None
+    ) -> HotelState:
+        """A state holding ``records`` as they would read back from Redis (tools and tests)."""
+        fields = {r.image_id.encode(): encode_record(r) for r in records}
+        raw = encode_overrides(overrides) if overrides is not None else None
+        return cls.from_redis(hotel_id, config, fields, raw, None, None)
+
+    def _link_all(self) -> None:
+        if not self.config.suppress_duplicates:
+            return
+        rows = np.array(sorted(self.row.values()), dtype=np.int64)
+        if rows.size < 2:
+            return
+        pairs = int8_pairs(
+            self._q[rows],
+            self._norm2[rows],
+            self._has_q[rows],
+            self._phash[rows],
+            self._has_phash[rows],
+            self.config.duplicate_cosine,
+            self.config.duplicate_hamming,
+        )
+        neighbours: dict[str, list[str]] = {}
+        for i, j in rows[pairs].tolist() if len(pairs) else ():
+            a, b = self._ids[i], self._ids[j]
+            neighbours.setdefault(a, []).append(b)
+            neighbours.setdefault(b, []).append(a)
+        self.graph.edges = {k: set(v) for k, v in neighbours.items()}
+
+    # --- changes -----------------------------------------------------------------------------
+    def apply(self, change: ImageState | OverrideChange) -> bytes | bool | None:
+        """Apply one change if it is newer than what it replaces.
+
+        Returns None when it is stale (a no-op); for an image change the record
+        bytes to store at its field; for an override True (the overrides changed)."""
+        source = (change.fence.topic, change.fence.partition)
+        if isinstance(change, ImageState):
+            out = self._apply_image(change)
+        else:
+            out = self._apply_override(change)
+        if out is not None:
+            self.sources.add(source)
+        return out
+
+    def _apply_override(self, change: OverrideChange) -> bool | None:
+        if not self.overrides.apply(change):
+            return None
+        self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
+        return True
+
+    def _apply_image(self, change: ImageState) -> bytes | None:
+        image_id = change.image_id
+        previous = self.applied.get(image_id, NOTHING)
+        if not previous.admits(change.fence, change.event_id):
+            return None
+        if change.deleted:
+            visible = image_id in self.row
+            applied = previous.after(change.fence, change.event_id, visible)
+            raw = encode_record(change, applied)
+            if visible:
+                self._remove(image_id)
+        else:
+            # Decide on the record as it will read back from Redis (rounded, int8).
+            rec, q = decode_stored(image_id, encode_record(change, previous))
+            row = self.row.get(image_id)
+            visible = row is None or self._entries[row] != image_entry(rec)
+            applied = previous.after(change.fence, change.event_id, visible)
+            raw = encode_record(change, applied)
+            if row is not None:
+                self._remove(image_id)
+            self._insert(rec, q, link=True)
+        self.applied[image_id] = applied
+        self._remember(applied)
+        return raw
+
+    def _remember(self, applied: Applied) -> None:
+        self.updated_ms = max(self.updated_ms, applied.changed_at)
+
+    # --- the columns -----------------------------------------------------------------------
+    def _grow(self, need_areas: int, dim: int) -> None:
+        cap = len(self._aesthetic)
+        rows_needed = len(self._ids) + (0 if self._free else 1)
+        new_cap = cap if rows_needed <= cap else max(8, 2 * cap)
+        new_areas = max(need_areas, self._probs.shape[1])
+        new_dim = max(dim, self._q.shape[1])
+        if new_cap == cap and new_areas == self._probs.shape[1] and new_dim == self._q.shape[1]:
+            return
+
+        def grown(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+            out = np.zeros(shape, dtype=a.dtype)
+            out[tuple(slice(0, s) for s in a.shape)] = a
+            return out
+
+        self._aesthetic = grown(self._aesthetic, (new_cap,))
+        self._probs = grown(self._probs, (new_cap, new_areas))
+        self._q = grown(self._q, (new_cap, new_dim))
+        self._norm2 = grown(self._norm2, (new_cap,))
+        self._has_q = grown(self._has_q, (new_cap,))
+        self._phash = grown(self._phash, (new_cap,))
+        self._has_phash = grown(self._has_phash, (new_cap,))
+        if len(self._area_live) < new_areas:
+            self._area_live = grown(self._area_live, (new_areas,))
+
+    def _insert(self, rec: ImageState, q: np.ndarray | None, link: bool) -> None:
+        image_id = rec.image_id
+        probs = rec.area_probs or _DEFAULT_PROBS
+        names = sorted(probs)
+        for name in names:
+            if name not in self._area_col:
+                self._area_col[name] = len(self.areas)
+                self.areas.append(name)
+        if q is not None and self.dim is None:
+            self.dim = int(q.size)
+        usable_q = q is not None and q.size == self.dim and bool(np.any(q))
+        self._grow(len(self.areas), self.dim or 0)
+        row = self._free.pop() if self._free else len(self._ids)
+        if row == len(self._ids):
+            self._ids.append(None)
+            self._entries.append(None)
+            self._models.append("")
+            self._row_areas.append(())
+        self._ids[row] = image_id
+        self.row[image_id] = row
+        self._entries[row] = image_entry(rec)
+        self._models[row] = rec.model_version
+        self._model_counts[rec.model_version] += 1
+        aesthetic = float(rec.aesthetic)
+        self._aesthetic[row] = aesthetic
+        bisect.insort(self._keys, _canonical_key(image_id, aesthetic))
+        # Area probabilities: the record's own, normalised over its own names (as the
+        # document always did), so a row never depends on which other images exist.
+        vec = np.array([probs[a] for a in names], dtype=np.float32)
+        total = float(vec.sum())
+        vec = vec / total if total > 0 else np.full(len(names), 1.0 / len(names), np.float32)
+        cols = tuple(self._area_col[a] for a in names)
+        self._probs[row] = 0.0
+        self._probs[row, list(cols)] = vec
+        self._row_areas[row] = cols
+        self._area_live[list(cols)] += 1
+        self._q[row] = 0.0
+        self._has_q[row] = usable_q
+        if usable_q:
+            self._q[row, : self.dim] = q
+            self._norm2[row] = float(np.dot(q.astype(np.int64), q.astype(np.int64)))
+        else:
+            self._norm2[row] = 0.0
+        self._has_phash[row] = rec.phash is not None
+        self._phash[row] = (rec.phash or 0) & _HASH_MASK
+        if link and self.config.suppress_duplicates:
+            self.graph.link(image_id, self._neighbours(row))
+
+    def _neighbours(self, row: int) -> list[str]:
+        """The live images that are near duplicates of ``row`` (exact int8 rule, see ranking.duplicates)."""
+        n = len(self._ids)
+        found = np.zeros(n, dtype=bool)
+        if self._has_q[row]:
+            others = self._has_q[:n].copy()
+            others[row] = False
+            rows = np.flatnonzero(others)
+            if rows.size:
+                close = int8_close(
+                    self._q[rows],
+                    self._norm2[rows],
+                    self._q[row : row + 1],
+                    self._norm2[row : row + 1],
+                    self.config.duplicate_cosine,
+                )[:, 0]
+                found[rows[close]] = True
+        if self._has_phash[row]:
+            others = self._has_phash[:n].copy()
+            others[row] = False
+            distance = np.bitwise_count(self._phash[:n] ^ self._phash[row])
+            found |= others & (distance <= self.config.duplicate_hamming)
+        return [self._ids[i] for i in np.flatnonzero(found).tolist()]
+
+    def _remove(self, image_id: str) -> None:
+        row = self.row.pop(image_id)
+        key = _canonical_key(image_id, float(self._aesthetic[row]))
+        del self._keys[bisect.bisect_left(self._keys, key)]
+        self.graph.unlink(image_id)
+        self._area_live[list(self._row_areas[row])] -= 1
+        self._model_counts[self._models[row]] -= 1
+        if not self._model_counts[self._models[row]]:
+            del self._model_counts[self._models[row]]
+        self._ids[row] = None
+        self._entries[row] = None
+        self._has_q[row] = False
+        self._has_phash[row] = False
+        self._free.append(row)
+
+    # --- the document ------------------------------------------------------------------------
+    def shown(self) -> list[str]:
+        """Image ids the ranking considers (live, not hidden), in canonical order."""
+        hidden = self.overrides.hidden
+        ids = [image_id for _, image_id in self._keys]
+        return [i for i in ids if i not in hidden] if hidden else ids
+
+    def ranked(self) -> tuple[list[str], list[str], list[str]]:
+        """(image ids in display order, a reason per position, pinned ids not shown)."""
+        ids = self.shown()
+        if not ids:
+            return [], [], list(dict.fromkeys(self.overrides.pinned))
+        order = np.fromiter((self.row[i] for i in ids), dtype=np.int64, count=len(ids))
+        areas = sorted(a for a, c in self._area_col.items() if self._area_live[c] > 0)
+        cols = [self._area_col[a] for a in areas]
+        clusters = None
+        if self.config.suppress_duplicates:  # from the incremental graph, never the O(N^2) pass
+            if self.graph.edges:
+                clusters = self.graph.roots({image_id: i for i, image_id in enumerate(ids)}, len(ids))
+            if clusters is None:
+                clusters = np.arange(len(ids))
+        gallery = ordered_gallery(
+            areas,
+            ids,
+            self._aesthetic[order],
+            self._probs[np.ix_(order, cols)],
+            self._q[order] if self._q.shape[1] else np.zeros((len(ids), 1), np.float32),
+            self._has_q[order],
+            self._phash[order],
+            self._has_phash[order],
+            clusters=clusters,
+        )
+        result = rank_prepared(gallery, self.config, pinned=self.overrides.pinned)
+        return [ids[r] for r in result.order], result.reasons, result.pinned_missing
+
+    def render(self, now: datetime | None = None) -> bytes:
+        """The gallery document (docs/architecture.md, "The gallery document"), byte for byte
+        what ``orjson.dumps`` of it gives."""
+        ids, reasons, missing = self.ranked()
+        models = Counter(self._models[self.row[i]] for i in ids) if self.overrides.hidden else self._model_counts
+        model_version = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if models else ""
+        updated = now.isoformat(timespec="milliseconds").replace("+00:00", "Z") if now else iso_ms(self.updated_ms)
+        dumped: dict[str, bytes] = {}
+        parts = []
+        for image_id, reason in zip(ids, reasons):
+            tail = dumped.get(reason)
+            if tail is None:
+                tail = dumped[reason] = b',"reason":' + orjson.dumps(reason) + b"}"
+            parts.append(self._entries[self.row[image_id]] + tail)
+        return b"".join(
+            (
+                b'{"hotel_id":',
+                orjson.dumps(self.hotel_id),
+                b',"model_version":',
+                orjson.dumps(model_version),
+                b',"updated_at":',
+                orjson.dumps(updated),
+                b',"images":[',
+                b",".join(parts),
+                b'],"pinned_missing":',
+                orjson.dumps(missing),
+                b"}",
+            )
+        )
