@@ -30,7 +30,9 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +44,12 @@ _PARAM = re.compile(r'parameters\s*\{\s*key:\s*("(?:[^"\\]|\\.)*")\s*value:\s*\{
 _DIMS = re.compile(r'\{\s*name:\s*"(\w+)"[^}]*?dims:\s*\[([^\]]*)\]')
 
 
-def read_repository(repository: Path, name: str = MODEL_NAME) -> dict:
+def read_repository(repository: Path, name: str = MODEL_NAME) -> dict[str, Any]:
     """Graph path, shapes and galleryrank parameters of a repository from ``export --triton``."""
     text = (repository / name / "config.pbtxt").read_text()
     params = {json.loads(k): json.loads(v) for k, v in _PARAM.findall(text)}
     dims = {n: [int(x) for x in d.split(",")] for n, d in _DIMS.findall(text)}
+    max_batch = re.search(r"max_batch_size:\s*(\d+)", text)
     versions = sorted((p for p in (repository / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     if not versions:
         raise FileNotFoundError(f"{repository / name} has no version folder (run galleryrank export --triton)")
@@ -56,11 +59,11 @@ def read_repository(repository: Path, name: str = MODEL_NAME) -> dict:
         "input_size": dims["images"][-1],
         "n_areas": dims["area_probs"][0],
         "embedding_dim": dims["embedding"][0],
-        "max_batch_size": int(re.search(r"max_batch_size:\s*(\d+)", text).group(1)),
+        "max_batch_size": int(max_batch.group(1)) if max_batch else 0,
     }
 
 
-def onnx_infer(onnx_path: Path, threads: int | None):
+def onnx_infer(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], list[np.ndarray]]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -78,7 +81,9 @@ def onnx_infer(onnx_path: Path, threads: int | None):
     return run
 
 
-def torch_infer(checkpoint: str | None, device: str, backend: str):
+def torch_infer(
+    checkpoint: str | None, device: str, backend: str
+) -> tuple[Callable[[np.ndarray], list[np.ndarray]], str, list[str]]:
     from galleryrank.models import load_scoring_model
 
     model = load_scoring_model(checkpoint, device=device, backend=backend)

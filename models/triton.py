@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .export import INPUT_NAME, OPSET, OUTPUT_NAMES
 
@@ -105,7 +106,7 @@ def write_repository(
     cfg: TritonConfig = TritonConfig(),
     opset: int = OPSET,
     name: str = MODEL_NAME,
-) -> dict:
+) -> dict[str, Any]:
     """Export the checkpoint's (None: the default model's) graph into a Triton model repository.
 
     The graph's parity with PyTorch fp32 is checked as by ``galleryrank export`` (``max_abs_diff``).

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -89,7 +90,7 @@ class TritonScoringModel:
         self.max_batch_size = int(config.get("max_batch_size") or 0)
         log.info("model server %s: %s (%s), max batch %d", url, model_name, self.model_version, self.max_batch_size)
 
-    def _wait_for_model(self, start_timeout_s: float) -> dict:
+    def _wait_for_model(self, start_timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + start_timeout_s
         delay = RETRY_MIN_S
         while True:
@@ -131,7 +132,7 @@ class TritonScoringModel:
             raise ValueError(f"batch must have shape (N, 3, {s}, {s}), got {batch.shape}")
         return np.ascontiguousarray(batch)
 
-    def _infer(self, batch: np.ndarray):
+    def _infer(self, batch: np.ndarray) -> Any:
         inp = self._grpc.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(n) for n in OUTPUT_NAMES]
