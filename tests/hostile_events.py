@@ -178,6 +178,13 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     ev("hotel_id_space", "invalid_hotel_id", "whitespace", hotel_id="hx a")
     ev("event_id_ansi_escape", "invalid_event_id", "terminal escape sequence in a log field", event_id="\x1b[31mred")
     ev("image_id_too_long", "invalid_image_id", "500-character image id (limit 128)", image_id="i" * 500)
+    # Issue 13: a `$` regex matched before a trailing newline; Cf/Cc characters made look-alike ids.
+    ev("hotel_id_trailing_newline", "invalid_hotel_id", "'h-1\\n': full-string match, not `$`", hotel_id="hx-tn\n")
+    ev("hotel_id_zero_width_space", "invalid_hotel_id", "U+200B: looks like another hotel", hotel_id="hx-\u200bzw")
+    ev("hotel_id_bidi_override", "invalid_hotel_id", "U+202E right-to-left override", hotel_id="hx-\u202ebidi")
+    ev("image_id_bom", "invalid_image_id", "U+FEFF byte order mark inside an id", image_id="img-\ufeff")
+    ev("hotel_id_nfd", "invalid_hotel_id", "decomposed 'ho\\u0302tel': NFC only", hotel_id="hx-ho\u0302tel")
+    ev("event_id_line_separator", "invalid_event_id", "U+2028 line separator", event_id="e-\u2028x")
     ev(
         "hotel_id_redis_glob",
         SCORED,
@@ -243,6 +250,18 @@ def hostile_events(image_base: str, raw_base: str) -> list[HostileEvent]:
     ev("http_404", "http_404", "not found (no retry)", url=f"{image_base}/status/404")
     ev("http_403", "http_403", "forbidden (no retry)", url=f"{image_base}/status/403")
     ev("http_500", "http_500", "server error (retried, then DLQ)", url=f"{image_base}/status/500")
+    ev(
+        "retry_after_superscript",
+        "http_503",
+        "503 with 'Retry-After: \u00b2' (str.isdigit() says yes): ignored, retried, then DLQ - never internal_error",
+        url=f"{image_base}/status/503?retry_after=%C2%B2",
+    )
+    ev(
+        "retry_after_garbage_date",
+        "http_503",
+        "503 with an unparsable HTTP-date in Retry-After",
+        url=f"{image_base}/status/503?retry_after=Mon%2C%2099%20Foo%202026",
+    )
     ev("server_hangs", "timeout", "accepts, never answers", url=f"{raw_base}/hang")
     ev("slow_drip", "timeout", "one byte every 50 ms", url=f"{raw_base}/drip")
     ev("endless_body", "too_large", "an endless body is cut at download_max_bytes", url=f"{raw_base}/endless")

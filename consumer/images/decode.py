@@ -165,11 +165,18 @@ def load_oriented_rgb(
         raise DecodeError("too_many_pixels", str(exc)[:200]) from None
     except MemoryError:
         raise DecodeError("too_many_pixels", "decoding needs more memory than available") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError) as exc:
-        message = str(exc)
-        reason = "truncated_image" if any(m in message.lower() for m in _TRUNCATION_MARKERS) else "corrupt_image"
-        raise DecodeError(reason, f"{type(exc).__name__}: {message[:200]}") from None
+    except _PARSE_ERRORS as exc:
+        raise _parse_error(exc) from None
     return rgb, width, height
+
+
+_PARSE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError)
+
+
+def _parse_error(exc: BaseException) -> DecodeError:
+    message = str(exc)
+    reason = "truncated_image" if any(m in message.lower() for m in _TRUNCATION_MARKERS) else "corrupt_image"
+    return DecodeError(reason, f"{type(exc).__name__}: {message[:200]}")
 
 
 def probe(
@@ -192,8 +199,8 @@ def probe(
         raise DecodeError("not_image", f"not a {'/'.join(ALLOWED_FORMATS)} image") from None
     except Image.DecompressionBombError as exc:
         raise DecodeError("too_many_pixels", str(exc)[:200]) from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError) as exc:
-        raise DecodeError("corrupt_image", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    except _PARSE_ERRORS as exc:
+        raise _parse_error(exc) from None
 
 
 def _check_cost(

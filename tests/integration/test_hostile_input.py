@@ -21,6 +21,7 @@ from galleryrank.consumer.images.decode import decode_image
 from galleryrank.consumer.images.download import DownloadError, ImageDownloader
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.records import decode_record
 from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
@@ -46,7 +47,8 @@ class CorpusServer:
         return web.Response(body=c.data, headers={"Content-Type": c.content_type})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.Response(status=int(request.match_info["code"]), text="no")
+        extra = {"Retry-After": request.query["retry_after"]} if "retry_after" in request.query else {}
+        return web.Response(status=int(request.match_info["code"]), text="no", headers=extra)
 
     async def redirect_to(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["target"])
@@ -125,7 +127,7 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
                 assert h["error"] and h["source_topic"] == s.topic and h["failed_at"], c.name
             elif c.expect == DELETED:
                 raw = await redis.hget(keys.images_key(s.namespace, c.hotel_id), c.image_id)
-                outcomes[c.name] = DELETED if raw and orjson.loads(raw).get("deleted") else "missing"
+                outcomes[c.name] = DELETED if raw and decode_record(c.image_id, raw).deleted else "missing"
             else:
                 doc = (await galleries(redis, s.namespace, [c.hotel_id])).get(c.hotel_id)
                 found = [i for i in (doc or {}).get("images", []) if i["image_id"] == c.image_id]
