@@ -72,7 +72,7 @@ fi
 if [[ $smoke == 1 ]]; then
   msb=(--device cpu --processes 1 --events 48 --photos 4 --image-servers 1 --settle 2)
 else
-  msb=(--device cuda --processes 1,2,4,8,16 --events 16000 --photos 32 --batch-size 128
+  msb=(--device cuda --processes 1,2,4,8,16 --events 12000 --photos 32 --batch-size 128
        --download-concurrency 128 --start-timeout 150 --run-timeout 60)
 fi
 timeout 330 "$PY" -m bench.model_server_bench "${msb[@]}" ${skip[@]+"${skip[@]}"} || status=$?

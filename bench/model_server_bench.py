@@ -60,7 +60,8 @@ def group_cpu_s(pgids: set[int]) -> float:
         except OSError:
             continue
         if int(fields[2]) in pgids:  # field 5 (pgrp) is index 2 after the comm
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            # utime + stime, + cutime + cstime: decode workers that ended (recycled) count too
+            total += sum(int(x) for x in fields[11:15]) / CLK_TCK
     return total
 
 
@@ -220,6 +221,7 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         GALLERYRANK_BATCH_SIZE=str(a.batch_size), GALLERYRANK_DOWNLOAD_CONCURRENCY=str(a.download_concurrency),
         GALLERYRANK_LOG_LEVEL="WARNING", GALLERYRANK_MODEL_CACHE_DIR=infra["cache"],
         OMP_NUM_THREADS=str(a.model_threads or max(1, (os.cpu_count() or 2) // n)),
+        GALLERYRANK_DECODE_WORKERS=str(max(1, (os.cpu_count() or 2) // n)),  # the host's cores, shared by N
     )  # fmt: skip
     if mode == "triton":
         env["GALLERYRANK_MODEL_SERVER"] = server.url
