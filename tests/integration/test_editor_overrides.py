@@ -60,8 +60,7 @@ def shown(doc: dict) -> list[tuple[str, str]]:
 
 def note(title: str, doc: dict) -> None:
     """The document, compact, for the issue note (visible with pytest -s)."""
-    images = [{k: i[k] for k in ("image_id", "area", "aesthetic", "reason")} for i in doc["images"]]
-    print(f"\n--- {title}\n" + json.dumps({**doc, "images": images}, indent=None))
+    print(f"\n--- {title}\n" + json.dumps(doc))
 
 
 async def test_pin_hide_unhide_unpin_through_the_pipeline(settings, model, redis, image_server, sample_jpegs):
