@@ -262,7 +262,7 @@ def _ort_session_options(options: list[str]) -> None:
 
 async def child_pipeline(settings, expect: int, stop_after_s: float | None, announce_ready: bool) -> dict:
     from galleryrank.consumer import metrics
-    from galleryrank.consumer.runtime import caught_up, load_model, redis_client
+    from galleryrank.consumer.runtime import build_scorer, caught_up, load_model, redis_client
     from galleryrank.consumer.stream.scorer import GalleryScorer
 
     if os.environ.get("BENCH_ORT_OPTIONS"):
@@ -277,10 +277,10 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
     class TimedScorer(GalleryScorer):
         """The real scorer; records when the first record arrived and each event's end-to-end latency."""
 
-        def _spawn_batch(self, tp, records) -> None:
+        def _spawn(self, record) -> None:
             if "first" not in marks:
                 marks["first"], marks["cpu0"] = time.perf_counter(), _cpu_s()
-            super()._spawn_batch(tp, records)
+            super()._spawn(record)
 
         async def _process(self, record) -> None:
             await super()._process(record)
@@ -296,7 +296,9 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
             return False
         return await caught_up(scorer)
 
-    scorer = TimedScorer(settings, model, redis, stop_at=None if stop_after_s else done, on_assigned=on_assigned)
+    scorer = build_scorer(
+        settings, model, redis, scorer_cls=TimedScorer, stop_at=None if stop_after_s else done, on_assigned=on_assigned
+    )
     max_in_flight = 0
 
     async def sample() -> None:

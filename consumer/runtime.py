@@ -1,7 +1,12 @@
-"""Building a running scorer from Settings: model, Redis client, health server.
+"""The composition root: every client (Kafka, Redis, HTTP, the model) is built here from Settings.
 
-`galleryrank consume`, `demo`, `replay` and the tests all start the scorer
-through `run_scorer`, so there is one way it is wired.
+`galleryrank consume`, `demo`, `replay` and the tests all build the scorer
+through `build_scorer` / `run_scorer`, so there is one way it is wired; the
+scorer, replay and hand-over get their clients passed in.
+
+Imports of the data path and of the model stack stay inside the functions:
+the operations commands (promote, namespaces, drop, ...) import this module
+for `redis_client` and must start without loading torch.
 """
 
 from __future__ import annotations
@@ -9,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from .health import ServiceStatus
 from .settings import Settings
-from .stream.scorer import GalleryScorer, RunSummary
+
+if TYPE_CHECKING:
+    from .stream.scorer import GalleryScorer, RunSummary, ScorerControl
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,13 @@ def load_model(settings: Settings, checkpoint: str | None = None):
     return model
 
 
+def load_namespace_model(settings: Settings, checkpoint: str | None):
+    """The model a namespace's meta names ("" = the shipped default); a model server serves its own, whatever it names."""
+    if settings.model_server:
+        return load_model(settings, checkpoint)
+    return load_model(settings.model_copy(update={"checkpoint": None}), checkpoint or None)
+
+
 def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
     """A standalone client, or with `redis_cluster` a cluster client seeded by redis_url.
 
@@ -65,11 +80,42 @@ def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
     return aioredis.Redis.from_url(settings.redis_url, **options)
 
 
+def build_clients(settings: Settings, group_id: str | None = None):
+    """The Kafka consumer (of `group_id`, default the settings' group), the DLQ producer and the HTTP downloader."""
+    from .images.download import ImageDownloader
+    from .stream.kafka import make_consumer, make_producer
+    from .stream.scorer import ScorerClients
+
+    return ScorerClients(
+        consumer=make_consumer(settings, group_id or settings.group_id),
+        producer=make_producer(settings),
+        downloader=ImageDownloader(settings),
+    )
+
+
+def build_scorer(
+    settings: Settings,
+    model,
+    redis,
+    *,
+    group_id: str | None = None,
+    control: ScorerControl | None = None,
+    scorer_cls: type[GalleryScorer] | None = None,
+    **hooks,
+) -> GalleryScorer:
+    """A GalleryScorer (or `scorer_cls`) on freshly built clients; `hooks`: stop_at / on_assigned."""
+    from .stream.scorer import GalleryScorer
+
+    cls = scorer_cls or GalleryScorer
+    clients = build_clients(settings, group_id)
+    return cls(settings, model, redis, clients, group_id=group_id, control=control, **hooks)
+
+
 async def caught_up(scorer: GalleryScorer) -> bool:
     """True when every assigned partition is committed up to its high watermark.
 
     Uses the Fetch high watermark, not `end_offsets()`: Tansu answers the latter
-    with the base offset of the last batch + 1 (design.md).
+    with the base offset of the last batch + 1 (docs/architecture.md).
     """
     assigned = scorer.consumer.assignment()
     if not assigned:
@@ -107,20 +153,23 @@ async def _run_scorer(
     until_caught_up: bool = False,
     install_signal_handlers: bool = True,
     status: ServiceStatus,
-    **scorer_kwargs,
+    group_id: str | None = None,
+    control: ScorerControl | None = None,
+    **hooks,
 ) -> RunSummary:
     own_redis = redis is None
     redis = redis or redis_client(settings)
     from .startup import wait_for_kafka, wait_for_redis
 
     await wait_for_redis(redis, settings, status)
-    if settings.namespace is None and not scorer_kwargs.keys() & {"namespace", "on_assigned", "on_tick"}:
+    handover = None
+    if settings.namespace is None and control is None:
         # The live consumer: follow galleryrank:active across promotes (consumer/bluegreen/handover.py).
         from .bluegreen.handover import Handover
 
-        handover = Handover(settings, redis, scorer_kwargs.get("group_id"))
+        handover = Handover(settings, redis, group_id, load_model=lambda ckpt: load_namespace_model(settings, ckpt))
         model = await handover.start(model)
-        scorer_kwargs.update(handover.scorer_kwargs())
+        control = handover
     model = model or load_model(settings)
     status.model_loaded(model, settings.checkpoint)
     await wait_for_kafka(settings, status)
@@ -131,7 +180,11 @@ async def _run_scorer(
             await describe(redis, settings.namespace, model.model_version, settings.checkpoint)
         except Exception as exc:  # Redis down at start: the writer waits for it; this is only a label
             log.warning("could not record the model of namespace %s: %s", settings.namespace, exc)
-    scorer = GalleryScorer(settings, model, redis, stop_at=caught_up if until_caught_up else None, **scorer_kwargs)
+    if until_caught_up:
+        hooks["stop_at"] = caught_up
+    scorer = build_scorer(settings, model, redis, group_id=group_id, control=control, **hooks)
+    if handover is not None:
+        scorer.switch_namespace(handover.current)
     status.attach(scorer, settings.decode_timeout_s)
     if install_signal_handlers:
         loop = asyncio.get_running_loop()

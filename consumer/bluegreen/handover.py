@@ -1,4 +1,4 @@
-"""How the live consumer follows `galleryrank:active` across a promote.
+"""How the live consumer follows a promote: it brings the new namespace up to date before the site sees it.
 
 The live consumer (GALLERYRANK_NAMESPACE unset) writes into ONE namespace at
 a time, `current`, and keeps, per partition, a marker in Redis saying which
@@ -7,20 +7,30 @@ namespace the group's committed offset of that partition belongs to
 
 Every namespace records how far it is complete: meta `end:<partition>` = every
 event below that offset is applied in it (a replay's end point; the live
-consumer raises it when it leaves a namespace).
+consumer raises it when it leaves a namespace and while it catches one up).
+A namespace that records end offsets but none for a partition has nothing of
+that partition (created, or first assigned, after it was last written): its
+end there is 0, so the whole partition is reprocessed into it.
 
-Switch (every CHECK_INTERVAL_S the main loop asks `GET galleryrank:active`):
-1. load the new namespace's model (the checkpoint in its meta) unless it is the
-   one already running; if it cannot be read, keep the current model and log
-   an error (the namespace then gets this model's scores for new events);
+Promote (consumer/bluegreen/namespaces.py `promote`) sets `galleryrank:promoting`
+= the target; `galleryrank:active` (what the website reads) stays put. Every
+CHECK_INTERVAL_S the main loop (`on_tick`) reads both keys:
+1. the write target (`promoting`, else `active`) differs from `current`: load
+   its model (the checkpoint in its meta) unless it is the one running; if it
+   cannot be read, keep the current model and log an error;
 2. finish every in-flight event (they still go into the old namespace) and
-   commit: position P per partition; record old `end:<p>` = P;
+   commit: position P per partition (a partition never committed: P = 0, the
+   log start); record old `end:<p>` = P;
 3. switch model and namespace; per partition seek to T = min(P, new end:<p>),
-   commit T, then set the partition's marker to the new namespace.
-Events from T on are processed again into the new namespace; those the replay
-already applied are no-ops (per-image fences), the rest (published during or
-after the replay) are applied now. Nothing is lost and nothing of the old
-model is written into the new namespace.
+   commit T, then set the partition's marker to the new namespace;
+4. while the target is requested but not active: raise its `end:<p>` to the
+   committed offsets, and once every partition of the group is written into it
+   and complete to at least the active namespace's `end:<p>`, SET
+   `galleryrank:active` (whichever consumer, or the promote command, sees it first).
+The old namespace gets no event after step 2, the new one gets all of them
+from T on (those the replay applied are no-ops: per-image fences), and the
+site switches only at step 4: it never sees a gallery older than the one it
+saw before. Events published meanwhile reach the site at the switch.
 
 Crash safety: the marker flips only after T is committed. A consumer that
 takes over a partition (restart, rebalance) whose marker names another
@@ -41,7 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..settings import ConfigError, Settings
-from ..stream.batcher import MicroBatcher
+from ..stream.scorer import GalleryScorer, ScorerControl
 from . import namespaces
 
 log = logging.getLogger(__name__)
@@ -52,8 +62,7 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5
 
 
-def markers_key(group_id: str) -> str:
-    return f"galleryrank:handover:{group_id}"
+markers_key = namespaces.markers_key
 
 
 def _field(tp: TopicPartition) -> str:
@@ -75,6 +84,18 @@ async def _retrying(call, what: str):
             delay = min(delay * 2, 5.0)
 
 
+def complete_to(ends: dict[int, int], partition: int) -> int | None:
+    """Where a namespace with these end offsets is complete for `partition`.
+
+    Its `end:<p>`; 0 when it records ends but none for this partition (it has
+    none of its events); None when it records no end at all (promoted with
+    --force, or filled by a fixed-namespace deployment): unknown.
+    """
+    if not ends:
+        return None
+    return ends.get(partition, 0)
+
+
 def _check_explicit_checkpoint(settings: Settings, namespace: str, meta: dict[str, str]) -> None:
     """An explicit GALLERYRANK_CHECKPOINT takes effect or stops the service: it is never silently
     replaced by the model the namespace records (that would mix two models' scores in one namespace)."""
@@ -92,11 +113,11 @@ def _check_explicit_checkpoint(settings: Settings, namespace: str, meta: dict[st
 
 
 def load_namespace_model(settings: Settings, checkpoint: str | None):
-    """The model a namespace's meta names ("" / None = the shipped default model)."""
-    if settings.model_server:  # the model server's model, whatever the meta names
-        from ..runtime import load_model
+    """The model a namespace's meta names ("" / None = the shipped default model), in this process.
 
-        return load_model(settings, checkpoint)
+    The default loader; the service passes runtime.load_namespace_model (the
+    composition root), which also knows the model server.
+    """
     from galleryrank.models import load_scoring_model
 
     return load_scoring_model(
@@ -107,11 +128,15 @@ def load_namespace_model(settings: Settings, checkpoint: str | None):
     )
 
 
-class Handover:
-    def __init__(self, settings: Settings, redis, group_id: str | None = None):
+class Handover(ScorerControl):
+    """The live consumer's scorer control: which namespace it writes, and the switch."""
+
+    def __init__(self, settings: Settings, redis, group_id: str | None = None, load_model=None):
         self.settings = settings
         self.redis = redis
         self.group_id = group_id or settings.group_id
+        self.topic = settings.topic
+        self._load_model = load_model or (lambda checkpoint: load_namespace_model(settings, checkpoint))
         self.current: str = ""
         self.switches = 0
         self._pending: dict[TopicPartition, int | None] = {}  # marker to set after committing this offset
@@ -119,13 +144,13 @@ class Handover:
 
     # --- startup ---------------------------------------------------------------
     async def start(self, model=None):
-        """Pick `current` = the active namespace and the model it needs; returns the model to run.
+        """Pick `current` = the namespace to write (requested, else active) and its model; returns the model.
 
         A given `model` is kept when it is the namespace's model_version (or the
         namespace names none); otherwise the namespace's checkpoint is loaded.
         """
         # Redis may still be starting (compose, k8s): wait for it as the writer would.
-        self.current = await _retrying(lambda: namespaces.active_namespace(self.redis), "reading galleryrank:active")
+        self.current = await _retrying(lambda: namespaces.write_target(self.redis), "reading galleryrank:active")
         meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
         wanted = meta.get("model_version")
         _check_explicit_checkpoint(self.settings, self.current, meta)
@@ -134,22 +159,16 @@ class Handover:
                 loaded = await self._load(meta)
                 model = loaded or model
             if model is None:
-                model = await asyncio.to_thread(load_namespace_model, self.settings, self.settings.checkpoint)
+                model = await asyncio.to_thread(self._load_model, self.settings.checkpoint)
         if not wanted:  # describe the namespace the live consumer starts in (galleryrank namespaces)
             await namespaces.describe(self.redis, self.current, model.model_version, self.settings.checkpoint)
-        log.info("following active namespace %s with model %s", self.current, model.model_version)
+        log.info("writing into namespace %s with model %s", self.current, model.model_version)
         return model
-
-    def scorer_kwargs(self) -> dict:
-        return {"namespace": self.namespace, "on_assigned": self.on_assigned, "on_tick": self.on_tick}
-
-    async def namespace(self) -> str:
-        return self.current
 
     async def _load(self, meta: dict[str, str]):
         checkpoint = meta.get("checkpoint", "")
         try:
-            model = await asyncio.to_thread(load_namespace_model, self.settings, checkpoint)
+            model = await asyncio.to_thread(self._load_model, checkpoint)
         except Exception:
             log.error(
                 "cannot load checkpoint %r (model %s) of namespace %s; keeping the current model",
@@ -169,7 +188,7 @@ class Handover:
         return model
 
     # --- partitions taken over ---------------------------------------------------
-    async def on_assigned(self, consumer, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
         if not assigned:
             return
         fields = [_field(tp) for tp in sorted(assigned)]
@@ -187,24 +206,26 @@ class Handover:
             if owner is None:
                 self._pending[tp] = None  # first start: the committed offset is taken as current's
                 continue
-            committed = await consumer.committed(tp)
-            end = ends.get(tp.partition)
-            if committed is None or end is None:
-                if end is None:
-                    log.warning(
-                        "partition %d was last written into %s; %s records no end offset for it, "
-                        "so events before offset %s that only %s has may be missing",
-                        tp.partition,
-                        owner,
-                        self.current,
-                        committed,
-                        owner,
-                    )
+            committed = await scorer.committed(tp)
+            end = complete_to(ends, tp.partition)
+            if committed is None:  # never committed: the consumer starts at the log start anyway
+                self._pending[tp] = None
+                continue
+            if end is None:
+                log.warning(
+                    "partition %d was last written into %s; %s records no end offsets, "
+                    "so events before offset %s that only %s has may be missing",
+                    tp.partition,
+                    owner,
+                    self.current,
+                    committed,
+                    owner,
+                )
                 self._pending[tp] = None
                 continue
             target = min(committed, end)
             if target < committed:
-                consumer.seek(tp, target)
+                scorer.seek(tp, target)
                 log.info(
                     "partition %d: %s -> %s, reprocessing from %d (was %d)",
                     tp.partition,
@@ -215,16 +236,16 @@ class Handover:
                 )
             self._pending[tp] = target
 
-    async def _settle(self, scorer) -> None:
+    async def _settle(self, scorer: GalleryScorer) -> None:
         """Commit the hand-over offsets of taken-over partitions, then flip their markers."""
         pending, self._pending = self._pending, {}
-        assigned = scorer.consumer.assignment()
+        assigned = scorer.assignment()
         for tp, target in pending.items():
             if tp not in assigned:
                 continue  # revoked meanwhile: the next owner redoes the check
             try:
                 if target is not None:
-                    await scorer.consumer.commit({tp: target})
+                    await scorer.commit_offset(tp, target)
             except KafkaError as exc:
                 log.warning("hand-over commit of partition %d failed (%s); the next owner redoes it", tp.partition, exc)
                 continue
@@ -234,7 +255,7 @@ class Handover:
                 self._pending[tp] = None  # committed already; only the marker is left to write
 
     # --- the switch ----------------------------------------------------------------
-    async def on_tick(self, scorer) -> None:
+    async def on_tick(self, scorer: GalleryScorer) -> None:
         """Runs in the scorer's main loop: a Redis error here must not stop the scorer."""
         try:
             if self._pending:
@@ -243,64 +264,71 @@ class Handover:
             if now < self._next_check:
                 return
             self._next_check = now + CHECK_INTERVAL_S
+            requested = await namespaces.requested_namespace(self.redis)
             active = await namespaces.active_namespace(self.redis)
-            if active == self.current:
-                return
-            meta = await namespaces.read_meta(self.redis, active)
+            target = requested or active
+            if target != self.current:
+                meta = await namespaces.read_meta(self.redis, target)
+                await self.switch(scorer, target, meta)
+            if requested == self.current and active != self.current and not self._pending:
+                await self._catch_up(scorer)
         except _REDIS_DOWN as exc:
             log.warning("hand-over check failed (%s); trying again on the next turn", exc)
-            return
-        await self.switch(scorer, active, meta)
 
-    async def switch(self, scorer, new: str, meta: dict[str, str]) -> None:
+    async def _catch_up(self, scorer: GalleryScorer) -> None:
+        """A requested promote: record how far `current` is complete; switch the site once all are ready."""
+        for tp in scorer.assignment():
+            committed = await scorer.committed(tp)
+            if committed is not None:
+                await namespaces.raise_end_offset(self.redis, self.current, tp.partition, committed)
+        waiting = await namespaces.promote_ready(self.redis, self.group_id, self.topic, self.current)
+        if not waiting:
+            await namespaces.complete_promote(self.redis, self.current)
+            log.info("namespace %s caught up on every partition: it is now the active one", self.current)
+
+    async def switch(self, scorer: GalleryScorer, new: str, meta: dict[str, str]) -> None:
         old = self.current
         wanted = meta.get("model_version")
         model = None
         if wanted and wanted != scorer.model.model_version:
             model = await self._load(meta)  # before draining: the stream keeps flowing meanwhile
-        consumer = scorer.consumer
-        assigned = set(consumer.assignment())
+        assigned = scorer.assignment()
         # In-flight events finish into `old` with the old model; then P = committed position.
         await scorer.drain_and_commit(assigned)
-        positions: dict[TopicPartition, int | None] = {}
+        positions: dict[TopicPartition, int] = {}
         for tp in assigned:
-            positions[tp] = await consumer.committed(tp)
-            if positions[tp] is not None:
-                await _retrying(
-                    lambda tp=tp: namespaces.raise_end_offset(self.redis, old, tp.partition, positions[tp]),
-                    "recording where the old namespace is complete",
-                )
-        if model is not None:
-            await scorer.batcher.stop()
-            scorer.batcher = MicroBatcher(
-                model.score, model.areas, self.settings.batch_size, self.settings.max_batch_delay_ms / 1000
+            committed = await scorer.committed(tp)
+            # Never committed: nothing of this partition went into `old`, which is complete to the log start.
+            positions[tp] = 0 if committed is None else committed
+            await _retrying(
+                lambda tp=tp: namespaces.raise_end_offset(self.redis, old, tp.partition, positions[tp]),
+                "recording where the old namespace is complete",
             )
-            scorer.batcher.start()
-            scorer.model = model
+        if model is not None:
+            await scorer.swap_model(model)
+        scorer.switch_namespace(new)
         self.current = new
         self.switches += 1
         ends = namespaces.end_offsets(meta)
+        if not ends and positions:
+            log.warning(
+                "namespace %s records no end offsets: nothing before the current positions %s is reprocessed",
+                new,
+                {tp.partition: p for tp, p in sorted(positions.items())},
+            )
         for tp, position in positions.items():
-            end = ends.get(tp.partition)
-            target = position if end is None or position is None else min(position, end)
-            if end is None:
-                log.warning(
-                    "namespace %s records no end offset for partition %d: nothing before %s is reprocessed",
-                    new,
-                    tp.partition,
-                    position,
-                )
+            end = complete_to(ends, tp.partition)
+            target = position if end is None else min(position, end)
             try:
-                if target is not None:
-                    consumer.seek(tp, target)
-                    await consumer.commit({tp: target})
+                scorer.seek(tp, target)
+                await scorer.commit_offset(tp, target)
             except (IllegalStateError, KafkaError) as exc:
                 log.warning("hand-over of partition %d failed (%s); its next owner redoes it", tp.partition, exc)
                 continue
             await _retrying(
                 lambda tp=tp: self.redis.hset(markers_key(self.group_id), _field(tp), new), "writing a hand-over marker"
             )
-            if target is not None and position is not None and target < position:
+            if target < position:
                 log.info(
                     "partition %d: reprocessing %d events from %d into %s", tp.partition, position - target, target, new
                 )

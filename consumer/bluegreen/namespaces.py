@@ -8,16 +8,27 @@ for each hotel, never a mix), lists them and drops unused ones.
 
 Meta fields (a Redis hash; all strings):
     model_version, checkpoint ("" = the shipped default model), created_at,
-    status (replaying | complete | interrupted | live),
+    status (replaying | complete | interrupted; `galleryrank namespaces` shows
+    the active one as live and a requested one as promoting),
     replay_from, replay_to, topic, group, started_at, finished_at, events,
     dead_lettered, promoted_at,
     end:<partition>  "complete to": every event of the topic below this offset
                      is applied in this namespace (the replay's end point,
-                     raised by the live consumer when it leaves the namespace).
+                     raised by the live consumer when it leaves the namespace,
+                     and while it catches a requested namespace up).
+
+Promote in two steps (docs/operations.md, "Promote"): `promote` sets
+`galleryrank:promoting`; the live consumers switch their writes to it and
+catch it up; once every partition's events in it reach where the active
+namespace is (`promote_ready`), `complete_promote` moves `galleryrank:active`.
+The website therefore never sees the new namespace before it holds everything
+the old one showed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,10 +42,12 @@ from ..state import hotel_index, keys
 # to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
 # fullmatch, never match with `$`: that accepts a trailing newline ("live\n").
 _NAME = NAMESPACE_RE
-# `galleryrank:active` is the pointer; `galleryrank:handover:*` holds the live
-# consumer's per-partition markers (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*`
-# the DLQ's sent marks. A namespace of those names would mix with them (and drop them).
-RESERVED = {"active", "handover", "dlq-sent"}
+# `galleryrank:active` is the pointer; `galleryrank:promoting` a requested promote;
+# `galleryrank:handover:*` holds the live consumer's per-partition markers
+# (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*` the DLQ's sent marks.
+# A namespace of those names would mix with them (and drop them).
+RESERVED = {"active", "promoting", "handover", "dlq-sent"}
+PROMOTING_KEY = "galleryrank:promoting"
 # Keys per UNLINK call and SCAN page: big enough for few round trips, small
 # enough that one call never blocks Redis noticeably.
 DROP_BATCH = 500
@@ -65,6 +78,22 @@ def _text(value) -> str:
 async def active_namespace(redis: aioredis.Redis) -> str:
     value = await redis.get(keys.ACTIVE_KEY)
     return value.decode() if value else keys.DEFAULT_NAMESPACE
+
+
+async def requested_namespace(redis: aioredis.Redis) -> str | None:
+    """The namespace of a promote that is requested but not complete yet, if any."""
+    value = await redis.get(PROMOTING_KEY)
+    return value.decode() if value else None
+
+
+async def write_target(redis: aioredis.Redis) -> str:
+    """Where the live consumer writes: the requested namespace while a promote is pending, else the active one."""
+    return await requested_namespace(redis) or await active_namespace(redis)
+
+
+def markers_key(group_id: str) -> str:
+    """Hash `<topic>:<partition>` -> namespace the group's committed offset of that partition belongs to."""
+    return f"galleryrank:handover:{group_id}"
 
 
 async def read_meta(redis: aioredis.Redis, namespace: str) -> dict[str, str]:
@@ -147,8 +176,18 @@ async def _sample_model_version(redis: aioredis.Redis, namespace: str) -> str:
     return orjson.loads(doc).get("model_version", "") if doc else ""
 
 
+def shown_status(name: str, meta: dict[str, str], active: str, requested: str | None) -> str:
+    """`live` for the active namespace, `promoting` for a requested one, else the replay's status."""
+    if name == active:
+        return "live"
+    if name == requested:
+        return "promoting"
+    return meta.get("status", "")
+
+
 async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
     active = await active_namespace(redis)
+    requested = await requested_namespace(redis)
     names = await _discover(redis) | {active}
     out = []
     for name in sorted(names):
@@ -161,18 +200,78 @@ async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
                 keys=await count_keys(redis, name),
                 model_version=meta.get("model_version") or await _sample_model_version(redis, name),
                 created_at=meta.get("created_at", ""),
-                status=meta.get("status", ""),
+                status=shown_status(name, meta, active, requested),
             )
         )
     return out
 
 
-async def promote(redis: aioredis.Redis, namespace: str, *, force: bool = False) -> str:
-    """Point `galleryrank:active` at `namespace`; returns the previous active namespace.
+class PromotePending(NamespaceError):
+    """The promote is requested but the live consumers have not caught the namespace up yet."""
 
-    One SET of one key: atomic for every reader. Refused (unless `force`) for a
-    namespace with no galleries or whose replay has not completed, because the
-    website would then show missing or half-rescored galleries.
+
+async def _markers(redis: aioredis.Redis, group_id: str, topic: str | None) -> dict[int, str]:
+    """partition -> namespace, from the live group's hand-over markers (of `topic` if given)."""
+    out: dict[int, str] = {}
+    for k, v in (await redis.hgetall(markers_key(group_id))).items():
+        name, _, partition = _text(k).rpartition(":")
+        if topic is None or name == topic:
+            out[int(partition)] = _text(v)
+    return out
+
+
+async def promote_ready(redis: aioredis.Redis, group_id: str, topic: str | None, target: str) -> list[int]:
+    """Partitions that still keep a promote to `target` waiting (empty = ready to switch).
+
+    A partition is ready when the live group writes it into `target` (its marker)
+    and `target` is complete to at least where the active namespace is complete
+    (`end:<p>`, recorded by the consumer when it left the active namespace).
+    """
+    active = await active_namespace(redis)
+    markers = await _markers(redis, group_id, topic)
+    ends_active = end_offsets(await read_meta(redis, active)) if active != target else {}
+    ends_target = end_offsets(await read_meta(redis, target))
+    return sorted(
+        p for p, owner in markers.items() if owner != target or ends_target.get(p, -1) < ends_active.get(p, 0)
+    )
+
+
+async def complete_promote(redis: aioredis.Redis, target: str) -> None:
+    """Point `galleryrank:active` at `target` (one SET) and clear the request if it still names it."""
+    await redis.set(keys.ACTIVE_KEY, target)
+    # Compare-and-delete in one script on one key (works on Redis Cluster too): a newer request stays.
+    await redis.eval(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        1,
+        PROMOTING_KEY,
+        target,
+    )
+    await write_meta(redis, target, promoted_at=utc_now())
+
+
+async def promote(
+    redis: aioredis.Redis,
+    namespace: str,
+    *,
+    force: bool = False,
+    group_id: str | None = None,
+    topic: str | None = None,
+    wait_s: float = 0.0,
+    poll_s: float = 0.05,
+) -> str:
+    """Make `namespace` the one the website reads; returns the previous active namespace.
+
+    Without a live group (`group_id` None, or it has no hand-over markers) and with
+    `force`: one SET of `galleryrank:active`, at once. Otherwise in two steps: set
+    `galleryrank:promoting`; the live consumers (consumer/bluegreen/handover.py)
+    switch their writes to `namespace` and catch it up; when every partition is
+    ready (`promote_ready`) whoever sees it first (this call, polling for up to
+    `wait_s`, or a consumer) moves `galleryrank:active`: one SET, atomic for every
+    reader, and the new namespace already has every event the old one showed.
+    Raises PromotePending when `wait_s` ran out first (the consumers still complete it).
+
+    Refused (unless `force`) for a namespace with no galleries or whose replay has
+    not completed, because the website would then show missing or half-rescored galleries.
     """
     validate_name(namespace)
     meta = await read_meta(redis, namespace)
@@ -187,8 +286,27 @@ async def promote(redis: aioredis.Redis, namespace: str, *, force: bool = False)
                 f"namespace {namespace!r} replay is {meta['status']}; wait for it to complete or --force"
             )
     previous = await active_namespace(redis)
-    await redis.set(keys.ACTIVE_KEY, namespace)
-    await write_meta(redis, namespace, promoted_at=utc_now())
+    if force or group_id is None or previous == namespace or not await _markers(redis, group_id, topic):
+        await redis.set(keys.ACTIVE_KEY, namespace)
+        await redis.delete(PROMOTING_KEY)  # a forced switch also ends a pending request
+        await write_meta(redis, namespace, promoted_at=utc_now())
+        return previous
+    await redis.set(PROMOTING_KEY, namespace)
+    deadline = time.monotonic() + wait_s
+    while True:
+        if await active_namespace(redis) == namespace:  # a consumer completed it
+            break
+        waiting = await promote_ready(redis, group_id, topic, namespace)
+        if not waiting:
+            await complete_promote(redis, namespace)
+            break
+        if time.monotonic() >= deadline:
+            raise PromotePending(
+                f"promote of {namespace!r} requested; the live consumers (group {group_id}) have not caught it up "
+                f"yet on partitions {waiting[:20]}; they switch the site to it when they have "
+                f"(`galleryrank namespaces` shows it; `promote {previous} --force` cancels)"
+            )
+        await asyncio.sleep(poll_s)
     return previous
 
 

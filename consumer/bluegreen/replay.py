@@ -13,7 +13,7 @@ A replay is the normal scorer (consumer/stream/scorer.py) with
 Start and end points by time follow Kafka's `offsets_for_times` meaning
 ("the first offset whose record timestamp is >= t"), made exact on any
 broker: the broker's answer is only a lower bound that we read forward from.
-Tansu needs this (design.md; tests/integration/test_replay.py shows it):
+Tansu needs this (docs/operations.md, "Tansu"; tests/integration/test_replay.py shows it):
 - it answers at batch granularity, comparing against its own append time of
   the batch, so a batch that spans t answers the batch's base offset;
 - for a time after the last record it answers (offset 0, timestamp -1)
@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 from ..settings import Settings
 from ..state import hotel_index, keys
 from ..stream.kafka import make_consumer
-from ..stream.scorer import GalleryScorer, RunSummary
+from ..stream.scorer import GalleryScorer, RunSummary, ScorerControl
 from . import namespaces
 
 log = logging.getLogger(__name__)
@@ -181,36 +181,33 @@ async def make_plan(settings: Settings, from_ms: int | None, to_ms: int | None) 
     )
 
 
-class ReplayBounds:
-    """The scorer hooks that keep a replay inside its plan, and its progress."""
+class ReplayBounds(ScorerControl):
+    """The scorer control that keeps a replay inside its plan, and its progress."""
 
     def __init__(self, plan: ReplayPlan):
         self.plan = plan
         self.read_to = dict(plan.start)  # partition -> one past the highest offset handed to the scorer
         self.beyond = 0  # records fetched at/after the end and dropped
 
-    async def on_assigned(self, consumer, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
         # Every assignment (also after a rebalance) starts at the plan's start:
         # redoing applied events is a no-op (per-image fences).
         for tp in assigned:
             if tp.partition in self.plan.start:
-                consumer.seek(tp, self.plan.start[tp.partition])
+                scorer.seek(tp, self.plan.start[tp.partition])
             else:  # a partition created after the plan: not part of this replay
-                consumer.pause(tp)
+                scorer.pause(tp)
 
-    def make_accept(self, scorer_ref: list):
-        def accept(record) -> bool:
-            end = self.plan.end.get(record.partition)
-            if end is None or record.offset >= end:
-                # A fetch returns whole batches: drop what lies past the end and stop fetching there.
-                self.beyond += 1
-                scorer_ref[0].consumer.pause(TopicPartition(record.topic, record.partition))
-                return False
-            if record.offset + 1 > self.read_to[record.partition]:
-                self.read_to[record.partition] = record.offset + 1
-            return True
-
-        return accept
+    def accept(self, scorer: GalleryScorer, record) -> bool:
+        end = self.plan.end.get(record.partition)
+        if end is None or record.offset >= end:
+            # A fetch returns whole batches: drop what lies past the end and stop fetching there.
+            self.beyond += 1
+            scorer.pause(TopicPartition(record.topic, record.partition))
+            return False
+        if record.offset + 1 > self.read_to[record.partition]:
+            self.read_to[record.partition] = record.offset + 1
+        return True
 
     def reached_end(self) -> bool:
         return all(self.read_to[p] >= e for p, e in self.plan.end.items())
@@ -300,17 +297,9 @@ async def run_replay(
     if plan.total == 0:
         result.complete = True
     else:
-        scorer_ref: list = []
-        scorer = GalleryScorer(
-            settings,
-            model,
-            redis,
-            group_id=group,
-            on_assigned=bounds.on_assigned,
-            accept=bounds.make_accept(scorer_ref),
-            stop_at=bounds.stop_at,
-        )
-        scorer_ref.append(scorer)
+        from ..runtime import build_scorer
+
+        scorer = build_scorer(settings, model, redis, group_id=group, control=bounds)
         reporter = asyncio.create_task(_report(bounds, scorer, namespace)) if progress else None
         loop = asyncio.get_running_loop()
         signals = (signal.SIGINT, signal.SIGTERM) if progress else ()

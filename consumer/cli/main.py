@@ -1,7 +1,15 @@
 """The `galleryrank` command.
 
-Service commands take every Settings field as a flag (see cli_options.py);
-the model tool-chain (train, evaluate, explain, export) comes from models/cli.py.
+Service commands take every Settings field as a flag (see options.py); the
+model tool-chain (train, evaluate, explain, export) comes from models/cli.py.
+
+Start-up cost: the group is lazy. A command's module is imported only when
+that command runs (or when `galleryrank --help` lists it), and no module
+imported for the operations commands (promote, namespaces, drop, compare,
+rerank, replay's option parsing) imports torch, onnx or the model stack at
+import time. To add a command in a module of its own, add one line to
+`LAZY_COMMANDS` ("module:attribute"); tests/unit/test_cli.py checks that the
+operations commands stay light.
 """
 
 from __future__ import annotations
@@ -21,8 +29,62 @@ import click  # noqa: E402
 from ..logs import setup_logging
 from .options import settings_options, split_settings
 
+# name -> "module:attribute" of a click command, or of a `register(group)` function
+# that adds a command of that name (modules owned elsewhere keep their own style).
+LAZY_COMMANDS: dict[str, str] = {
+    "replay": "galleryrank.consumer.cli.operations:replay",
+    "compare": "galleryrank.consumer.cli.operations:compare",
+    "promote": "galleryrank.consumer.cli.operations:promote",
+    "namespaces": "galleryrank.consumer.cli.operations:list_cmd",
+    "drop": "galleryrank.consumer.cli.operations:drop",
+    "rerank": "galleryrank.consumer.cli.operations:rerank",
+    "pin": "galleryrank.consumer.cli.editors:pin",
+    "unpin": "galleryrank.consumer.cli.editors:unpin",
+    "hide": "galleryrank.consumer.cli.editors:hide",
+    "unhide": "galleryrank.consumer.cli.editors:unhide",
+    "serve": "galleryrank.consumer.cli.serve:register",
+    "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
+    "model-server": "galleryrank.consumer.cli.model_server:model_server",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (see LAZY_COMMANDS)."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy if lazy is not None else {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self._load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def _load(self, name: str) -> None:
+        from importlib import import_module
+
+        module_name, _, attr = self.lazy[name].partition(":")
+        try:
+            target = getattr(import_module(module_name), attr)
+        except ImportError:  # a slim install without that module's extras: the command is absent
+            return
+        if isinstance(target, click.Command):
+            self.add_command(target, name)
+        else:  # register(group): let it add its commands to a scratch group, keep the one asked for
+            scratch = click.Group()
+            target(scratch)
+            if name in scratch.commands:
+                self.add_command(scratch.commands[name], name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+)
 def cli() -> None:
     """galleryrank: keep every hotel gallery in its best order, from a Kafka stream of image events."""
 
@@ -84,45 +146,48 @@ def create_topics_cmd(partitions, replication, **kwargs) -> None:
     click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
 
 
-def _mount_optional(group: click.Group) -> None:
-    """Commands whose modules may be absent in a slim install stay optional."""
-    try:
-        import typer
-
-        from galleryrank.models.cli import models_app
-
-        models_group = typer.main.get_command(models_app)
-        for name, cmd in getattr(models_group, "commands", {}).items():
-            group.add_command(cmd, name)
-    except ImportError:
-        pass
-    from importlib import import_module
-
-    for module in (".operations", ".editors", ".serve", "..dev.demo_producer", ".model_server"):
-        try:
-            mod = import_module(module, __package__)
-        except ImportError:
-            continue
-        mod.register(group)
+# The model tool-chain is a typer app (models/cli.py) that imports torch. typer >= 0.29
+# raises its own (vendored) click exceptions, which a plain click group neither catches
+# nor prints: run through the group, `--help` or a bad flag ended in a traceback. So
+# the group lists them with a short help text written here (listing imports nothing)
+# and runs them through their own typer app, which handles its exceptions.
+MODEL_COMMANDS = {
+    "train": "Two-phase transfer learning of the area tagger or the aesthetic head.",
+    "evaluate": "Evaluate a checkpoint on a tagger test set and/or aesthetic votes.",
+    "explain": "Draw class-activation maps of a checkpoint on images.",
+    "export": "Export a checkpoint to ONNX.",
+}
 
 
-_mount_optional(cli)
+def _run_model_command(args: list[str]) -> None:
+    from galleryrank.models.cli import models_app
+
+    models_app(args=args, prog_name="galleryrank")
 
 
-# The model tool-chain is a typer app. typer >= 0.29 raises its own (vendored)
-# click exceptions, which a plain click group neither catches nor prints: run
-# through the group, `--help` or a bad flag of those commands ended in a
-# traceback. They are listed in the group (so `galleryrank --help` shows them)
-# but run by their own typer app, which handles its exceptions.
-MODEL_COMMANDS = ("train", "evaluate", "explain", "export")
+def _model_command(name: str, short_help: str) -> click.Command:
+    @click.pass_context
+    def run(ctx: click.Context) -> None:
+        _run_model_command([name, *ctx.args])
+
+    return click.Command(
+        name,
+        callback=run,
+        help=f"{short_help} (`galleryrank {name} --help`)",
+        short_help=short_help,
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+for _name, _help in MODEL_COMMANDS.items():
+    cli.add_command(_model_command(_name, _help))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in MODEL_COMMANDS:
-        from galleryrank.models.cli import models_app
-
-        models_app(args=args, prog_name="galleryrank")
+        _run_model_command(args)
         return
     cli(args=args, auto_envvar_prefix=None)
 

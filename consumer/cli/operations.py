@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import click
 
@@ -73,7 +74,9 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
     except (NamespaceError, ReplayError) as exc:
         _fail(str(exc))
     checkpoint = checkpoint or settings.checkpoint
-    model = load_model(settings, checkpoint)
+    launched = time.monotonic()
+    model = load_model(settings, checkpoint)  # with the ONNX export on the first use of a model
+    loading_s = time.monotonic() - launched
 
     async def work(redis):
         return await run_replay(
@@ -107,7 +110,8 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
         f"{s.stale} already applied)\n"
         f"  hotels    {len(s.hotels)}\n"
         f"  DLQ       {s.dead_lettered}\n"
-        f"  time      {s.seconds:.1f} s ({result.rate:.1f} events/s)"
+        f"  time      {s.seconds:.1f} s replaying ({result.rate:.1f} events/s), after {loading_s:.1f} s "
+        f"loading the model (and exporting it to ONNX on its first use); {time.monotonic() - launched:.1f} s in all"
     )
     if not result.complete:
         sys.exit(2)
@@ -115,16 +119,41 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
 
 @click.command()
 @click.argument("target")
-@click.option("--force", is_flag=True, help="Promote even a namespace without galleries or with an unfinished replay")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Switch at once, without waiting for the live consumers to catch TARGET up; "
+    "also promotes a namespace without galleries or with an unfinished replay",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the live consumers to catch TARGET up (they complete the switch later if longer)",
+)
 @settings_options
-def promote(target, force, **kwargs) -> None:
-    """Point galleryrank:active at namespace TARGET (one atomic SET); the live consumer follows it."""
+def promote(target, force, wait_s, **kwargs) -> None:
+    """Make TARGET the namespace the website reads, once it holds every event the active one shows.
+
+    The live consumers (group --group-id) switch their writes to TARGET and catch it up;
+    then galleryrank:active is set (one atomic SET). Without a live group: at once.
+    """
     settings, _ = split_settings(kwargs)
-    from ..bluegreen.namespaces import NamespaceError
+    from ..bluegreen.namespaces import NamespaceError, PromotePending
     from ..bluegreen.namespaces import promote as do_promote
 
+    async def work(redis):
+        return await do_promote(
+            redis, target, force=force, group_id=settings.group_id, topic=settings.topic, wait_s=wait_s
+        )
+
     try:
-        previous = asyncio.run(_with_redis(settings, lambda r: do_promote(r, target, force=force)))
+        previous = asyncio.run(_with_redis(settings, work))
+    except PromotePending as exc:
+        click.echo(f"pending: {exc}", err=True)
+        sys.exit(3)
     except NamespaceError as exc:
         _fail(str(exc))
     click.echo(f"active namespace: {target} (was {previous})")
@@ -195,7 +224,7 @@ def compare(old, new, top, sample, **kwargs) -> None:
 
 @click.command()
 @click.argument("target")
-@click.option("--yes", is_flag=True, help="Really delete (without it, only says what would be deleted)")
+@click.option("--yes", is_flag=True, help="Really delete (without it: a dry run that prints the key count, exit 0)")
 @settings_options
 def drop(target, yes, **kwargs) -> None:
     """Delete namespace TARGET (not the active one): SCAN + UNLINK in batches of 500 keys."""
@@ -222,8 +251,9 @@ def drop(target, yes, **kwargs) -> None:
         removed, would = asyncio.run(_with_redis(settings, work))
     except NamespaceError as exc:
         _fail(str(exc))
-    if removed is None:
-        _fail(f"namespace {target!r} has {would} keys; add --yes to delete them")
+    if removed is None:  # the dry run: says what would go, deletes nothing
+        click.echo(f"namespace {target} has {would} keys; nothing deleted (add --yes to delete them)")
+        return
     click.echo(f"dropped namespace {target}: {removed} keys")
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
@@ -43,7 +43,6 @@ from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
 from .events import GalleryPinned, GalleryUnpinned, ImageDeleted, ImageHidden, InvalidEvent, OverrideEvent, parse_event
-from .kafka import make_consumer, make_producer
 from .offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -77,6 +76,38 @@ class RunSummary:
     seconds: float = 0.0
 
 
+@dataclass
+class ScorerClients:
+    """The network clients a scorer runs on, built by the composition root (consumer/runtime.py)."""
+
+    consumer: AIOKafkaConsumer  # subscribed by the scorer; its group is the scorer's group
+    producer: AIOKafkaProducer  # dead letters
+    downloader: ImageDownloader  # HTTP
+
+
+class ScorerControl:
+    """How a replay (bluegreen/replay.py) or the hand-over (bluegreen/handover.py) steers a scorer.
+
+    The defaults are a plain scorer. Every hook gets the scorer and uses its public
+    methods (`assignment`, `pause`, `seek`, `committed`, `commit_offset`,
+    `drain_and_commit`, `swap_model`, `switch_namespace`); none replaces its attributes.
+    """
+
+    async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
+        """Partitions were assigned; nothing of them is processed before this returns."""
+
+    def accept(self, scorer: GalleryScorer, record) -> bool:
+        """False: the record is neither processed nor tracked (a replay's end point)."""
+        return True
+
+    async def on_tick(self, scorer: GalleryScorer) -> None:
+        """Once per main-loop turn, between fetches, never concurrently with a commit."""
+
+    async def stop_at(self, scorer: GalleryScorer) -> bool:
+        """Asked when nothing is in flight and a fetch came back empty: True stops the scorer."""
+        return False
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, scorer: GalleryScorer):
         self.scorer = scorer
@@ -86,6 +117,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        await self.scorer.control.on_assigned(self.scorer, set(assigned))
         if self.scorer.on_assigned is not None:
             await self.scorer.on_assigned(self.scorer.consumer, set(assigned))
         self.scorer.ready = True
@@ -97,14 +129,18 @@ class GalleryScorer:
         settings: Settings,
         model,
         redis,
+        clients: ScorerClients,
         *,
         group_id: str | None = None,
-        namespace: Callable[[], Awaitable[str]] | None = None,
+        control: ScorerControl | None = None,
         stop_at: Callable[[GalleryScorer], Awaitable[bool]] | None = None,
         on_assigned: Callable[[object, set[TopicPartition]], Awaitable[None]] | None = None,
-        accept: Callable[[object], bool] | None = None,
-        on_tick: Callable[[GalleryScorer], Awaitable[None]] | None = None,
     ):
+        """Build with `runtime.build_scorer`, which makes the clients from the settings.
+
+        `stop_at` / `on_assigned`: single hooks for tests and benchmarks; replay and
+        hand-over plug in a `control`.
+        """
         self.settings = settings
         self.model = model
         self.store = GalleryStore(
@@ -112,21 +148,19 @@ class GalleryScorer:
             ranking_config(settings.ranking_strategy, settings.ranking_diversity),
             cache_images=settings.hotel_cache_images,
         )
-        self._namespace_fn = namespace or self._default_namespace
+        self.control = control or ScorerControl()
         self.stop_at = stop_at
         self.on_assigned = on_assigned
-        # accept(record) False: the record is not processed nor tracked (a replay's end point).
-        self.accept = accept
-        # on_tick(scorer): called once per main-loop turn, between fetches, never
-        # concurrently with a commit (the live consumer's namespace hand-over).
-        self.on_tick = on_tick
-        self.consumer = make_consumer(settings, group_id or settings.group_id)
-        self.producer = make_producer(settings)
+        # The namespace every write goes to; None = whatever galleryrank:active says at each write.
+        self.namespace: str | None = settings.namespace
+        self.consumer = clients.consumer
+        self.producer = clients.producer
+        self.downloader = clients.downloader
         self.dlq = DeadLetters(self.producer, settings.dlq_topic)
         self.dlq_marks = DlqMarks(redis, group_id or settings.group_id)  # one DLQ record per source record
         self.tracker = OffsetTracker()
         self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
-        self.writer = StateWriter(self.store, self._namespace_fn, coalesce_s=settings.write_coalesce_ms / 1000)
+        self.writer = StateWriter(self.store, self._write_namespace, coalesce_s=settings.write_coalesce_ms / 1000)
         # Decodes run in killable worker processes under a CPU-time and a byte budget
         # (consumer/images/decode_pool.py); as many as the container's CPUs by default.
         self.decode_pool = DecodePool(
@@ -135,7 +169,6 @@ class GalleryScorer:
             memory_budget_bytes=settings.decode_memory_mb << 20,
             max_pixels=settings.max_image_pixels,
         )
-        self.downloader = ImageDownloader(settings)
         # On a CUDA model JPEGs are decoded in batches by nvJPEG (consumer/images/gpu_decode.py):
         # a CPU thread decodes ~150 1600x1200 JPEGs/s, the GPU scores thousands. Batches
         # are bounded by the fetch slots below: raise download_concurrency on a GPU.
@@ -163,13 +196,45 @@ class GalleryScorer:
         self._last_commit = 0.0
         self._last_record_at = time.monotonic()
 
-    async def _default_namespace(self) -> str:
-        if self.settings.namespace:
-            return self.settings.namespace
-        return await self.store.active_namespace()
+    async def _write_namespace(self) -> str:
+        return self.namespace or await self.store.active_namespace()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    # --- the interface replay and hand-over use -------------------------------
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching these partitions (until a rebalance hands them out again)."""
+        self.consumer.pause(*partitions)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of `tp` (None: never committed); no round trip when this scorer committed it."""
+        position = self.tracker.committed_position(tp)
+        return position if position is not None else await self.consumer.committed(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch `tp` from `offset` next (on assignment, or after drain_and_commit)."""
+        self.consumer.seek(tp, offset)
+
+    async def commit_offset(self, tp: TopicPartition, offset: int) -> None:
+        """Commit `offset` for `tp` as is (a hand-over point; no in-flight work of `tp` may be left)."""
+        await self.consumer.commit({tp: offset})
+
+    def switch_namespace(self, namespace: str | None) -> None:
+        """Write every event processed from now on into `namespace` (None: the active one at each write)."""
+        self.namespace = namespace
+
+    async def swap_model(self, model) -> None:
+        """Score with `model` from now on: call between drain_and_commit and the next fetch."""
+        await self.batcher.stop()
+        self.batcher = MicroBatcher(
+            model.score, model.areas, self.settings.batch_size, self.settings.max_batch_delay_ms / 1000
+        )
+        self.batcher.start()
+        self.model = model
 
     # --- per record ---------------------------------------------------------
     async def _dead_letter(self, record, reason: str, detail: str, event_id: str | None) -> None:
@@ -286,9 +351,8 @@ class GalleryScorer:
 
     def _spawn_batch(self, tp: TopicPartition, records: list) -> None:
         """Start one fetched batch of `tp`: the bookkeeping once per batch, then one task per record."""
-        accept = self.accept
-        if accept is not None:
-            records = [r for r in records if accept(r)]
+        accept = self.control.accept
+        records = [r for r in records if accept(self, r)]
         if not records:
             return
         self.tracker.started_many(tp, [r.offset for r in records])
@@ -377,7 +441,7 @@ class GalleryScorer:
     async def _idle_done(self) -> bool:
         if self.tracker.in_flight():
             return False
-        if self.stop_at is not None and await self.stop_at(self):
+        if await self.control.stop_at(self) or (self.stop_at is not None and await self.stop_at(self)):
             return True
         idle = self.settings.stop_when_idle_s
         return idle is not None and time.monotonic() - self._last_record_at >= idle
@@ -404,8 +468,7 @@ class GalleryScorer:
                     await self.commit()
                     await self._update_lag()
                     self._last_commit = time.monotonic()
-                if self.on_tick is not None:
-                    await self.on_tick(self)
+                await self.control.on_tick(self)
                 if not batches and await self._idle_done():
                     break
             await self.drain_and_commit(set(self._tasks))

@@ -14,10 +14,9 @@ import pytest
 from aiokafka import TopicPartition
 
 from galleryrank.consumer import metrics
-from galleryrank.consumer.runtime import caught_up
+from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 from galleryrank.consumer.stream.produce import publish, upserted
-from galleryrank.consumer.stream.scorer import GalleryScorer
 from tests.helpers import drop_namespace, galleries
 
 pytestmark = pytest.mark.integration
@@ -50,7 +49,7 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
     await create_topics(settings, partitions=PARTITIONS)
     await publish(settings, events)
 
-    scorer = GalleryScorer(settings, model, redis, stop_at=caught_up)
+    scorer = build_scorer(settings, model, redis, stop_at=caught_up)
     seen = {"in_flight": 0, "paused": 0, "paused_gauge": 0.0, "queued": 0, "loop_lag": 0.0}
 
     async def watch() -> None:
@@ -112,8 +111,8 @@ async def test_rebalance_mid_stream_drains_revoked_work_without_deadlock(
 
         return on_assigned
 
-    first = GalleryScorer(settings, model, redis, on_assigned=recorder("a"))
-    second = GalleryScorer(settings, model, redis, on_assigned=recorder("b"))
+    first = build_scorer(settings, model, redis, on_assigned=recorder("a"))
+    second = build_scorer(settings, model, redis, on_assigned=recorder("b"))
     try:
         run_a = asyncio.create_task(first.run())
         while first.summary.applied < 8:  # mid-stream, with the in-flight cap reached

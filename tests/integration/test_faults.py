@@ -24,12 +24,11 @@ from redis.exceptions import RedisError
 
 from galleryrank.consumer import metrics
 from galleryrank.consumer.dev.samples import ImageServer
-from galleryrank.consumer.runtime import caught_up
+from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
-from galleryrank.consumer.stream.scorer import GalleryScorer
 from tests.crash_harness import ConsumerProcess, kill_schedule
 from tests.fault_support import (
     dlq_by_source,
@@ -62,7 +61,7 @@ def onnx_model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def model(onnx_model_dir):
     """The real model on ONNX Runtime: ~3x the images/s of eager fp32 torch on these CPUs
-    (anchors.md), and a batch's scores do not depend on its size. Exported once per module;
+    (docs/references.md), and a batch's scores do not depend on its size. Exported once per module;
     consumer processes started by these tests load the same file."""
     from galleryrank.models import load_scoring_model
 
@@ -230,7 +229,7 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
     await create_topics(s, partitions=partitions)
     await publish(s, events)
     snapshot = None
-    scorer = GalleryScorer(s, model, client, stop_at=caught_up)
+    scorer = build_scorer(s, model, client, stop_at=caught_up)
     run = asyncio.create_task(scorer.run())
     try:
 
@@ -513,8 +512,8 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
             return True
         return False
 
-    first = GalleryScorer(settings, model, redis, stop_at=stop_when_all_done)
-    extra = [GalleryScorer(settings, model, redis) for _ in range(2)]
+    first = build_scorer(settings, model, redis, stop_at=stop_when_all_done)
+    extra = [build_scorer(settings, model, redis) for _ in range(2)]
     producer_task = asyncio.create_task(produce_steadily())
     first_task = asyncio.create_task(first.run())
     extra_tasks = []

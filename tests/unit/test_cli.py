@@ -31,3 +31,31 @@ def test_bad_flag_of_a_model_command_is_a_message_not_a_traceback():
 
 def test_model_commands_are_listed_in_the_top_level_help():
     assert set(MODEL_COMMANDS) <= set(cli.commands)
+
+
+# --- start-up cost: the operations commands never load the model stack -------------------------
+HEAVY = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "galleryrank.models")
+# Runs the real entry point; at exit (also after sys.exit) prints which heavy modules were imported.
+PROBE = (
+    "import atexit, sys\n"
+    f"heavy = {HEAVY!r}\n"
+    "atexit.register(lambda: print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules), file=sys.stderr))\n"
+    "from galleryrank.consumer.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def heavy_modules_of(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, env=env)
+    line = next(x for x in out.stderr.splitlines() if x.startswith("HEAVY="))
+    return out, [m for m in line[len("HEAVY=") :].split(",") if m]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["promote"], ["namespaces"], ["drop"], ["compare"], ["rerank"], ["replay"], ["serve"], ["consume"]],
+)
+def test_help_does_not_import_the_model_stack(command):
+    out, heavy = heavy_modules_of(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert heavy == [], f"galleryrank {' '.join(command)} --help imported {heavy}"

