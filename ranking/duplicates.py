@@ -194,7 +194,7 @@ class DuplicateGraph:
         rows = sorted(row_of[i] for i in self.edges if i in row_of)
         if not rows:
             return None
-        ids = [None] * n
+        ids: list[str] = [""] * n  # row -> image_id, for the rows that have edges
         for image_id, row in ((i, row_of[i]) for i in self.edges if i in row_of):
             ids[row] = image_id
         root = np.arange(n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Gallery:
     clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
     # Per-gallery memo of derived arrays (the near-duplicate pass is the costly one);
     # a fresh dict per Gallery, so it never outlives the candidates it describes.
-    cache: dict = field(default_factory=dict, compare=False, repr=False)
+    cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:

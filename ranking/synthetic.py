@@ -23,6 +23,7 @@ What they imitate (and why):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ def _tagger_output(true_area: int, rng: np.random.Generator) -> np.ndarray:
     return probs / probs.sum()
 
 
-def _copy(original: dict, rng: np.random.Generator) -> dict:
+def _copy(original: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     kind = rng.choice(["resave", "reshot", "hash_only"], p=[0.5, 0.35, 0.15])
     embedding, phash = original["embedding"], original["phash"]
     if kind == "resave":

@@ -36,7 +36,7 @@ def interleave(gallery: Gallery, config: RankingConfig, state: HeadState) -> Non
             if area in round_areas or state.blocked[row]:
                 continue
             round_areas.add(area)
-            state.take(row)
+            state.take(int(row))
             took = True
         if not took and not round_areas:
             return
