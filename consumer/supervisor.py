@@ -52,12 +52,16 @@ BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 60.0  # a child that ran this long resets its backoff
 STOP_TIMEOUT_S = 40.0  # > the scorer's revoke drain (20 s) + commit
 EXIT_CONFIG_ERROR = 2
-# Per-process budgets for "what fits the host" (docs/operations.md): a CPU scorer keeps
-# ~2 cores busy (decode threads + the model), peaks at ~1.9 GB RSS (bench/README.md);
-# with the model elsewhere (GPU, model server) the event-loop thread is its one core.
+# Per-process budgets for "what fits the host" (deploy/README.md): a CPU scorer keeps
+# ~2 cores busy (decode threads + the model) and peaks at ~1.9 GB RSS (bench/README.md);
+# one with its model on a GPU in-process needs ~4 cores of decode and resize per process
+# (and each holds its own CUDA context); with the model in a model server the
+# event-loop thread is its one core.
 CORES_PER_CPU_PROCESS = 2
+CORES_PER_GPU_PROCESS = 4
 CORES_PER_OFFLOADED_PROCESS = 1
 MEMORY_PER_PROCESS_BYTES = 2 * 1024**3
+PARTITIONS_LOOKUP_TIMEOUT_S = 10.0
 
 
 # --- how many -------------------------------------------------------------------------------------
@@ -86,22 +90,57 @@ def available_memory() -> int:
     return limit or MEMORY_PER_PROCESS_BYTES
 
 
-def fitting_processes(settings: Settings, cores: float | None = None, memory: int | None = None) -> int:
-    """How many scorer processes fit this host: by cores (2 each with the model on the CPU, 1 each
-    with it on a GPU or a model server) and by memory (2 GB each); at least 1."""
+def fitting_processes(
+    settings: Settings, cores: float | None = None, memory: int | None = None, partitions: int | None = None
+) -> int:
+    """How many scorer processes fit this host: by cores (2 each with the model on the CPU, 4 with
+    it on a GPU in-process, 1 with it in a model server), by memory (2 GB each), and never more
+    than the topic's partitions (a process without a partition idles); at least 1."""
     cores = available_cores() if cores is None else cores
     memory = available_memory() if memory is None else memory
-    offloaded = (
-        str(settings.device).startswith("cuda")
-        or str(settings.backend) == "triton"
-        or bool(getattr(settings, "model_server", None))
-    )
-    per = CORES_PER_OFFLOADED_PROCESS if offloaded else CORES_PER_CPU_PROCESS
-    return max(1, min(int(cores // per), memory // MEMORY_PER_PROCESS_BYTES))
+    if str(settings.backend) == "triton" or getattr(settings, "model_server", None):
+        per = CORES_PER_OFFLOADED_PROCESS
+    elif str(settings.device).startswith("cuda"):
+        per = CORES_PER_GPU_PROCESS
+    else:
+        per = CORES_PER_CPU_PROCESS
+    n = min(int(cores // per), memory // MEMORY_PER_PROCESS_BYTES)
+    if partitions:
+        n = min(n, partitions)
+    return max(1, n)
+
+
+async def topic_partitions(settings: Settings) -> int | None:
+    """The input topic's partition count from the broker; None when it cannot be known now."""
+    from aiokafka import AIOKafkaConsumer
+
+    from .stream.kafka import common_kwargs
+
+    consumer = AIOKafkaConsumer(**common_kwargs(settings))
+    try:
+        async with asyncio.timeout(PARTITIONS_LOOKUP_TIMEOUT_S):
+            await consumer.start()
+            await consumer.topics()  # refreshes the metadata of every topic
+        found = consumer.partitions_for_topic(settings.topic)
+        return len(found) if found else None
+    except Exception as exc:  # noqa: BLE001 - no broker yet: size by the host alone
+        log.warning("could not read the partitions of %s (%s); sizing by the host only", settings.topic, exc)
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
 
 
 def resolve_processes(settings: Settings) -> int:
-    return settings.processes or fitting_processes(settings)
+    """`processes`, or with 0 what fits the host and the topic (see fitting_processes)."""
+    if settings.processes:
+        return settings.processes
+    fit = fitting_processes(settings)
+    if fit == 1:
+        return 1  # no need to ask the broker
+    n = fitting_processes(settings, partitions=asyncio.run(topic_partitions(settings)))
+    log.info("processes=0: %d scorer processes fit this host and topic", n)
+    return n
 
 
 # --- the children --------------------------------------------------------------------------------

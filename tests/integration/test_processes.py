@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from galleryrank.consumer.dev.embedded import free_port
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.supervisor import topic_partitions
 from tests.crash_harness import REPO_ROOT, settings_env
 from tests.helpers import drop_namespace, headers, read_topic
 
@@ -78,6 +80,7 @@ async def test_two_processes_one_killed_is_restarted_and_nothing_is_lost(
     port = free_port()
     s = settings.model_copy(update={"metrics_port": port, "metrics_host": "127.0.0.1", "batch_size": 8})
     await create_topics(s, partitions=4)
+    assert await topic_partitions(s) == 4  # what --processes 0 caps the host's fit by
     bad = (
         HOTELS[0].encode(),
         b'{"event_id": "bad-1", "type": "image.exploded", "hotel_id": "proc-0", "image_id": "img-x"}',
@@ -118,9 +121,9 @@ async def test_two_processes_one_killed_is_restarted_and_nothing_is_lost(
             _, body = await get_json(f"{base}/healthz")
             kids = body.get("children") or [{}]
             c0 = kids[0]
-            return c0.get("restarts") == 1 and c0.get("pid") not in (None, victim) and c0
+            return c0.get("restarts", 0) >= 1 and c0.get("pid") not in (None, victim) and c0
 
-        child0 = await wait_until(restarted, 60, "the killed child to be restarted")
+        child0 = await wait_until(restarted, 90, "the killed child to be restarted")
         assert -signal.SIGKILL in child0["exit_codes"]
 
         async def all_durable():
@@ -132,13 +135,14 @@ async def test_two_processes_one_killed_is_restarted_and_nothing_is_lost(
 
         await wait_until(all_durable, 150, "every event of both batches in Redis")
         # The restarted child is a working member again: the supervisor sees it ready.
-        await wait_until(ready, 90, "the restarted child to be ready")
+        await wait_until(ready, 150, "the restarted child to be ready")
         assert alive(survivor)
         # Metrics: each child's scorer metrics on its own port, the supervisor's own on the base port.
         child_metrics = await get_text(f"http://127.0.0.1:{port + 2}/metrics")
         assert "galleryrank_events_total" in child_metrics
         sup_metrics = await get_text(f"{base}/metrics")
-        assert 'galleryrank_supervisor_restarts_total{child="0"} 1.0' in sup_metrics
+        restarts = re.search(r'^galleryrank_supervisor_restarts_total\{child="0"\} ([0-9.]+)$', sup_metrics, re.M)
+        assert restarts and float(restarts.group(1)) >= 1
         assert "galleryrank_supervisor_children_alive 2.0" in sup_metrics
 
         dead = await read_topic(s, s.dlq_topic, expected=1)
@@ -149,7 +153,7 @@ async def test_two_processes_one_killed_is_restarted_and_nothing_is_lost(
         # SIGTERM: every child stops (drained), the supervisor exits 0.
         pids = [c["pid"] for c in (await get_json(f"{base}/healthz"))[1]["children"]]
         sup.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(sup.wait, 60) == 0
+        assert await asyncio.to_thread(sup.wait, 90) == 0
         assert not any(alive(p) for p in pids if p)
         assert b"restarting in" in log_path.read_bytes()
     finally:

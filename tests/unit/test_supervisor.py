@@ -19,13 +19,16 @@ from galleryrank.consumer.supervisor import Supervisor, child_env, fitting_proce
 GB = 1024**3
 
 
-def test_fitting_processes_by_cores_memory_and_where_the_model_runs():
+def test_fitting_processes_by_cores_memory_partitions_and_where_the_model_runs():
     cpu = Settings(device="cpu")
     assert fitting_processes(cpu, cores=16, memory=64 * GB) == 8  # 2 cores per CPU scorer
-    assert fitting_processes(Settings(device="cuda"), cores=16, memory=64 * GB) == 16  # model off the CPU
+    assert fitting_processes(Settings(device="cuda"), cores=16, memory=64 * GB) == 4  # decode cores per GPU scorer
+    offloaded = Settings(device="cpu").model_copy(update={"backend": "triton"})
+    assert fitting_processes(offloaded, cores=16, memory=64 * GB) == 16  # model in a server: the loop's core
     assert fitting_processes(cpu, cores=16, memory=5 * GB) == 2  # 2 GB each
+    assert fitting_processes(cpu, cores=64, memory=512 * GB, partitions=6) == 6  # no idle members
     assert fitting_processes(cpu, cores=2, memory=64 * GB) == 1
-    assert fitting_processes(cpu, cores=1, memory=GB) == 1  # never 0
+    assert fitting_processes(cpu, cores=1, memory=GB, partitions=12) == 1  # never 0
 
 
 def test_child_env_gives_the_same_settings_with_its_own_id_port_and_one_process(monkeypatch):
