@@ -154,7 +154,7 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="Scorer processes `consume` runs on this host (one group member each, children on "
-        "metrics_port+1+i); 0 = what fits the host (cores and memory)",
+        "metrics_port+1+i); 0 = what fits the host (cores, memory) and the topic (partitions)",
     )
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="asyncio event loop of the service; auto = uvloop when installed (galleryrank[fast])"
