@@ -47,7 +47,7 @@ _NAME = NAMESPACE_RE
 # (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*` the DLQ's sent marks.
 # A namespace of those names would mix with them (and drop them).
 RESERVED = {"active", "promoting", "handover", "dlq-sent"}
-PROMOTING_KEY = "galleryrank:promoting"
+PROMOTING_KEY = keys.PROMOTING_KEY
 # Keys per UNLINK call and SCAN page: big enough for few round trips, small
 # enough that one call never blocks Redis noticeably.
 DROP_BATCH = 500
@@ -91,9 +91,7 @@ async def write_target(redis: aioredis.Redis) -> str:
     return await requested_namespace(redis) or await active_namespace(redis)
 
 
-def markers_key(group_id: str) -> str:
-    """Hash `<topic>:<partition>` -> namespace the group's committed offset of that partition belongs to."""
-    return f"galleryrank:handover:{group_id}"
+markers_key = keys.handover_key
 
 
 async def read_meta(redis: aioredis.Redis, namespace: str) -> dict[str, str]:

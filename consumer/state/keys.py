@@ -6,6 +6,14 @@ from __future__ import annotations
 
 ACTIVE_KEY = "galleryrank:active"
 DEFAULT_NAMESPACE = "live"
+# A promote asked for but not done yet: the live consumers catch this namespace up,
+# then ACTIVE_KEY is set to it (consumer/bluegreen/namespaces.py, handover.py).
+PROMOTING_KEY = "galleryrank:promoting"
+
+
+def handover_key(group_id: str) -> str:
+    """Hash `<topic>:<partition>` -> namespace the group's committed offset of that partition belongs to."""
+    return f"galleryrank:handover:{group_id}"
 
 
 def gallery_key(namespace: str, hotel_id: str) -> str:
