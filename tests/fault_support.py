@@ -14,6 +14,7 @@ import orjson
 from PIL import Image
 
 from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.records import decode_stored
 from galleryrank.consumer.stream.produce import deleted, upserted
 
 
@@ -85,15 +86,31 @@ async def image_states(redis, namespace: str, hotel_ids) -> dict[str, dict[str, 
     """Per-image state of each hotel, decoded, without the int8 embedding.
 
     The embedding is left out because its last quantisation step may differ
-    when images are batched differently; the fence (partition, offset), the
-    event id and the rounded scores must match exactly.
+    when images are batched differently; the fence (highest offset per
+    partition, latest occurred_at, the event ids applied), the time of the
+    last visible change, tombstones and the rounded scores must match exactly.
+    Topic names are left out of the fence: a reference run reads its own topic.
     """
     out: dict[str, dict[str, dict]] = {}
     for hid in hotel_ids:
         raw = await redis.hgetall(keys.images_key(namespace, hid))
         if raw:
-            out[hid] = {k.decode(): {f: v for f, v in orjson.loads(v).items() if f != "emb"} for k, v in raw.items()}
+            out[hid] = {k.decode(): _comparable(decode_stored(k.decode(), v)[0]) for k, v in raw.items()}
     return out
+
+
+def _comparable(rec) -> dict:
+    applied = rec.applied
+    body = dict(vars(rec))
+    for name in ("image_id", "fence", "embedding", "applied"):
+        body.pop(name, None)
+    body["fence"] = {
+        "offsets": sorted((source.rpartition("/")[2], offset) for source, offset in applied.seen),
+        "occurred_at": applied.occurred_at,
+        "events": sorted(applied.events),  # a set: which event lost first may differ between runs
+        "changed_at": applied.changed_at,
+    }
+    return body
 
 
 def dlq_by_source(records, headers) -> Counter:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -35,7 +36,7 @@ from galleryrank.ranking.gallery import ordered_gallery
 from galleryrank.ranking.types import RankingConfig
 
 from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
-from .records import NOTHING, Applied, ImageState, decode_stored, encode_record
+from .records import NOTHING, Applied, ImageState, decode_stored, encode_record, with_applied
 
 _HASH_MASK = (1 << 64) - 1
 _DEFAULT_PROBS = {"other": 1.0}
@@ -57,6 +58,15 @@ def image_entry(rec: ImageState) -> bytes:
     return orjson.dumps(body)[:-1]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one change did: ``applied`` (it was newer), and what Redis must store for it."""
+
+    applied: bool
+    record: bytes | None = None  # the image's record (applied, or a refused event remembered)
+    overrides: bool = False  # the overrides changed
+
+
 def _canonical_key(image_id: str, aesthetic: float) -> tuple[float, str]:
     # Best first, then image_id; non-finite scores last (ranking.gallery's canonical order).
     return (-aesthetic if math.isfinite(aesthetic) else math.inf, image_id)
@@ -72,7 +82,8 @@ class HotelState:
         self.document: bytes | None = None  # the gallery document stored in Redis
         self.overrides = HotelOverrides()
         self.applied: dict[str, Applied] = {}  # every image ever seen: live and deleted
-        self.updated_ms = 0  # newest visible change (updated_at)
+        self.raw: dict[str, bytes] = {}  # their records as stored
+        self.updated_ms = 0  # the newest event time applied (updated_at)
         self.sources: set[tuple[str, int]] = set()  # (topic, partition)s whose events touched it
         # Live images, one row each; rows are reused, their order means nothing.
         self.row: dict[str, int] = {}
@@ -126,8 +137,10 @@ class HotelState:
         for key, raw in sorted(fields.items()):
             image_id = key.decode()
             rec, q = decode_stored(image_id, raw)
-            state._remember(rec.applied or NOTHING)
-            state.applied[image_id] = rec.applied or NOTHING
+            applied = rec.applied or NOTHING
+            state.updated_ms = max(state.updated_ms, applied.changed_at)
+            state.applied[image_id] = applied
+            state.raw[image_id] = raw
             if not rec.deleted:
                 state._insert(rec, q, link=False)
         state._link_all()
@@ -165,53 +178,46 @@ class HotelState:
         self.graph.edges = {k: set(v) for k, v in neighbours.items()}
 
     # --- changes -----------------------------------------------------------------------------
-    def apply(self, change: ImageState | OverrideChange) -> bytes | bool | None:
-        """Apply one change if it is newer than what it replaces.
-
-        Returns None when it is stale (a no-op); for an image change the record
-        bytes to store at its field; for an override True (the overrides changed)."""
-        source = (change.fence.topic, change.fence.partition)
+    def apply(self, change: ImageState | OverrideChange) -> Verdict:
+        """Decide one change against the fences; when newer, apply it. Returns what Redis must store."""
         if isinstance(change, ImageState):
-            out = self._apply_image(change)
+            verdict = self._apply_image(change)
         else:
-            out = self._apply_override(change)
-        if out is not None:
-            self.sources.add(source)
-        return out
+            verdict = self._apply_override(change)
+        if verdict.applied:
+            self.sources.add((change.fence.topic, change.fence.partition))
+        return verdict
 
-    def _apply_override(self, change: OverrideChange) -> bool | None:
-        if not self.overrides.apply(change):
-            return None
-        self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
-        return True
+    def _apply_override(self, change: OverrideChange) -> Verdict:
+        refused = self.overrides.refused
+        if self.overrides.apply(change):
+            self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
+            return Verdict(True, overrides=True)
+        return Verdict(False, overrides=self.overrides.refused != refused)
 
-    def _apply_image(self, change: ImageState) -> bytes | None:
+    def _apply_image(self, change: ImageState) -> Verdict:
         image_id = change.image_id
         previous = self.applied.get(image_id, NOTHING)
         if not previous.admits(change.fence, change.event_id):
-            return None
-        if change.deleted:
-            visible = image_id in self.row
-            applied = previous.after(change.fence, change.event_id, visible)
-            raw = encode_record(change, applied)
-            if visible:
-                self._remove(image_id)
-        else:
-            # Decide on the record as it will read back from Redis (rounded, int8).
-            rec, q = decode_stored(image_id, encode_record(change, previous))
-            row = self.row.get(image_id)
-            visible = row is None or self._entries[row] != image_entry(rec)
-            applied = previous.after(change.fence, change.event_id, visible)
-            raw = encode_record(change, applied)
-            if row is not None:
-                self._remove(image_id)
+            if previous.knows(change.event_id):
+                return Verdict(False)  # a re-delivery
+            # It lost (older), and a producer retry of it would come at a later offset:
+            # remember its id in the record, so the retry loses too.
+            applied = previous.refuse(change.event_id)
+            self.applied[image_id] = applied
+            self.raw[image_id] = with_applied(image_id, self.raw[image_id], applied)
+            return Verdict(False, self.raw[image_id])
+        applied = previous.after(change.fence, change.event_id)
+        raw = encode_record(change, applied)
+        if image_id in self.row:
+            self._remove(image_id)
+        if not change.deleted:
+            rec, q = decode_stored(image_id, raw)  # decide on the record as it reads back (rounded, int8)
             self._insert(rec, q, link=True)
         self.applied[image_id] = applied
-        self._remember(applied)
-        return raw
-
-    def _remember(self, applied: Applied) -> None:
+        self.raw[image_id] = raw
         self.updated_ms = max(self.updated_ms, applied.changed_at)
+        return Verdict(True, raw)
 
     # --- the columns -----------------------------------------------------------------------
     def _grow(self, need_areas: int, dim: int) -> None:

@@ -66,6 +66,8 @@ class HotelOverrides:
     pinned: tuple[str, ...] = ()
     pins: Applied = NOTHING  # the pin list's fence
     flags: dict[str, HiddenFlag] = field(default_factory=dict)
+    # Changes that lost but were remembered by their event id (they must be stored too).
+    refused: int = field(default=0, compare=False)
 
     @property
     def hidden(self) -> frozenset[str]:
@@ -79,10 +81,11 @@ class HotelOverrides:
         return not self.pins.events and not self.flags
 
     def apply(self, change: OverrideChange) -> bool:
-        """Apply one change if it is newer than what it overrides; False = stale (a no-op)."""
+        """Apply one change if it is newer than what it overrides; False = stale (no visible effect;
+        ``refused`` counts the stale ones whose event id was remembered and must be stored)."""
         if isinstance(change, PinChange):
             if not self.pins.admits(change.fence, change.event_id):
-                return False
+                return self._refuse_pins(change)
             if change.replace:
                 pinned = tuple(dict.fromkeys(change.image_ids))
             elif change.image_ids:
@@ -90,24 +93,32 @@ class HotelOverrides:
                 pinned = tuple(i for i in self.pinned if i not in gone)
             else:
                 pinned = ()
-            self.pins = self.pins.after(change.fence, change.event_id, visible=pinned != self.pinned)
+            self.pins = self.pins.after(change.fence, change.event_id)
             self.pinned = pinned
             return True
         previous = self.flags.get(change.image_id)
         applied = previous.applied if previous else NOTHING
         if not applied.admits(change.fence, change.event_id):
+            if previous is None or applied.knows(change.event_id):
+                return False
+            self.flags[change.image_id] = HiddenFlag(previous.hidden, applied.refuse(change.event_id))
+            self.refused += 1
             return False
-        was_hidden = previous is not None and previous.hidden
-        visible = was_hidden != change.hidden
-        self.flags[change.image_id] = HiddenFlag(change.hidden, applied.after(change.fence, change.event_id, visible))
+        self.flags[change.image_id] = HiddenFlag(change.hidden, applied.after(change.fence, change.event_id))
         return True
 
+    def _refuse_pins(self, change: PinChange) -> bool:
+        if not self.pins.knows(change.event_id):
+            self.pins = self.pins.refuse(change.event_id)
+            self.refused += 1
+        return False
+
     def changed_at(self) -> int:
-        """ms: the newest event time of an override change the website could see."""
+        """ms: the newest event time of an override change applied."""
         return max([self.pins.changed_at, *(flag.applied.changed_at for flag in self.flags.values())])
 
     def copy(self) -> HotelOverrides:
-        return HotelOverrides(self.pinned, self.pins, dict(self.flags))
+        return HotelOverrides(self.pinned, self.pins, dict(self.flags), self.refused)
 
 
 def _applied_json(applied: Applied) -> dict[str, object]:
@@ -125,7 +136,7 @@ def _applied_json(applied: Applied) -> dict[str, object]:
 def _applied_of(body: dict) -> Applied:
     if "s" not in body:  # written before event fences: (partition, offset) only
         fence = Fence(int(body["p"]), int(body["o"]))
-        return NOTHING.after(fence, body.get("e", ""), visible=False)
+        return NOTHING.after(fence, body.get("e", ""))
     return Applied(
         body.get("t"),
         tuple((str(s), int(o)) for s, o in body["s"]),

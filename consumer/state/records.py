@@ -119,7 +119,7 @@ class Applied:
     seen: tuple[tuple[str, int], ...] = ()  # (source, highest offset applied), most recent source first
     events: tuple[int, ...] = ()  # event_digest of the last MAX_EVENT_IDS events applied, newest first
     event_id: str = ""  # the last event applied (for people reading Redis)
-    changed_at: int = 0  # ms: event time of the last change the website could see (updated_at)
+    changed_at: int = 0  # ms: the newest event time applied to the item (the document's updated_at)
 
     def admits(self, fence: Fence, event_id: str) -> bool:
         if event_digest(event_id) in self.events:
@@ -131,8 +131,8 @@ class Applied:
                 return fence.offset > offset
         return True  # first event of its (topic, partition) for this item: the newest arrival
 
-    def after(self, fence: Fence, event_id: str, visible: bool) -> Applied:
-        """The state once the event is applied; ``visible``: the website sees a difference."""
+    def after(self, fence: Fence, event_id: str) -> Applied:
+        """The state once the event is applied."""
         occurred = self.occurred_at
         if fence.occurred_at is not None and (occurred is None or fence.occurred_at > occurred):
             occurred = fence.occurred_at
@@ -140,8 +140,18 @@ class Applied:
         offset = max(fence.offset, previous.pop(fence.source, -1))
         seen = ((fence.source, offset), *((s, o) for s, o in self.seen if s != fence.source))[:MAX_SOURCES]
         events = (event_digest(event_id), *self.events)[:MAX_EVENT_IDS]
-        changed = max(self.changed_at, fence.event_time_ms) if visible else self.changed_at
-        return Applied(occurred, seen, events, event_id, changed)
+        return Applied(occurred, seen, events, event_id, max(self.changed_at, fence.event_time_ms))
+
+    def knows(self, event_id: str) -> bool:
+        return event_digest(event_id) in self.events
+
+    def refuse(self, event_id: str) -> Applied:
+        """The state once an event that lost (rules 2, 3) is remembered by its id: a producer
+        retry of it, at a later offset, is then recognised by rule 1 and loses too."""
+        digest = event_digest(event_id)
+        if digest in self.events:
+            return self
+        return replace(self, events=(digest, *self.events)[:MAX_EVENT_IDS])
 
 
 NOTHING = Applied()  # the state of an item no event touched yet
@@ -263,15 +273,17 @@ def source_fence(applied: Applied) -> Fence:
     return Fence(int(partition) if partition.lstrip("-").isdigit() else -1, offset, topic, applied.occurred_at)
 
 
-def encode_record(rec: ImageState, applied: Applied | None = None) -> bytes:
+def encode_record(rec: ImageState, applied: Applied | None = None, q: np.ndarray | None = None) -> bytes:
     """The stored form of an image: fence history + rounded scores, area probabilities by name,
     int8 embedding, pHash (~350 bytes at a 128-d embedding, 9 areas)."""
-    applied = applied or rec.applied or NOTHING.after(rec.fence, rec.event_id, visible=True)
+    applied = applied or rec.applied or NOTHING.after(rec.fence, rec.event_id)
     flags = _DELETED if rec.deleted else 0
     if applied.occurred_at is not None:
         flags |= _HAS_OCCURRED
+    if q is None and rec.embedding is not None:
+        q = quantize(rec.embedding)
     if not rec.deleted:
-        if rec.embedding is not None:
+        if q is not None:
             flags |= _HAS_EMB
         if rec.phash is not None:
             flags |= _HAS_PHASH
@@ -291,12 +303,26 @@ def encode_record(rec: ImageState, applied: Applied | None = None) -> bytes:
     for name, p in probs:
         out += _short(name)
         out += _H.pack(min(max(_milli(p), 0), 65535))
-    if rec.embedding is not None:
-        q = quantize(rec.embedding)
-        out += _H.pack(q.size) + q.tobytes()
+    if q is not None:
+        out += _H.pack(q.size) + np.asarray(q, dtype=np.int8).tobytes()
     if rec.phash is not None:
         out += _QQ.pack(int(rec.phash) & 0xFFFFFFFFFFFFFFFF)
     return bytes(out)
+
+
+def with_applied(image_id: str, raw: bytes, applied: Applied) -> bytes:
+    """A stored record with its fence replaced, the rest byte for byte (legacy JSON: re-encoded)."""
+    if raw[:1] == b"{":
+        rec, q = decode_stored(image_id, raw)
+        return encode_record(rec, applied, q)
+    r = _Reader(raw)
+    r.byte()
+    flags = r.byte()
+    r.applied(bool(flags & _HAS_OCCURRED))
+    flags = (flags & ~_HAS_OCCURRED) | (_HAS_OCCURRED if applied.occurred_at is not None else 0)
+    out = bytearray((_IMAGE_MAGIC, flags))
+    _encode_applied(out, applied)
+    return bytes(out) + raw[r.pos :]
 
 
 def decode_record(image_id: str, raw: bytes) -> ImageState:

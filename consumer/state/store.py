@@ -241,19 +241,18 @@ class GalleryStore:
                 applied = stale = 0
                 try:
                     for change in by_hotel[hid]:
-                        out = state.apply(change)
-                        if out is None:
-                            stale += 1
-                            continue
-                        applied += 1
-                        if isinstance(out, bytes):
-                            fields[change.image_id] = out
+                        verdict = state.apply(change)
+                        if verdict.applied:
+                            applied += 1
                         else:
-                            overrides_changed = True
-                    if not applied:
+                            stale += 1
+                        if verdict.record is not None:
+                            fields[change.image_id] = verdict.record
+                        overrides_changed |= verdict.overrides
+                    if not fields and not overrides_changed:
                         planned.append((hid, [], 0, stale, None))
                         continue
-                    doc = state.render()
+                    doc = state.render() if applied else state.document or state.render()
                 except Exception:
                     self.cache.drop((namespace, hid))  # half-applied: never reuse it
                     raise
