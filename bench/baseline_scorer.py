@@ -1,11 +1,12 @@
 """Today's scorer loop, frozen as the baseline of bench/software_ceiling.py.
 
 A copy of consumer/stream/scorer.py at commit dccda32 (before issue 17), with
-its relative imports made absolute and the class renamed BaselineScorer. It
-drives the same downloader, batcher, writer, store and offset tracker as the
-live scorer, so bench/software_ceiling.py measures the loop's per-record work
-(one task, one decode thread hand-off and one tracker entry per record) against
-the per-batch intake in the same run. Not used by the service.
+its relative imports made absolute and the class renamed BaselineScorer. Its
+downloader (bench/baseline_download.py), state writer (bench/baseline_writer.py)
+and store (bench/legacy_store.py, kept by issue 12) are the dccda32 ones too, so
+bench/software_ceiling.py compares today's whole path with the current one in the
+same run; the batcher, offset tracker, DLQ and Kafka clients are the live ones.
+Not used by the service.
 
 The original module docstring follows.
 
@@ -42,14 +43,13 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from bench.baseline_download import DownloadError, ImageDownloader
+from bench.baseline_writer import StateWriter
+from bench.legacy_store import Fence, GalleryStore, ImageState
 from galleryrank.consumer import metrics
 from galleryrank.consumer.images.decode import DecodeError, decode_image
 from galleryrank.consumer.images.gpu_decode import GpuDecoder, gpu_decode_available
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state.document import ranking_config
-from galleryrank.consumer.state.records import Fence, ImageState
-from galleryrank.consumer.state.store import GalleryStore
-from galleryrank.consumer.state.writer import StateWriter
 from galleryrank.consumer.stream.batcher import MicroBatcher
 from galleryrank.consumer.stream.dlq import DeadLetters
 from galleryrank.consumer.stream.dlq_dedupe import DlqMarks

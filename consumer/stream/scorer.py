@@ -416,6 +416,10 @@ class GalleryScorer:
             if unpaused:
                 self.consumer.pause(*unpaused)
                 self.pause_count += 1
+            # Nothing new is fetched while paused, so nothing more will join the writer's
+            # coalescing windows: waiting them out would only hold the cap (a backlog ran
+            # at max_in_flight / write_coalesce_ms events/s, bench/software_ceiling.py).
+            self.writer.flush()
         metrics.PAUSED_PARTITIONS.set(len(self.consumer.paused()))
 
     async def _update_lag(self) -> None:
