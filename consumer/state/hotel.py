@@ -22,6 +22,7 @@ form of its record (encode, then decode), so a state rebuilt from Redis
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from galleryrank.ranking.types import RankingConfig
 
 from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
 from .records import NOTHING, Applied, ImageState, decode_stored, encode_record, with_applied
+
+log = logging.getLogger(__name__)
 
 _HASH_MASK = (1 << 64) - 1
 _DEFAULT_PROBS = {"other": 1.0}
@@ -81,6 +84,7 @@ class HotelState:
         self.version = b""  # Redis version counter this state matches ("" = the hotel is new)
         self.document: bytes | None = None  # the gallery document stored in Redis
         self.overrides = HotelOverrides()
+        self._missing_logged: list[str] = []  # pinned ids without a photo, as last logged
         self.applied: dict[str, Applied] = {}  # every image ever seen: live and deleted
         self.raw: dict[str, bytes] = {}  # their records as stored
         self.updated_ms = 0  # the newest event time applied (updated_at)
@@ -370,6 +374,10 @@ class HotelState:
         """The gallery document (docs/architecture.md, "The gallery document"), byte for byte
         what ``orjson.dumps`` of it gives."""
         ids, reasons, missing = self.ranked()
+        if missing != self._missing_logged:  # once per change, not at every write of the hotel
+            if missing:
+                log.info("hotel %s: pinned images not shown (no photo, deleted or hidden): %s", self.hotel_id, missing)
+            self._missing_logged = missing
         models = Counter(self._models[self.row[i]] for i in ids) if self.overrides.hidden else self._model_counts
         model_version = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if models else ""
         updated = now.isoformat(timespec="milliseconds").replace("+00:00", "Z") if now else iso_ms(self.updated_ms)

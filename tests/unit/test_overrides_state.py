@@ -90,3 +90,12 @@ def test_document_with_pins_and_hidden_images():
     shown = [(i["image_id"], i["reason"]) for i in doc["images"]]
     assert shown == [("d", "pinned"), ("b", "pinned"), ("c", "first swimming_pool")]
     assert doc["pinned_missing"] == ["gone"]
+
+
+def test_pinned_ids_without_a_photo_are_logged(caplog):
+    ov = HotelOverrides()
+    ov.apply(PinChange(Fence(0, 10), "p", ("gone", "a"), replace=True))
+    with caplog.at_level("INFO", logger="galleryrank.consumer.state.hotel"):
+        build_document("h-7", RECORDS, overrides=ov)
+    lines = [r.getMessage() for r in caplog.records if "pinned images not shown" in r.getMessage()]
+    assert lines == ["hotel h-7: pinned images not shown (no photo, deleted or hidden): ['gone']"]
