@@ -207,7 +207,7 @@ class HotelState:
                 return Verdict(False)  # a re-delivery
             # It lost (older), and a producer retry of it would come at a later offset:
             # remember its id in the record, so the retry loses too.
-            applied = previous.refuse(change.event_id)
+            applied = previous.refuse(change.fence, change.event_id)
             self.applied[image_id] = applied
             self.raw[image_id] = with_applied(image_id, self.raw[image_id], applied)
             return Verdict(False, self.raw[image_id])

@@ -101,7 +101,7 @@ class HotelOverrides:
         if not applied.admits(change.fence, change.event_id):
             if previous is None or applied.knows(change.event_id):
                 return False
-            self.flags[change.image_id] = HiddenFlag(previous.hidden, applied.refuse(change.event_id))
+            self.flags[change.image_id] = HiddenFlag(previous.hidden, applied.refuse(change.fence, change.event_id))
             self.refused += 1
             return False
         self.flags[change.image_id] = HiddenFlag(change.hidden, applied.after(change.fence, change.event_id))
@@ -109,7 +109,7 @@ class HotelOverrides:
 
     def _refuse_pins(self, change: PinChange) -> bool:
         if not self.pins.knows(change.event_id):
-            self.pins = self.pins.refuse(change.event_id)
+            self.pins = self.pins.refuse(change.fence, change.event_id)
             self.refused += 1
         return False
 

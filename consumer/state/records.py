@@ -26,9 +26,12 @@ definition of "newer" (docs/architecture.md, "Fencing"):
    (topic, partition) the item never saw wins: it is the newest arrival (the
    store applies one hotel's changes in arrival order).
 
-Once an event lost it loses forever (nothing above moves backwards), so
+Once an event lost (or was applied) it loses forever: nothing above moves
+backwards, and an event that loses is remembered too (``Applied.refuse``). So
 redeliveries, crash-redos, rebalances, topic switches and partition changes
-can neither resurrect a deleted image nor bring back an older URL.
+can neither resurrect a deleted image nor bring back an older URL. A producer
+retry (the same event_id at a new offset) is recognised while its id is among
+the item's last ``MAX_EVENT_IDS``.
 
 Stored form (``images:{h}`` hash, image_id -> ``encode_record``): fixed-layout
 binary, first byte ``0xA1``; records written before it (JSON, first byte ``{``)
@@ -93,12 +96,6 @@ class Fence:
         ts = record.timestamp if isinstance(record.timestamp, int) else -1
         return cls(record.partition, record.offset, record.topic, parse_occurred_at(occurred_at), ts)
 
-    def is_newer_than(self, other: Fence | None) -> bool:
-        """Offset order within one partition (the fence before Applied; kept while callers move over)."""
-        if other is None or other.partition != self.partition:
-            return True
-        return self.offset > other.offset
-
     @property
     def source(self) -> str:
         return f"{self.topic}/{self.partition}"
@@ -133,25 +130,30 @@ class Applied:
 
     def after(self, fence: Fence, event_id: str) -> Applied:
         """The state once the event is applied."""
-        occurred = self.occurred_at
-        if fence.occurred_at is not None and (occurred is None or fence.occurred_at > occurred):
-            occurred = fence.occurred_at
         previous = dict(self.seen)
         offset = max(fence.offset, previous.pop(fence.source, -1))
         seen = ((fence.source, offset), *((s, o) for s, o in self.seen if s != fence.source))[:MAX_SOURCES]
-        events = (event_digest(event_id), *self.events)[:MAX_EVENT_IDS]
-        return Applied(occurred, seen, events, event_id, max(self.changed_at, fence.event_time_ms))
+        return Applied(
+            self._latest(fence), seen, self._with(event_id), event_id, max(self.changed_at, fence.event_time_ms)
+        )
 
     def knows(self, event_id: str) -> bool:
         return event_digest(event_id) in self.events
 
-    def refuse(self, event_id: str) -> Applied:
-        """The state once an event that lost (rules 2, 3) is remembered by its id: a producer
-        retry of it, at a later offset, is then recognised by rule 1 and loses too."""
+    def refuse(self, fence: Fence, event_id: str) -> Applied:
+        """The state once an event that lost (rules 2, 3) is remembered: its id, so a producer
+        retry of it at a later offset loses by rule 1, and its occurred_at, so that it cannot
+        win by rule 2 later (when it lost to an event without occurred_at, by offset)."""
+        return replace(self, occurred_at=self._latest(fence), events=self._with(event_id))
+
+    def _latest(self, fence: Fence) -> int | None:
+        if fence.occurred_at is not None and (self.occurred_at is None or fence.occurred_at > self.occurred_at):
+            return fence.occurred_at
+        return self.occurred_at
+
+    def _with(self, event_id: str) -> tuple[int, ...]:
         digest = event_digest(event_id)
-        if digest in self.events:
-            return self
-        return replace(self, events=(digest, *self.events)[:MAX_EVENT_IDS])
+        return (digest, *(d for d in self.events if d != digest))[:MAX_EVENT_IDS]
 
 
 NOTHING = Applied()  # the state of an item no event touched yet

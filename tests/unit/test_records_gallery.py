@@ -9,6 +9,7 @@ import orjson
 
 from galleryrank.consumer.state.document import build_document
 from galleryrank.consumer.state.records import (
+    NOTHING,
     Fence,
     ImageState,
     decode_record,
@@ -39,11 +40,12 @@ def record(image_id, aesthetic, area, offset=1, emb_seed=0, deleted=False):
 
 
 def test_fence_orders_offsets_within_a_partition():
-    assert Fence(0, 5).is_newer_than(None)
-    assert Fence(0, 5).is_newer_than(Fence(0, 4))
-    assert not Fence(0, 5).is_newer_than(Fence(0, 5))  # a replay of the same event
-    assert not Fence(0, 4).is_newer_than(Fence(0, 5))
-    assert Fence(1, 0).is_newer_than(Fence(0, 9))  # partition count changed: the new event wins
+    assert NOTHING.admits(Fence(0, 5), "e5")
+    seen = NOTHING.after(Fence(0, 5), "e5")
+    assert seen.admits(Fence(0, 6), "e6")
+    assert not seen.admits(Fence(0, 5), "e5")  # a replay of the same event
+    assert not seen.admits(Fence(0, 4), "e4")
+    assert seen.admits(Fence(1, 0), "f0")  # partition count changed: the new event wins
 
 
 def test_record_round_trip_is_compact_and_stable():
