@@ -313,8 +313,8 @@ def markdown(out: dict) -> str:
 # --- py-spy collapsed stacks -> where the GIL time goes ---------------------------------------
 STAGES = (
     ("ranking", ("ranking/", "build_document", "state/document.py")),
-    ("state records (de)serialisation", ("state/records.py", "orjson", "encode_record", "decode_record")),
-    ("state store / writer", ("state/store.py", "state/writer.py")),
+    ("state records (de)serialisation", ("state/records.py", "orjson", "encode_record", "decode_record", "_embedding")),
+    ("state store / writer", ("state/", "legacy_store.py", "baseline_writer.py")),
     ("redis client", ("redis/",)),
     ("HTTP download", ("aiohttp/", "download.py", "netguard.py", "yarl/", "multidict/")),
     ("Kafka fetch/parse", ("aiokafka/",)),
