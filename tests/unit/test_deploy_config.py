@@ -249,9 +249,12 @@ def test_kafka_runs_in_kraft_mode_from_the_official_image():
     assert bootstrap in advertised
 
 
+ONE_SHOT_SERVICES = {"create-topics", "triton-export"}
+
+
 def test_compose_long_running_services_have_healthchecks_and_restart_policies():
     for name, service in load_compose()["services"].items():
-        if name == "create-topics":
+        if name in ONE_SHOT_SERVICES:
             assert service["restart"] == "no"  # one-shot
             continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -296,7 +299,7 @@ def test_compose_galleryrank_values_parse_as_settings():
 
 def test_compose_healthchecks_probe_the_configured_ports():
     services = load_compose()["services"]
-    for name in ("scorer", "scorer-cpu"):
+    for name in ("scorer", "scorer-cpu", "scorer-triton"):
         settings = settings_from_env(compose_env(services[name]))
         assert f"127.0.0.1:{settings.metrics_port}/healthz" in " ".join(services[name]["healthcheck"]["test"])
         assert str(settings.metrics_port) in services[name]["expose"]
@@ -327,12 +330,37 @@ def test_scorer_may_download_only_from_the_demo_network():
     compose = load_compose()
     services = compose["services"]
     demo_subnet = ipaddress.ip_network(compose["networks"]["demo"]["ipam"]["config"][0]["subnet"])
-    for name in ("scorer", "scorer-cpu"):
+    for name in ("scorer", "scorer-cpu", "scorer-triton"):
         allowed = settings_from_env(compose_env(services[name])).download_allow_networks
         assert [ipaddress.ip_network(n) for n in allowed.split(",")] == [demo_subnet]
     on_demo = {name for name, s in services.items() if "demo" in (s.get("networks") or [])}
     # Kafka, Redis and the API are out of the scorer's download reach.
-    assert on_demo == {"scorer", "scorer-cpu", "demo-producer"}
+    assert on_demo == {"scorer", "scorer-cpu", "scorer-triton", "demo-producer"}
+
+
+def test_compose_triton_topology_one_gpu_server_and_cpu_scorers():
+    """Profile triton: the repository exported by the app image, Triton on the GPU, CPU scorers on it."""
+    services = load_compose()["services"]
+    assert {services[n]["profiles"][0] for n in ("triton-export", "triton", "scorer-triton")} == {"triton"}
+    export = services["triton-export"]
+    assert export["command"] == ["export", "--triton", "/models"] and export["restart"] == "no"
+    triton = services["triton"]
+    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:") and image_is_pinned(triton["image"])
+    assert triton["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    ]
+    args = dict(a.removeprefix("--").split("=", 1) for a in triton["command"][1:])
+    assert args["model-repository"] == "/models"
+    # The repository the export wrote is the one Triton reads (same volume), and Triton waits for it.
+    assert export["volumes"][0].split(":")[0] == triton["volumes"][0].split(":")[0]
+    assert triton["depends_on"]["triton-export"]["condition"] == "service_completed_successfully"
+    assert f"127.0.0.1:{args['http-port']}/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    scorer = services["scorer-triton"]
+    settings = settings_from_env(compose_env(scorer))
+    assert settings.device == "cpu" and "deploy" not in scorer  # no GPU for the scorers
+    assert settings.model_server == f"grpc://triton:{args['grpc-port']}"
+    assert scorer["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert "container_name" not in scorer and "ports" not in scorer  # --scale scorer-triton=N
 
 
 # -------------------------------------------------------- deploy/Dockerfile ---
@@ -433,27 +461,42 @@ def test_k8s_schema_validation_is_strict():
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
-@pytest.mark.parametrize("directory", ["", "cpu", "replay", "monitoring"])
+@pytest.mark.parametrize("directory", ["", "cpu", "replay", "monitoring", "triton"])
 def test_kustomizations_render_and_validate(directory: str):
     rendered = kubectl_kustomize(K8S_DIR / directory)
     assert rendered
     for doc in rendered:
         if not doc["apiVersion"].startswith(CUSTOM_API_GROUPS):
             kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
-        for container in pod_containers(doc) if doc["kind"] == "Deployment" else []:
-            assert container["image"] == f"registry.example.com/galleryrank:{PROJECT_VERSION}"
+        if doc["kind"] != "Deployment":
+            continue
+        for container in pod_containers(doc) + doc["spec"]["template"]["spec"].get("initContainers", []):
+            if not (is_triton(doc) and container["name"] == "triton"):
+                assert container["image"] == f"registry.example.com/galleryrank:{PROJECT_VERSION}"
+
+
+def is_triton(doc: dict) -> bool:
+    """The Triton Inference Server Deployment (deploy/k8s/triton): not a galleryrank container."""
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "triton"
+
+
+def galleryrank_deployments(docs: list[dict]) -> list[dict]:
+    return [d for d in find(docs, "Deployment") if not is_triton(d)]
 
 
 def test_images_are_pinned_everywhere_in_k8s():
     for doc in k8s_docs():
         if doc["kind"] in {"Deployment", "Job"}:
-            for container in pod_containers(doc):
+            for container in pod_containers(doc) + doc["spec"]["template"]["spec"].get("initContainers", []):
                 assert image_is_pinned(container["image"]), container["image"]
-                assert container["image"].endswith(f"galleryrank:{PROJECT_VERSION}")
+                if is_triton(doc) and container["name"] == "triton":
+                    assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
+                else:
+                    assert container["image"].endswith(f"galleryrank:{PROJECT_VERSION}")
 
 
 def test_containers_have_resources_probes_and_a_locked_down_context():
-    for deployment in find(k8s_docs(), "Deployment"):
+    for deployment in galleryrank_deployments(k8s_docs()):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001  # the uid of deploy/Dockerfile
@@ -698,3 +741,59 @@ def test_readme_paths_exist_and_sizing_table_is_marked():
         assert (base / path.rstrip("/")).exists(), f"deploy/README.md names a missing path: {path}"
     # The throughput figures come from bench/, never invented here.
     assert "PLACEHOLDER" in text or "bench/" in text
+
+
+# ------------------------------------------------------ deploy/k8s/triton ---
+
+
+def test_triton_server_requests_a_gpu_and_probes_triton_health():
+    (triton,) = [d for d in find(k8s_docs(K8S_DIR / "triton" / "triton.yaml"), "Deployment") if is_triton(d)]
+    pod = triton["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert (
+        container["resources"]["requests"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    )
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and "memory" in container["resources"]["limits"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    assert {
+        "http": int(args["http-port"]),
+        "grpc": int(args["grpc-port"]),
+        "metrics": int(args["metrics-port"]),
+    } == ports
+    assert (
+        container["readinessProbe"]["httpGet"]["path"]
+        == container["startupProbe"]["httpGet"]["path"]
+        == ("/v2/health/ready")
+    )
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # The repository is exported by the galleryrank image into the volume Triton reads.
+    (export,) = pod["initContainers"]
+    assert export["args"] == ["export", "--triton", args["model-repository"]]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert {m["name"]: m["mountPath"] for m in export["volumeMounts"]}["models"] == mounts["models"]
+    assert mounts["models"] == args["model-repository"]
+
+
+def test_triton_overlay_scales_cpu_scorers_on_lag_against_the_triton_service():
+    rendered = kubectl_kustomize(K8S_DIR / "triton")
+    service = one(rendered, "Service", "galleryrank-triton")
+    grpc = {p["name"]: p["port"] for p in service["spec"]["ports"]}["grpc"]
+    scorer = one(rendered, "Deployment", "galleryrank-scorer")
+    pod = scorer["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {name: e.get("value") for name, e in container_env(container).items()}
+    assert env["GALLERYRANK_MODEL_SERVER"] == f"grpc://{service['metadata']['name']}:{grpc}"
+    assert env["GALLERYRANK_DEVICE"] == "cpu" and "tolerations" not in pod
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    settings_from_env({k: v for k, v in env.items() if v is not None})  # values parse as Settings
+    triton = one(rendered, "Deployment", "galleryrank-triton")
+    assert triton["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == 1
+    # KEDA scales the CPU scorers, never the GPU server.
+    scaled = one(rendered, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == scorer["metadata"]["name"]
+    assert int(scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"]) > 0
