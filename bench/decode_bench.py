@@ -80,7 +80,9 @@ def main() -> None:
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     for r in rows:
-        line = f"| {r['case']} | {r['kb']} | {r['now']['peak_mb']:.0f} | {r['now']['cpu_s']:.2f} | {r['now']['outcome']} |"
+        line = (
+            f"| {r['case']} | {r['kb']} | {r['now']['peak_mb']:.0f} | {r['now']['cpu_s']:.2f} | {r['now']['outcome']} |"
+        )
         if args.baseline:
             b = r["baseline"]
             line += f" {b['peak_mb']:.0f} | {b['cpu_s']:.2f} | {b['outcome']} |"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -267,7 +267,7 @@ def load_settings(**overrides: object) -> Settings:
     Raises :class:`ConfigError` with one line per the rule "config errors are one
     clear line and exit code 2" (the CLI turns it into that), never a traceback.
     """
-    clean = {k: v for k, v in overrides.items() if v is not None}
+    clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
     except ValidationError as exc:

@@ -33,7 +33,7 @@ import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -42,6 +42,10 @@ from aiohttp import web
 from ..ids import ID_RULE, valid_id
 from ..settings import NAMESPACE_RE, Settings
 from ..state import hotel_index, keys
+
+if TYPE_CHECKING:
+    from ..images.decode_pool import DecodePool
+    from ..images.download import ImageDownloader
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,6 @@ CAM_CACHE_BYTES = 32 << 20
 
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 SETTINGS_KEY = web.AppKey("settings", Settings)
-CAM_KEY = web.AppKey("cam", object)
 
 
 def _error(status: int, error: str, detail: str) -> web.Response:
@@ -157,8 +160,8 @@ class CamRenderer:
         self._scoring_model = scoring_model  # models.ScoringModel; tests pass the one they loaded
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cam")
-        self._downloader = None
-        self._decoder = None
+        self._downloader: ImageDownloader | None = None
+        self._decoder: DecodePool | None = None
         self._slots = asyncio.Semaphore(CAM_CONCURRENCY)
         self._waiting = 0
         self._inflight: dict[tuple, asyncio.Future] = {}
@@ -228,6 +231,7 @@ class CamRenderer:
         finally:
             self._waiting -= 1
         try:
+            assert self._downloader is not None and self._decoder is not None  # set by _model()
             async with asyncio.timeout(CAM_TIME_BUDGET_S):
                 data = await self._downloader.fetch(url)
                 img = await self._decoder.overlay_rgb(data, OVERLAY_MAX_SIDE)
@@ -273,6 +277,9 @@ class CamRenderer:
         if self._decoder is not None:
             self._decoder.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+CAM_KEY = web.AppKey("cam", CamRenderer)
 
 
 async def cam_png(request: web.Request) -> web.Response:

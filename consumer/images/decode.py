@@ -151,8 +151,7 @@ def load_oriented_rgb(
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         if img.mode in _REDUCIBLE_MODES:
-            img = _reduce(img, size)  # before conversion: less to convert
-            rgb = to_rgb(img)
+            rgb = to_rgb(_reduce(img, size))  # reduced before conversion: less to convert
         else:
             rgb = _convert_and_reduce(img, size)  # strip by strip: no full-size converted copy
         del img

@@ -135,7 +135,7 @@ def _import_preprocess_without_torch() -> None:
         return
     spec = importlib.util.find_spec("galleryrank.models")
     package = types.ModuleType("galleryrank.models")
-    package.__path__ = list(spec.submodule_search_locations or [])
+    package.__path__ = list((spec and spec.submodule_search_locations) or [])
     sys.modules["galleryrank.models"] = package
     importlib.import_module("galleryrank.models.preprocess")
 
