@@ -2,7 +2,7 @@
 
 Stages run concurrently, each bounded:
 
-    fetch (main loop) -> per-record task: parse -> download -> decode (thread pool)
+    fetch (main loop) -> per-record task: parse -> download -> decode (worker processes)
         -> MicroBatcher (model thread) -> StateWriter (Redis) -> OffsetTracker -> commit
 
 Every record gets its own task, so downloads overlap and finish in any order;
