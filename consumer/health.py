@@ -55,7 +55,9 @@ class ServiceStatus:
         }
         metrics.MODEL_INFO.clear()
         metrics.MODEL_INFO.labels(**self.model).set(1)
-        log.info("scoring with model %(model_version)s, checkpoint %(checkpoint)s, %(backend)s on %(device)s", self.model)
+        log.info(
+            "scoring with model %(model_version)s, checkpoint %(checkpoint)s, %(backend)s on %(device)s", self.model
+        )
         self.ok("model")
 
     def attach(self, scorer, decode_budget_s: float) -> None:
