@@ -73,7 +73,7 @@ def rank_prepared(
     with ``ordered_gallery`` from cached arrays); ``order`` is in canonical rows."""
     config = config or RankingConfig()
     strategy = get_strategy(config.strategy)
-    row_of = {image_id: row for row, image_id in enumerate(gallery.image_ids)}
+    row_of = {image_id: row for row, image_id in enumerate(gallery.image_ids)} if pinned else {}
     pinned_rows: list[int] = []
     missing: list[str] = []
     for image_id in dict.fromkeys(pinned):  # a repeated id counts once, at its first place
@@ -107,47 +107,82 @@ def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared
     lower-scoring automatic image was "moved back" (by an area cap when its
     area had reached it, else for variety); the rest are the "next best".
     """
-    n = gallery.size
-    pinned = set(gallery.pinned)
+    rows = np.asarray(rows, dtype=np.int64)
+    n, m = gallery.size, len(rows)
+    if m == 0:
+        return []
+    # Vectorised: one numpy pass per rule instead of Python per position (a 2,000-image
+    # gallery is re-explained on every write); tests/unit/test_ranking_explain.py checks it
+    # against the position-by-position reading of the rules, on random galleries.
     if shared_pipeline and config.suppress_duplicates and n:
         rep = duplicate_representatives(gallery, config.duplicate_cosine, config.duplicate_hamming)
     else:
         rep = np.arange(n)
-    default_cap = config.max_per_area
-    shown_areas: set[int] = set()
-    area_counts: dict[int, int] = {}
-    lowest_auto = np.inf  # lowest aesthetic among automatic, non-duplicate images placed so far
-    automatic = rep == np.arange(n)
-    automatic[list(pinned)] = False
+    is_pinned = np.zeros(n, dtype=bool)
+    is_pinned[list(gallery.pinned)] = True
+    automatic = (rep == np.arange(n)) & ~is_pinned
     best_auto = gallery.aesthetic[automatic].max() if automatic.any() else np.inf
-    reasons: list[str] = []
-    for position, row in enumerate(int(r) for r in rows):
-        top = int(gallery.top_area[row])
-        area = gallery.areas[top] if gallery.areas else "photo"
-        score = gallery.aesthetic[row]
-        if row in pinned:
-            reason = REASONS["pinned"]
-        elif rep[row] != row:
-            reasons.append(REASONS["duplicate"].format(image_id=gallery.image_ids[rep[row]]))
-            continue
-        elif position == 0:
-            if score >= best_auto:
-                reason = REASONS["hero_best"]
+
+    pinned_at = is_pinned[rows]
+    duplicate_at = (rep[rows] != rows) & ~pinned_at  # set aside: counts for nothing below
+    counted = ~duplicate_at  # pinned and automatic rows: they show their area
+    normal = counted & ~pinned_at
+    top = gallery.top_area[rows] if n else np.zeros(m, dtype=np.int64)
+    score = gallery.aesthetic[rows]
+    first_of_area = np.zeros(m, dtype=bool)  # no counted row before it shows its area
+    shown = np.flatnonzero(counted)
+    if shown.size:
+        _, first = np.unique(top[shown], return_index=True)
+        first_of_area[shown[first]] = True
+    # The lowest automatic score placed before each position.
+    lowest_before = np.full(m, np.inf)
+    lowest_before[1:] = np.minimum.accumulate(np.where(normal, score, np.inf)[:-1])
+
+    HERO, FIRST, MOVED, CAPPED, NEXT, PIN, DUP = range(7)
+    code = np.full(m, NEXT, dtype=np.int64)
+    code[normal & first_of_area] = FIRST
+    moved = normal & ~first_of_area & (score > lowest_before)
+    code[moved] = MOVED
+    if shared_pipeline and moved.any() and (config.max_per_area is not None or config.area_caps):
+        names = gallery.areas
+        for position in np.flatnonzero(moved).tolist():
+            area = names[top[position]] if names else "photo"
+            cap = config.area_caps.get(area, config.max_per_area)
+            same = counted[:position] & (top[:position] == top[position])
+            if cap is not None and int(same.sum()) >= cap:
+                code[position] = CAPPED
+    code[pinned_at] = PIN
+    code[duplicate_at] = DUP
+    hero = REASONS["hero_best"] if normal[0] and score[0] >= best_auto else None
+    if normal[0]:
+        code[0] = HERO
+
+    templates = {
+        FIRST: REASONS["first_area"],
+        MOVED: REASONS["moved_back"],
+        CAPPED: REASONS["moved_back_cap"],
+        NEXT: REASONS["next_best"],
+        PIN: REASONS["pinned"],
+    }
+    width = max(len(gallery.areas), 1)
+    keys = code * width + top
+    unique, inverse = np.unique(keys, return_inverse=True)
+    texts = []
+    for key in unique.tolist():
+        kind, area_index = divmod(key, width)
+        area = gallery.areas[area_index] if gallery.areas else "photo"
+        if kind == HERO:
+            if hero is not None:
+                texts.append(hero)
             elif area in config.hero_areas:
-                reason = REASONS["hero_area"].format(area=area)
+                texts.append(REASONS["hero_area"].format(area=area))
             else:
-                reason = REASONS["hero_first"].format(area=area)
-        elif top not in shown_areas:
-            reason = REASONS["first_area"].format(area=area)
-        elif score > lowest_auto:
-            cap = config.area_caps.get(area, default_cap) if shared_pipeline else None
-            capped = cap is not None and area_counts.get(top, 0) >= cap
-            reason = (REASONS["moved_back_cap"] if capped else REASONS["moved_back"]).format(area=area)
+                texts.append(REASONS["hero_first"].format(area=area))
+        elif kind == DUP:
+            texts.append("")  # per row, below
         else:
-            reason = REASONS["next_best"]
-        reasons.append(reason)
-        shown_areas.add(top)
-        area_counts[top] = area_counts.get(top, 0) + 1
-        if row not in pinned:
-            lowest_auto = min(lowest_auto, score)
+            texts.append(templates[kind].format(area=area))
+    reasons = np.array(texts, dtype=object)[inverse.reshape(-1)].tolist()
+    for position in np.flatnonzero(duplicate_at).tolist():
+        reasons[position] = REASONS["duplicate"].format(image_id=gallery.image_ids[rep[rows[position]]])
     return reasons

@@ -106,16 +106,18 @@ def ordered_gallery(
     has_phash: np.ndarray,
     source_index: np.ndarray | None = None,
     clusters: np.ndarray | None = None,
+    normalised: bool = False,
 ) -> Gallery:
     """A Gallery from columns the caller already put in canonical order (aesthetic
     descending, then image_id; non-finite scores last), e.g. a cached hotel's arrays:
     the same Gallery ``build_gallery`` would make, without per-candidate Python work.
-    The arrays become the Gallery's (``embeddings`` is normalised in place)."""
+    The arrays become the Gallery's (``embeddings`` is normalised in place, unless the
+    caller says its rows are unit already, zero where ``has_embedding`` is False)."""
     n = len(image_ids)
     area_probs = np.asarray(area_probs, dtype=np.float32)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     has_embedding = np.asarray(has_embedding, dtype=bool).copy()
-    if has_embedding.any():
+    if has_embedding.any() and not normalised:
         _normalise(embeddings, has_embedding)
     return Gallery(
         areas=tuple(areas),

@@ -22,6 +22,7 @@ form of its record (encode, then decode), so a state rebuilt from Redis
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 from collections import Counter
@@ -98,6 +99,7 @@ class HotelState:
         self._model_counts: Counter[str] = Counter()
         self._row_areas: list[tuple[int, ...]] = []
         self._keys: list[tuple[float, str]] = []  # canonical keys of live images, sorted
+        self._sorted_rows: list[int] = []  # their rows, in the same order
         self.areas: list[str] = []  # area names ever seen -> column
         self._area_col: dict[str, int] = {}
         self._area_live = np.zeros(0, dtype=np.int64)  # live images per column
@@ -273,7 +275,10 @@ class HotelState:
         self._model_counts[rec.model_version] += 1
         aesthetic = float(rec.aesthetic)
         self._aesthetic[row] = aesthetic
-        bisect.insort(self._keys, _canonical_key(image_id, aesthetic))
+        key = _canonical_key(image_id, aesthetic)
+        at = bisect.bisect_left(self._keys, key)
+        self._keys.insert(at, key)
+        self._sorted_rows.insert(at, row)
         # Area probabilities: the record's own, normalised over its own names (as the
         # document always did), so a row never depends on which other images exist.
         vec = np.array([probs[a] for a in names], dtype=np.float32)
@@ -323,7 +328,9 @@ class HotelState:
     def _remove(self, image_id: str) -> None:
         row = self.row.pop(image_id)
         key = _canonical_key(image_id, float(self._aesthetic[row]))
-        del self._keys[bisect.bisect_left(self._keys, key)]
+        at = bisect.bisect_left(self._keys, key)
+        del self._keys[at]
+        del self._sorted_rows[at]
         self.graph.unlink(image_id)
         self._area_live[list(self._row_areas[row])] -= 1
         self._model_counts[self._models[row]] -= 1
@@ -338,56 +345,83 @@ class HotelState:
     # --- the document ------------------------------------------------------------------------
     def shown(self) -> list[str]:
         """Image ids the ranking considers (live, not hidden), in canonical order."""
+        return [self._ids[r] for r in self._shown_rows()]
+
+    def _shown_rows(self) -> list[int]:
         hidden = self.overrides.hidden
-        ids = [image_id for _, image_id in self._keys]
-        return [i for i in ids if i not in hidden] if hidden else ids
+        if not hidden:
+            return self._sorted_rows
+        return [r for r in self._sorted_rows if self._ids[r] not in hidden]
 
     def ranked(self) -> tuple[list[str], list[str], list[str]]:
         """(image ids in display order, a reason per position, pinned ids not shown)."""
-        ids = self.shown()
-        if not ids:
+        rows, reasons, missing = self._ranked_rows()
+        ids = self._ids
+        return [ids[r] for r in rows], reasons, missing
+
+    def _ranked_rows(self) -> tuple[list[int], list[str], list[str]]:
+        shown = self._shown_rows()
+        if not shown:
             return [], [], list(dict.fromkeys(self.overrides.pinned))
-        order = np.fromiter((self.row[i] for i in ids), dtype=np.int64, count=len(ids))
+        n = len(shown)
+        order = np.array(shown, dtype=np.int64)
+        ids = list(map(self._ids.__getitem__, shown))
         areas = sorted(a for a, c in self._area_col.items() if self._area_live[c] > 0)
         cols = [self._area_col[a] for a in areas]
         clusters = None
         if self.config.suppress_duplicates:  # from the incremental graph, never the O(N^2) pass
             if self.graph.edges:
-                clusters = self.graph.roots({image_id: i for i, image_id in enumerate(ids)}, len(ids))
+                clusters = self.graph.roots(self._positions(shown), n)
             if clusters is None:
-                clusters = np.arange(len(ids))
+                clusters = np.arange(n)
+        if self._q.shape[1]:
+            has_q = self._has_q[order]
+            # Unit rows straight from the exact squared norms (zero rows stay zero: no embedding).
+            scale = np.where(has_q, 1.0 / np.sqrt(np.maximum(self._norm2[order], 1.0)), 0.0).astype(np.float32)
+            embeddings = self._q[order] * scale[:, None]
+        else:
+            has_q, embeddings = np.zeros(n, dtype=bool), np.zeros((n, 1), np.float32)
         gallery = ordered_gallery(
             areas,
             ids,
             self._aesthetic[order],
             self._probs[np.ix_(order, cols)],
-            self._q[order] if self._q.shape[1] else np.zeros((len(ids), 1), np.float32),
-            self._has_q[order],
+            embeddings,
+            has_q,
             self._phash[order],
             self._has_phash[order],
             clusters=clusters,
+            normalised=True,
         )
         result = rank_prepared(gallery, self.config, pinned=self.overrides.pinned)
-        return [ids[r] for r in result.order], result.reasons, result.pinned_missing
+        return list(map(shown.__getitem__, result.order)), result.reasons, result.pinned_missing
+
+    def _positions(self, shown: list[int]) -> dict[str, int]:
+        """Canonical position among ``shown`` of every shown image with near-duplicate edges."""
+        linked = [i for i in self.graph.edges if i in self.row]
+        if shown is self._sorted_rows:  # nothing hidden: a binary search per image
+            keys = self._keys
+            return {i: bisect.bisect_left(keys, _canonical_key(i, float(self._aesthetic[self.row[i]]))) for i in linked}
+        position = {r: k for k, r in enumerate(shown)}
+        return {i: position[self.row[i]] for i in linked if self.row[i] in position}
 
     def render(self, now: datetime | None = None) -> bytes:
         """The gallery document (docs/architecture.md, "The gallery document"), byte for byte
         what ``orjson.dumps`` of it gives."""
-        ids, reasons, missing = self.ranked()
+        rows, reasons, missing = self._ranked_rows()
         if missing != self._missing_logged:  # once per change, not at every write of the hotel
             if missing:
                 log.info("hotel %s: pinned images not shown (no photo, deleted or hidden): %s", self.hotel_id, missing)
             self._missing_logged = missing
-        models = Counter(self._models[self.row[i]] for i in ids) if self.overrides.hidden else self._model_counts
+        models = Counter(self._models[r] for r in rows) if self.overrides.hidden else self._model_counts
         model_version = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if models else ""
         updated = now.isoformat(timespec="milliseconds").replace("+00:00", "Z") if now else iso_ms(self.updated_ms)
-        dumped: dict[str, bytes] = {}
-        parts = []
-        for image_id, reason in zip(ids, reasons):
-            tail = dumped.get(reason)
-            if tail is None:
-                tail = dumped[reason] = b',"reason":' + orjson.dumps(reason) + b"}"
-            parts.append(self._entries[self.row[image_id]] + tail)
+        # Each entry is followed by its reason and "}," (the last comma dropped below): joined
+        # in C (map/zip/chain), no per-image Python work.
+        tails = {reason: b',"reason":' + orjson.dumps(reason) + b"}," for reason in set(reasons)}
+        images = b"".join(
+            itertools.chain.from_iterable(zip(map(self._entries.__getitem__, rows), map(tails.__getitem__, reasons)))
+        )[:-1]
         return b"".join(
             (
                 b'{"hotel_id":',
@@ -397,7 +431,7 @@ class HotelState:
                 b',"updated_at":',
                 orjson.dumps(updated),
                 b',"images":[',
-                b",".join(parts),
+                images,
                 b'],"pinned_missing":',
                 orjson.dumps(missing),
                 b"}",
