@@ -139,7 +139,8 @@ class Consumers:
         return True
 
     def batch_mean(self) -> float:
-        texts = [http_text(f"http://127.0.0.1:{port}/metrics") for port in self.ports]
+        # A busy scorer's event loop may take seconds to answer: a short timeout read as 0 on the H200.
+        texts = [http_text(f"http://127.0.0.1:{port}/metrics", timeout=15.0) for port in self.ports]
         s = sum(metric_sum(t, "galleryrank_batch_size_sum") for t in texts)
         c = sum(metric_sum(t, "galleryrank_batch_size_count") for t in texts)
         return s / c if c else 0.0
@@ -225,6 +226,8 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
     )  # fmt: skip
     if mode == "triton":
         env["GALLERYRANK_MODEL_SERVER"] = server.url
+        # A CPU model server on a shared 2-core machine answers a batch in seconds, not ms.
+        env["GALLERYRANK_MODEL_SERVER_TIMEOUT_S"] = "10" if a.device.startswith("cuda") else "60"
         env["GALLERYRANK_DEVICE"] = "cpu"
     else:
         env["GALLERYRANK_DEVICE"] = a.device

@@ -10,7 +10,9 @@ version and area names come from the server's model config (``galleryrank_*`` pa
 so Redis state names the model the server really runs.
 
 Failures: every request has a deadline (``timeout_s``). When the server is unreachable,
-restarting or overloaded the call is retried with backoff *forever*, logging a clear error:
+restarting or overloaded the call is retried with backoff *forever*, logging a clear error
+(after a deadline is exceeded the next try waits twice as long, up to 16x, so that a slow
+server is not sent the same batch again while it still works on it):
 the batch waits, the scorer's in-flight cap fills, partitions pause, offsets stay
 uncommitted, and nothing goes to the dead-letter topic (the events are not at fault).
 ``interrupt()`` (called on shutdown) ends the wait. At start the server gets
@@ -39,6 +41,7 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("aesthetic_dist", "area_probs", "embedding")
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+MAX_TIMEOUT_FACTOR = 16
 
 
 class ModelServerError(RuntimeError):
@@ -132,11 +135,11 @@ class TritonScoringModel:
             raise ValueError(f"batch must have shape (N, 3, {s}, {s}), got {batch.shape}")
         return np.ascontiguousarray(batch)
 
-    def _infer(self, batch: np.ndarray) -> Any:
+    def _infer(self, batch: np.ndarray, timeout_s: float) -> Any:
         inp = self._grpc.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(n) for n in OUTPUT_NAMES]
-        return self._client.infer(self.model_name, [inp], outputs=outputs, client_timeout=self.timeout_s)
+        return self._client.infer(self.model_name, [inp], outputs=outputs, client_timeout=timeout_s)
 
     def score(self, batch: np.ndarray) -> ScoreOutput:
         batch = self._check(batch)
@@ -150,11 +153,12 @@ class TritonScoringModel:
     def _score_part(self, batch: np.ndarray) -> list[np.ndarray]:
         delay = RETRY_MIN_S
         failures = 0
+        timeout_s = self.timeout_s
         while True:
             if self._interrupted.is_set():
                 raise ModelServerError(f"model server {self.url}: interrupted while waiting for it")
             try:
-                result = self._infer(batch)
+                result = self._infer(batch, timeout_s)
                 self.requests += 1
                 if failures:
                     log.warning("model server %s answers again after %d failed tries", self.url, failures)
@@ -162,6 +166,10 @@ class TritonScoringModel:
             except self._grpc.InferenceServerException as exc:
                 failures += 1
                 self.retries += 1
+                if exc.status() == "StatusCode.DEADLINE_EXCEEDED":
+                    # The server is slow, not gone, and still runs the abandoned request: a retry
+                    # with the same deadline would only add load. Wait longer (up to 16x).
+                    timeout_s = min(timeout_s * 2, self.timeout_s * MAX_TIMEOUT_FACTOR)
                 # Every failure is retried: the inputs were checked above, so the server (down,
                 # restarting, reloading, overloaded) is at fault, never the events.
                 level = logging.ERROR if failures in (1, 10) or failures % 100 == 0 else logging.DEBUG
