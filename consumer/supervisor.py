@@ -199,8 +199,8 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self.exit_code = 0
 
-    async def _start(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
+    async def _start(self, child: Child) -> asyncio.subprocess.Process:
+        child.proc = proc = await asyncio.create_subprocess_exec(
             *self.command,
             env=child_env(self.settings, child.index),
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
@@ -209,21 +209,22 @@ class Supervisor:
         log.info(
             "child %d started: pid %d, metrics port %d",
             child.index,
-            child.proc.pid,
+            proc.pid,
             child_metrics_port(self.settings, child.index),
         )
+        return proc
 
     async def _watch(self, child: Child) -> None:
         """Keep child `index` running until the supervisor stops."""
         while not self._stopping.is_set():
-            await self._start(child)
-            code = await child.proc.wait()
+            proc = await self._start(child)
+            code = await proc.wait()
             child.exit_codes.append(code)
             ran = time.monotonic() - child.started_at
             if self._stopping.is_set():
                 return
             if code == 0:
-                log.info("child %d (pid %d) finished", child.index, child.proc.pid)
+                log.info("child %d (pid %d) finished", child.index, proc.pid)
                 return
             if code == EXIT_CONFIG_ERROR:
                 log.error("child %d exited with a configuration error; stopping", child.index)
@@ -235,7 +236,7 @@ class Supervisor:
             log.warning(
                 "child %d (pid %d) exited with %d after %.1f s; restarting in %.1f s",
                 child.index,
-                child.proc.pid,
+                proc.pid,
                 code,
                 ran,
                 child.backoff_s,
@@ -288,12 +289,18 @@ class Supervisor:
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
         try:
             # Until stopped, or until every child finished on its own (exit 0).
-            stop_wait = asyncio.create_task(self._stopping.wait())
-            await asyncio.wait([stop_wait, asyncio.gather(*watchers)], return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
+            async def stopped() -> None:
+                await self._stopping.wait()
+
+            async def all_finished() -> None:
+                await asyncio.gather(*watchers)
+
+            stop_task, finished_task = asyncio.create_task(stopped()), asyncio.create_task(all_finished())
+            await asyncio.wait([stop_task, finished_task], return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()  # not finished_task: cancelling it would cancel the watchers
             self.stop()
             await self._terminate_all()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            await asyncio.gather(finished_task, *watchers, return_exceptions=True)
         finally:
             if health is not None:
                 await health.cleanup()

@@ -95,6 +95,7 @@ async def test_stop_terminates_running_children():
     sup.stop()
     assert await asyncio.wait_for(task, 20) == 0
     assert all(c.proc.returncode is not None for c in sup.children)
+    assert [c.exit_codes for c in sup.children] == [[-15], [-15]]  # SIGTERM, seen by each watcher
     assert [c.restarts for c in sup.children] == [0, 0]
 
 
