@@ -104,6 +104,9 @@ def _comparable(rec) -> dict:
     body = dict(vars(rec))
     for name in ("image_id", "fence", "embedding", "applied"):
         body.pop(name, None)
+    # (p, o): the partition of the newest source and the highest offset applied from it, as
+    # the records before event fences stored them: the state is at or after event (p, o).
+    body["p"], body["o"] = rec.fence.partition, rec.fence.offset
     body["fence"] = {
         "offsets": sorted((source.rpartition("/")[2], offset) for source, offset in applied.seen),
         "occurred_at": applied.occurred_at,
