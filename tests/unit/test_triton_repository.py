@@ -123,3 +123,20 @@ def test_the_schema_check_is_strict():
         render_config(input_size=224, n_areas=3, embedding_dim=8, model_version="v", areas=["a", "b", "c"],
                       cfg=TritonConfig(max_batch_size=32))  # fmt: skip
     assert np.array_equal(list(parse(text).input[0].dims), [3, 224, 224])
+
+
+def test_model_server_runs_from_the_interpreter_asked_for(tmp_path, monkeypatch):
+    """--python, then $TRITON_PYTHON, then .venv-triton (PyTriton's stub needs Debian's python3.11)."""
+    from galleryrank.consumer.cli.model_server import PACKAGE_ROOT, SERVER_SCRIPT, server_python
+
+    assert SERVER_SCRIPT.is_file() and SERVER_SCRIPT.parent == PACKAGE_ROOT / "models"
+    explicit, from_env = tmp_path / "explicit-python", tmp_path / "env-python"
+    explicit.write_text("")
+    from_env.write_text("")
+    monkeypatch.setenv("TRITON_PYTHON", str(from_env))
+    assert server_python(str(explicit)) == str(explicit)
+    assert server_python() == str(from_env)
+    monkeypatch.delenv("TRITON_PYTHON")
+    venv = PACKAGE_ROOT / ".venv-triton" / "bin" / "python"
+    if venv.is_file():
+        assert server_python() == str(venv)
