@@ -247,17 +247,26 @@ class DecodePool:
 
     # --- the async API ------------------------------------------------------------
     async def decode(self, data: bytes, size: int) -> DecodedImage:
-        """Model-ready pixels; raises DecodeError (bad input or over budget) or DecodeCrashed."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, "model", data, size)
+        """Model-ready pixels; raises DecodeError (bad input or over budget) or DecodeCrashed.
+
+        After ``close()`` it raises CancelledError: the decode was abandoned, not failed
+        (the scorer then leaves the record uncommitted, to be redone)."""
+        return await self._submit("model", data, size)
 
     async def overlay_rgb(self, data: bytes, max_side: int):
         """The oriented RGB image (a PIL image at most ``max_side`` per side), for CAM overlays."""
         from PIL import Image
 
-        mode, size, raw = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._run, "overlay", data, max_side
-        )
+        mode, size, raw = await self._submit("overlay", data, max_side)
         return Image.frombytes(mode, size, raw)
+
+    async def _submit(self, kind: str, data: bytes, size: int) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, kind, data, size)
+        except (DecodeCrashed, RuntimeError):
+            if self._closed:  # killed or refused by close(): abandoned, not a decode failure
+                raise asyncio.CancelledError from None
+            raise
 
     def oldest_busy_s(self) -> float:
         """Age of the oldest decode in progress (0 when idle): a stuck stage shows here."""

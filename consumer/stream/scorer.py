@@ -201,6 +201,9 @@ class GalleryScorer:
 
     def stop(self) -> None:
         self._stopping.set()
+        # A decode in progress is abandoned, not waited for (SIGTERM must not wait for a
+        # decode bomb): its record ends cancelled, uncommitted, and is redone after the restart.
+        self.decode_pool.close()
 
     # --- the interface replay and hand-over use -------------------------------
     def assignment(self) -> set[TopicPartition]:

@@ -9,7 +9,6 @@ each followed by a good event that must still be applied.
 from __future__ import annotations
 
 import hashlib
-import time
 
 import orjson
 import pytest
@@ -75,9 +74,8 @@ async def test_a_record_too_big_for_the_dlq_is_dead_lettered_truncated_and_the_p
     await _produce(settings, [before, (b"hk-huge", huge), after], max_request_size=4 << 20)
     s = settings.model_copy(update={"stop_when_idle_s": 2.0})
     try:
-        started = time.monotonic()
+        # Returns at all (pytest-timeout would fail it): the DLQ send is not retried forever.
         summary = await run_until_caught_up(s, model, redis, partitions=1)
-        assert time.monotonic() - started < 120, "the replay ends: nothing is retried forever"
         assert (summary.events, summary.applied, summary.dead_lettered) == (3, 2, 1)
         assert set(await galleries(redis, s.namespace, ["hk-before", "hk-after"])) == {"hk-before", "hk-after"}
         (dead,) = await read_topic(s, s.dlq_topic, expected=1)
