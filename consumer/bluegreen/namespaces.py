@@ -218,6 +218,11 @@ async def _markers(redis: aioredis.Redis, group_id: str, topic: str | None) -> d
     return out
 
 
+async def has_live_group(redis: aioredis.Redis, group_id: str, topic: str | None = None) -> bool:
+    """Whether a live consumer group has written hand-over markers (of `topic`): a promote then goes in two steps."""
+    return bool(await _markers(redis, group_id, topic))
+
+
 async def promote_ready(redis: aioredis.Redis, group_id: str, topic: str | None, target: str) -> list[int]:
     """Partitions that still keep a promote to `target` waiting (empty = ready to switch).
 

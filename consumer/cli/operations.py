@@ -141,21 +141,29 @@ def promote(target, force, wait_s, **kwargs) -> None:
     then galleryrank:active is set (one atomic SET). Without a live group: at once.
     """
     settings, _ = split_settings(kwargs)
-    from ..bluegreen.namespaces import NamespaceError, PromotePending
+    from ..bluegreen.namespaces import NamespaceError, PromotePending, has_live_group
     from ..bluegreen.namespaces import promote as do_promote
 
     async def work(redis):
-        return await do_promote(
+        live = await has_live_group(redis, settings.group_id, settings.topic)
+        previous = await do_promote(
             redis, target, force=force, group_id=settings.group_id, topic=settings.topic, wait_s=wait_s
         )
+        return previous, live
 
     try:
-        previous = asyncio.run(_with_redis(settings, work))
+        previous, live = asyncio.run(_with_redis(settings, work))
     except PromotePending as exc:
         click.echo(f"pending: {exc}", err=True)
         sys.exit(3)
     except NamespaceError as exc:
         _fail(str(exc))
+    if not live and not force:
+        click.echo(
+            f"note: no live consumer state for group {settings.group_id} / topic {settings.topic} in Redis: switched "
+            "at once (if live consumers run under another group, pass its --group-id so they catch up first)",
+            err=True,
+        )
     click.echo(f"active namespace: {target} (was {previous})")
 
 
