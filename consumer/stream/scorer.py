@@ -55,6 +55,10 @@ COMMIT_INTERVAL_S = 0.5
 REVOKE_DRAIN_TIMEOUT_S = 20.0
 # Resume paused partitions once in-flight work falls to this share of the cap.
 RESUME_FRACTION = 0.5
+# The per-event metric series, looked up once: `.labels()` costs ~2.5 us a call.
+_APPLIED = metrics.EVENTS.labels(outcome="applied")
+_DOWNLOAD_SECONDS = metrics.STAGE_SECONDS.labels(stage="download")
+_DECODE_SECONDS = metrics.STAGE_SECONDS.labels(stage="decode")
 
 
 def override_change(event: OverrideEvent, fence: Fence) -> OverrideChange:
@@ -301,7 +305,7 @@ class GalleryScorer:
         await self.writer.write(event.hotel_id, rec)
         self.summary.applied += 1
         self.summary.hotels.add(event.hotel_id)
-        metrics.EVENTS.labels(outcome="applied").inc()
+        _APPLIED.inc()
 
     async def _download_and_decode(self, record, event):
         """Bytes -> pixels under the stage bounds; None when the event went to the DLQ.
@@ -312,7 +316,7 @@ class GalleryScorer:
             async with self._fetch_slots:  # bodies in memory: downloading or waiting for a decoder
                 started = time.perf_counter()
                 data = await self.downloader.fetch(event.url)
-                metrics.STAGE_SECONDS.labels(stage="download").observe(time.perf_counter() - started)
+                _DOWNLOAD_SECONDS.observe(time.perf_counter() - started)
                 await self._model_slots.acquire()  # pixels in memory: decoding or waiting for the model
                 try:
                     started = time.perf_counter()
@@ -320,7 +324,7 @@ class GalleryScorer:
                         decoded = await self.gpu_decoder.decode(data)
                     else:
                         decoded = await self.decode_pool.decode(data, self.model.input_size)
-                    metrics.STAGE_SECONDS.labels(stage="decode").observe(time.perf_counter() - started)
+                    _DECODE_SECONDS.observe(time.perf_counter() - started)
                 except BaseException:
                     self._model_slots.release()
                     raise
