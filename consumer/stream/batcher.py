@@ -106,14 +106,18 @@ class MicroBatcher:
             metrics.STAGE_SECONDS.labels(stage="score").observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(batch))
             metrics.IMAGES_SCORED.inc(len(batch))
+            # Whole-batch conversions (tolist() is C), not a float() per element per image.
+            aesthetic = np.asarray(out.aesthetic).tolist()
+            dists, areas = np.asarray(out.aesthetic_dist).tolist(), np.asarray(out.area_probs).tolist()
+            embeddings = np.asarray(out.embedding, np.float32)
             for i, (_, fut) in enumerate(batch):
                 if fut.done():
                     continue
                 fut.set_result(
                     ImageScores(
-                        aesthetic=float(out.aesthetic[i]),
-                        aesthetic_dist=tuple(float(x) for x in out.aesthetic_dist[i]),
-                        area_probs={a: float(p) for a, p in zip(self._areas, out.area_probs[i])},
-                        embedding=np.asarray(out.embedding[i], np.float32),
+                        aesthetic=aesthetic[i],
+                        aesthetic_dist=tuple(dists[i]),
+                        area_probs=dict(zip(self._areas, areas[i])),
+                        embedding=embeddings[i],
                     )
                 )
