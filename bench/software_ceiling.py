@@ -348,7 +348,9 @@ def profile_shares(path: str) -> tuple[dict[str, float], dict[str, float], int]:
             continue
         total += n
         threads[frames[0].split(": ", 1)[-1][:40] if ": " in frames[0] else "main"] += n
-        stage = "other"
+        # Only the thread's own frame: the GIL held in native code with no Python frame on
+        # the stack: the event loop's C parts (uvloop's loop, the selector).
+        stage = "asyncio / uvloop scheduling" if len(frames) == 1 else "other"
         for frame in reversed(frames):
             hit = next((name for name, pats in STAGES if any(p in frame for p in pats)), None)
             if hit:
