@@ -14,21 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from .health import ServiceStatus
+from .interfaces import RedisClient, ScoringBackend
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .stream.scorer import GalleryScorer, RunSummary, ScorerControl
+    from .stream.scorer import GalleryScorer, RunSummary, ScorerClients, ScorerControl
 
 log = logging.getLogger(__name__)
 
 
-def load_model(settings: Settings, checkpoint: str | None = None):
+def load_model(settings: Settings, checkpoint: str | None = None) -> ScoringBackend:
     if settings.model_server:
         # Scores come from a Triton server (models/triton_client.py); its model is the one
         # its repository holds, so a checkpoint here cannot choose it.
@@ -38,7 +39,7 @@ def load_model(settings: Settings, checkpoint: str | None = None):
             log.warning(
                 "checkpoint %s ignored: the model server %s serves its own model", checkpoint, settings.model_server
             )
-        model = TritonScoringModel(settings.model_server, timeout_s=settings.model_server_timeout_s)
+        model: ScoringBackend = TritonScoringModel(settings.model_server, timeout_s=settings.model_server_timeout_s)
         log.info(
             "model %s from %s (triton backend), areas=%s",
             model.model_version,
@@ -60,27 +61,26 @@ def load_model(settings: Settings, checkpoint: str | None = None):
     return model
 
 
-def load_namespace_model(settings: Settings, checkpoint: str | None):
+def load_namespace_model(settings: Settings, checkpoint: str | None) -> ScoringBackend:
     """The model a namespace's meta names ("" = the shipped default); a model server serves its own, whatever it names."""
     if settings.model_server:
         return load_model(settings, checkpoint)
     return load_model(settings.model_copy(update={"checkpoint": None}), checkpoint or None)
 
 
-def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
+def redis_client(settings: Settings) -> RedisClient:
     """A standalone client, or with `redis_cluster` a cluster client seeded by redis_url.
 
     Explicit, not auto-detected: detecting needs a round trip (INFO cluster) before
     the client exists, and a wrong guess would show up only on the first MOVED.
     """
     # health_check_interval: detect a half-dead connection before writing on it.
-    options = {"health_check_interval": 10, "socket_timeout": 10}
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return aioredis.Redis.from_url(settings.redis_url, **options)
+        return RedisCluster.from_url(settings.redis_url, health_check_interval=10, socket_timeout=10)
+    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=10)
 
 
-def build_clients(settings: Settings, group_id: str | None = None):
+def build_clients(settings: Settings, group_id: str | None = None) -> ScorerClients:
     """The Kafka consumer (of `group_id`, default the settings' group), the DLQ producer and the HTTP downloader."""
     from .images.download import ImageDownloader
     from .stream.kafka import make_consumer, make_producer
@@ -95,13 +95,13 @@ def build_clients(settings: Settings, group_id: str | None = None):
 
 def build_scorer(
     settings: Settings,
-    model,
-    redis,
+    model: ScoringBackend,
+    redis: RedisClient,
     *,
     group_id: str | None = None,
     control: ScorerControl | None = None,
     scorer_cls: type[GalleryScorer] | None = None,
-    **hooks,
+    **hooks: Any,
 ) -> GalleryScorer:
     """A GalleryScorer (or `scorer_cls`) on freshly built clients; `hooks`: stop_at / on_assigned."""
     from .stream.scorer import GalleryScorer
@@ -132,7 +132,7 @@ async def caught_up(scorer: GalleryScorer) -> bool:
     return True
 
 
-async def run_scorer(settings: Settings, *args, **kwargs) -> RunSummary:
+async def run_scorer(settings: Settings, *args: Any, **kwargs: Any) -> RunSummary:
     """Run a scorer: the probe server first, then Redis, the model and Kafka (consumer/startup.py)."""
     from .startup import start_probes
 
@@ -147,15 +147,15 @@ async def run_scorer(settings: Settings, *args, **kwargs) -> RunSummary:
 
 async def _run_scorer(
     settings: Settings,
-    model=None,
+    model: ScoringBackend | None = None,
     *,
-    redis: aioredis.Redis | None = None,
+    redis: RedisClient | None = None,
     until_caught_up: bool = False,
     install_signal_handlers: bool = True,
     status: ServiceStatus,
     group_id: str | None = None,
     control: ScorerControl | None = None,
-    **hooks,
+    **hooks: Any,
 ) -> RunSummary:
     own_redis = redis is None
     redis = redis or redis_client(settings)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-import redis.asyncio as aioredis
 
+from ..interfaces import RedisClient
 from ..settings import NAMESPACE_RE
 from ..state import hotel_index, keys
 
@@ -75,18 +76,18 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def active_namespace(redis: aioredis.Redis) -> str:
+async def active_namespace(redis: RedisClient) -> str:
     value = await redis.get(keys.ACTIVE_KEY)
     return value.decode() if value else keys.DEFAULT_NAMESPACE
 
 
-async def requested_namespace(redis: aioredis.Redis) -> str | None:
+async def requested_namespace(redis: RedisClient) -> str | None:
     """The namespace of a promote that is requested but not complete yet, if any."""
     value = await redis.get(PROMOTING_KEY)
     return value.decode() if value else None
 
 
-async def write_target(redis: aioredis.Redis) -> str:
+async def write_target(redis: RedisClient) -> str:
     """Where the live consumer writes: the requested namespace while a promote is pending, else the active one."""
     return await requested_namespace(redis) or await active_namespace(redis)
 
@@ -94,18 +95,18 @@ async def write_target(redis: aioredis.Redis) -> str:
 markers_key = keys.handover_key
 
 
-async def read_meta(redis: aioredis.Redis, namespace: str) -> dict[str, str]:
-    raw = await redis.hgetall(keys.meta_key(namespace))
+async def read_meta(redis: RedisClient, namespace: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.meta_key(namespace))  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
     return {_text(k): _text(v) for k, v in raw.items()}
 
 
-async def write_meta(redis: aioredis.Redis, namespace: str, **fields: object) -> None:
+async def write_meta(redis: RedisClient, namespace: str, **fields: object) -> None:
     clean = {k: ("" if v is None else str(v)) for k, v in fields.items()}
     if clean:
-        await redis.hset(keys.meta_key(namespace), mapping=clean)
+        await redis.hset(keys.meta_key(namespace), mapping=clean)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
 
 
-async def describe(redis: aioredis.Redis, namespace: str, model_version: str, checkpoint: str | None) -> None:
+async def describe(redis: RedisClient, namespace: str, model_version: str, checkpoint: str | None) -> None:
     """Record which model writes a namespace, unless the namespace already says (HSETNX).
 
     The live consumer loads this checkpoint when the namespace is promoted, and
@@ -128,12 +129,12 @@ def end_fields(offsets: dict[int, int]) -> dict[str, int]:
     return {f"{END_PREFIX}{p}": o for p, o in offsets.items()}
 
 
-async def raise_end_offset(redis: aioredis.Redis, namespace: str, partition: int, offset: int) -> None:
+async def raise_end_offset(redis: RedisClient, namespace: str, partition: int, offset: int) -> None:
     """end:<partition> = max(current, offset): both a replay and the live consumer may have filled it."""
     field = f"{END_PREFIX}{partition}"
-    current = await redis.hget(keys.meta_key(namespace), field)
+    current = await redis.hget(keys.meta_key(namespace), field)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
     if current is None or int(current) < offset:
-        await redis.hset(keys.meta_key(namespace), field, offset)
+        await redis.hset(keys.meta_key(namespace), field, str(offset))  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
 
 
 @dataclass
@@ -147,7 +148,7 @@ class NamespaceInfo:
     status: str
 
 
-async def _discover(redis: aioredis.Redis) -> set[str]:
+async def _discover(redis: RedisClient) -> set[str]:
     """Namespaces that have a meta hash or a hotel index."""
     found: set[str] = set()
     for pattern, suffix in (("galleryrank:*:meta", ":meta"), ("galleryrank:*:hotels", ":hotels")):
@@ -158,14 +159,14 @@ async def _discover(redis: aioredis.Redis) -> set[str]:
     return found
 
 
-async def count_keys(redis: aioredis.Redis, namespace: str) -> int:
+async def count_keys(redis: RedisClient, namespace: str) -> int:
     total = 0
     async for _ in redis.scan_iter(match=keys.namespace_pattern(validate_name(namespace)), count=DROP_BATCH):
         total += 1
     return total
 
 
-async def _sample_model_version(redis: aioredis.Redis, namespace: str) -> str:
+async def _sample_model_version(redis: RedisClient, namespace: str) -> str:
     """For a namespace without meta: the model_version of one of its galleries."""
     hotel = next(iter(await hotel_index.sample(redis, namespace, 1)), None)
     if hotel is None:
@@ -183,7 +184,7 @@ def shown_status(name: str, meta: dict[str, str], active: str, requested: str | 
     return meta.get("status", "")
 
 
-async def list_namespaces(redis: aioredis.Redis) -> list[NamespaceInfo]:
+async def list_namespaces(redis: RedisClient) -> list[NamespaceInfo]:
     active = await active_namespace(redis)
     requested = await requested_namespace(redis)
     names = await _discover(redis) | {active}
@@ -208,22 +209,22 @@ class PromotePending(NamespaceError):
     """The promote is requested but the live consumers have not caught the namespace up yet."""
 
 
-async def _markers(redis: aioredis.Redis, group_id: str, topic: str | None) -> dict[int, str]:
+async def _markers(redis: RedisClient, group_id: str, topic: str | None) -> dict[int, str]:
     """partition -> namespace, from the live group's hand-over markers (of `topic` if given)."""
     out: dict[int, str] = {}
-    for k, v in (await redis.hgetall(markers_key(group_id))).items():
+    for k, v in (await redis.hgetall(markers_key(group_id))).items():  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
         name, _, partition = _text(k).rpartition(":")
         if topic is None or name == topic:
             out[int(partition)] = _text(v)
     return out
 
 
-async def has_live_group(redis: aioredis.Redis, group_id: str, topic: str | None = None) -> bool:
+async def has_live_group(redis: RedisClient, group_id: str, topic: str | None = None) -> bool:
     """Whether a live consumer group has written hand-over markers (of `topic`): a promote then goes in two steps."""
     return bool(await _markers(redis, group_id, topic))
 
 
-async def promote_ready(redis: aioredis.Redis, group_id: str, topic: str | None, target: str) -> list[int]:
+async def promote_ready(redis: RedisClient, group_id: str, topic: str | None, target: str) -> list[int]:
     """Partitions that still keep a promote to `target` waiting (empty = ready to switch).
 
     A partition is ready when the live group writes it into `target` (its marker)
@@ -239,11 +240,11 @@ async def promote_ready(redis: aioredis.Redis, group_id: str, topic: str | None,
     )
 
 
-async def complete_promote(redis: aioredis.Redis, target: str) -> None:
+async def complete_promote(redis: RedisClient, target: str) -> None:
     """Point `galleryrank:active` at `target` (one SET) and clear the request if it still names it."""
     await redis.set(keys.ACTIVE_KEY, target)
     # Compare-and-delete in one script on one key (works on Redis Cluster too): a newer request stays.
-    await redis.eval(
+    await redis.eval(  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         1,
         PROMOTING_KEY,
@@ -253,7 +254,7 @@ async def complete_promote(redis: aioredis.Redis, target: str) -> None:
 
 
 async def promote(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     namespace: str,
     *,
     force: bool = False,
@@ -313,7 +314,7 @@ async def promote(
     return previous
 
 
-async def drop(redis: aioredis.Redis, namespace: str, *, batch: int = DROP_BATCH) -> int:
+async def drop(redis: RedisClient, namespace: str, *, batch: int = DROP_BATCH) -> int:
     """Delete every key of a namespace that is not active; returns the number of keys removed.
 
     SCAN + UNLINK in batches: never one huge blocking DEL, and UNLINK frees
@@ -353,11 +354,11 @@ class Comparison:
     model_versions: tuple[set[str], set[str]] = field(default_factory=lambda: (set(), set()))
 
 
-async def _sample_hotels(redis: aioredis.Redis, namespace: str, sample: int) -> set[str]:
+async def _sample_hotels(redis: RedisClient, namespace: str, sample: int) -> set[str]:
     return await hotel_index.sample(redis, namespace, sample)
 
 
-async def compare(redis: aioredis.Redis, old: str, new: str, *, top: int = 5, sample: int = 1000) -> Comparison:
+async def compare(redis: RedisClient, old: str, new: str, *, top: int = 5, sample: int = 1000) -> Comparison:
     """How `new` would change what the website shows, on up to `sample` hotels of each side.
 
     For a complete replay of the same events, image sets must be equal (a
@@ -396,7 +397,7 @@ async def compare(redis: aioredis.Redis, old: str, new: str, *, top: int = 5, sa
         areas_old.append(len({x["area"] for x in imgs_a[:top]}))
         areas_new.append(len({x["area"] for x in imgs_b[:top]}))
 
-    def mean(values: list[float]) -> float:
+    def mean(values: Sequence[float]) -> float:
         return sum(values) / len(values) if values else 0.0
 
     result.top_overlap, result.aesthetic_shift = mean(overlaps), mean(shifts)

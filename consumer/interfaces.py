@@ -1,0 +1,48 @@
+"""The types the consumer's collaborators are passed around as (for readers and mypy).
+
+- `RedisClient`: a standalone or a cluster client (runtime.redis_client builds either).
+- `ScoringBackend`: what the consumer calls on a model; models.scoring.ScoringModel
+  (in process) and models.triton_client.TritonScoringModel (a model server) both
+  satisfy it structurally, neither imports this module.
+
+Nothing here does anything at run time beyond defining the names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+if TYPE_CHECKING:
+    from galleryrank.models.scoring import ScoreOutput
+
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+
+
+class ScoringBackend(Protocol):
+    """A scoring model as the consumer uses it: one `score` call per micro-batch and a few labels.
+
+    `score` takes (N, 3, input_size, input_size) float32 pixels (models.preprocess) and
+    returns the batch's aesthetic distributions, area probabilities (columns in `areas`
+    order) and embeddings. It runs on the batcher's model thread, one call at a time.
+    """
+
+    @property
+    def areas(self) -> list[str]: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    def score(self, batch: np.ndarray) -> ScoreOutput: ...
