@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import metrics
 from ..tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from galleryrank.models.scoring import ScoreOutput
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class ImageScores:
 class MicroBatcher:
     def __init__(
         self,
-        score_batch: Callable[[np.ndarray], object],
+        score_batch: Callable[[np.ndarray], ScoreOutput],
         areas: list[str],
         max_batch: int,
         max_delay_s: float = 0.0,
@@ -41,11 +45,11 @@ class MicroBatcher:
         self._areas = list(areas)
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[ImageScores]]] = asyncio.Queue()
         # One thread: the model is not re-entrant, and torch/ORT already use
         # every core inside a call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
@@ -53,7 +57,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         # A remote model (models/triton_client.py) may be waiting for its server: let it give
         # up, and take calls again afterwards (the model object may serve another scorer).
-        owner = getattr(self._score_batch, "__self__", None)
+        owner: Any = getattr(self._score_batch, "__self__", None)
         if hasattr(owner, "interrupt"):
             owner.interrupt()
         await cancel_and_wait(self._task)
@@ -65,11 +69,11 @@ class MicroBatcher:
         return self._queue.qsize()
 
     async def score(self, pixels: np.ndarray) -> ImageScores:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ImageScores] = asyncio.get_running_loop().create_future()
         await self._queue.put((pixels, fut))
         return await fut
 
-    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future[ImageScores]]]:
         batch = [await self._queue.get()]
         deadline = time.monotonic() + self.max_delay_s
         while len(batch) < self.max_batch:
