@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -172,10 +173,10 @@ class GpuDecoder:
     def __init__(self, device: str, size: int, max_pixels: int, max_batch: int = 256, torchvision_on_cpu: bool = False):
         self.device, self.size, self.max_pixels, self.max_batch = device, size, max_pixels, max_batch
         self.torchvision_on_cpu = torchvision_on_cpu
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[DecodedImage]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-decode")
         self._hash_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="phash")
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gpu-decoder")
@@ -186,7 +187,7 @@ class GpuDecoder:
         self._hash_pool.shutdown(wait=True)
 
     async def decode(self, data: bytes) -> DecodedImage:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[DecodedImage] = asyncio.get_running_loop().create_future()
         await self._queue.put((data, fut))
         return await fut
 
@@ -195,7 +196,7 @@ class GpuDecoder:
 
         batch = decode_batch(bodies, self.size, self.device, self.max_pixels, self.torchvision_on_cpu)
         host = batch.pixels.cpu().numpy()
-        out: list[DecodedImage | DecodeError] = [batch.failed.get(i) for i in range(len(bodies))]
+        out: list[DecodedImage | DecodeError | None] = [batch.failed.get(i) for i in range(len(bodies))]
         # pHash on the CPU (~0.6 ms each, Pillow and scipy release the GIL for most of it):
         # spread over the cores, or one thread would cap the scorer at ~1,700 img/s.
         pixels = [np.ascontiguousarray(host[j]) for j in range(len(batch.ok))]
@@ -205,7 +206,7 @@ class GpuDecoder:
         for i, px, phash in zip(batch.ok, pixels, hashes):
             width, height = batch.sizes[i]
             out[i] = DecodedImage(pixels=px, phash=phash, width=width, height=height)
-        return out
+        return cast("list[DecodedImage | DecodeError]", out)  # every index is in batch.failed or batch.ok
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -219,6 +220,7 @@ class GpuDecoder:
             items = [(d, f) for d, f in items if not f.cancelled()]
             if not items:
                 continue
+            results: Sequence[DecodedImage | Exception]
             try:
                 results = await loop.run_in_executor(self._executor, self._decode_many, [d for d, _ in items])
             except Exception as exc:  # noqa: BLE001 - a GPU failure fails this batch, not the service
