@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..ids import ID_RULE, valid_id
+from ..interfaces import RedisClient
 from ..settings import NAMESPACE_RE, Settings
 from ..state import hotel_index, keys
 
@@ -60,7 +60,7 @@ CAM_MAX_WAITING = 8
 CAM_TIME_BUDGET_S = 20.0
 CAM_CACHE_BYTES = 32 << 20
 
-REDIS_KEY = web.AppKey("redis", aioredis.Redis)
+REDIS_KEY: web.AppKey[RedisClient] = web.AppKey("redis")
 SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
@@ -127,7 +127,7 @@ async def search_hotels(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        await request.app[REDIS_KEY].ping()
+        await request.app[REDIS_KEY].ping()  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
     except Exception as exc:  # any Redis failure means this reader cannot serve
         return _error(503, "redis_unavailable", f"{type(exc).__name__}: {exc}"[:200])
     return web.json_response({"status": "ok"})
@@ -319,13 +319,13 @@ async def cam_png(request: web.Request) -> web.Response:
 # App and command
 # --------------------------------------------------------------------------- #
 def create_app(
-    settings: Settings, redis: aioredis.Redis | None = None, scoring_model: Any | None = None
+    settings: Settings, redis: RedisClient | None = None, scoring_model: Any | None = None
 ) -> web.Application:
     """The aiohttp app; ``redis``/``scoring_model`` are injected by tests, else made from settings."""
     app = web.Application()
     app[SETTINGS_KEY] = settings
     own_redis = redis is None
-    if own_redis:
+    if redis is None:
         from ..runtime import redis_client
 
         redis = redis_client(settings)

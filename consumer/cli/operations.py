@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import NoReturn
 
 import click
 
@@ -17,7 +18,7 @@ from ..logs import setup_logging
 from .options import settings_options, split_settings
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 

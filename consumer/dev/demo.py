@@ -12,6 +12,7 @@ import asyncio
 import random
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.console import Console
@@ -20,16 +21,22 @@ from rich.table import Table
 from ..runtime import load_model, redis_client, run_scorer
 from ..settings import Settings
 from ..state import keys
+from ..stream.events import Event
 from ..stream.kafka import create_topics, make_consumer
 from ..stream.produce import deleted, publish, upserted
 from .embedded import EmbeddedKafka, EmbeddedRedis
 from .samples import ImageServer, folder_images, skimage_jpegs
 
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
 
-def demo_events(server: ImageServer, names: list[str], hotels: int, per_hotel: int, seed: int = 7):
+
+def demo_events(
+    server: ImageServer, names: list[str], hotels: int, per_hotel: int, seed: int = 7
+) -> list[Event | tuple[bytes, bytes]]:
     """Events for `hotels` hotels, each showing a random subset of the photos."""
     rng = random.Random(seed)
-    events = []
+    events: list[Event | tuple[bytes, bytes]] = []
     for h in range(hotels):
         hotel = f"h-{1000 + h}"
         chosen = rng.sample(names, min(per_hotel, len(names)))
@@ -42,11 +49,11 @@ def demo_events(server: ImageServer, names: list[str], hotels: int, per_hotel: i
     return events
 
 
-async def read_dlq(settings: Settings, expected: int, timeout_s: float = 10.0) -> list:
+async def read_dlq(settings: Settings, expected: int, timeout_s: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
     consumer = make_consumer(settings, group_id=f"demo-dlq-reader-{time.time_ns()}")
     consumer.subscribe([settings.dlq_topic])
     await consumer.start()
-    records = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + timeout_s
         while len(records) < expected and time.monotonic() < deadline:

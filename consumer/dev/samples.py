@@ -110,7 +110,7 @@ class ImageServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the port bound (self.port may be 0)
         return self
 
     async def stop(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
@@ -9,8 +11,8 @@ from aiokafka.helpers import create_ssl_context
 from ..settings import Settings
 
 
-def common_kwargs(settings: Settings) -> dict:
-    kw: dict = {
+def common_kwargs(settings: Settings) -> dict[str, Any]:
+    kw: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
@@ -24,13 +26,14 @@ def common_kwargs(settings: Settings) -> dict:
     return kw
 
 
-def make_producer(settings: Settings, **extra) -> AIOKafkaProducer:
+def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
     # acks=all: a DLQ record is durable before the source offset is committed.
     # No idempotent producer: Tansu answers InitProducerId with UnknownError.
     return AIOKafkaProducer(acks="all", enable_idempotence=False, **common_kwargs(settings), **extra)
 
 
-def make_consumer(settings: Settings, group_id: str, **extra) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, group_id: str | None, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer of `group_id` (None: no group, for assign() and reads without commits)."""
     return AIOKafkaConsumer(
         group_id=group_id,
         enable_auto_commit=False,
