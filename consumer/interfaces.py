@@ -1,6 +1,7 @@
 """The types the consumer's collaborators are passed around as (for readers and mypy).
 
 - `RedisClient`: a standalone or a cluster client (runtime.redis_client builds either).
+- `KafkaRecord`: one fetched aiokafka record of the input topic (key = hotel_id, JSON value).
 - `ScoringBackend`: what the consumer calls on a model; models.scoring.ScoringModel
   (in process) and models.triton_client.TritonScoringModel (a model server) both
   satisfy it structurally, neither imports this module.
@@ -17,9 +18,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
+
     from galleryrank.models.scoring import ScoreOutput
 
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+KafkaRecord: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 class ScoringBackend(Protocol):

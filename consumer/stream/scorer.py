@@ -22,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
-from ..images.decode import DecodeError
+from ..images.decode import DecodedImage, DecodeError
 from ..images.decode_pool import DecodePool, available_cpus
 from ..images.download import DownloadError, ImageDownloader
 from ..images.gpu_decode import GpuDecoder, gpu_decode_available
+from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state.document import ranking_config
 from ..state.overrides import HideChange, OverrideChange, PinChange
@@ -42,7 +43,16 @@ from ..state.writer import StateWriter
 from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
-from .events import GalleryPinned, GalleryUnpinned, ImageDeleted, ImageHidden, InvalidEvent, OverrideEvent, parse_event
+from .events import (
+    GalleryPinned,
+    GalleryUnpinned,
+    ImageDeleted,
+    ImageHidden,
+    ImageUpserted,
+    InvalidEvent,
+    OverrideEvent,
+    parse_event,
+)
 from .offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -100,7 +110,7 @@ class ScorerControl:
     async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
         """Partitions were assigned; nothing of them is processed before this returns."""
 
-    def accept(self, scorer: GalleryScorer, record) -> bool:
+    def accept(self, scorer: GalleryScorer, record: KafkaRecord) -> bool:
         """False: the record is neither processed nor tracked (a replay's end point)."""
         return True
 
@@ -116,10 +126,10 @@ class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, scorer: GalleryScorer):
         self.scorer = scorer
 
-    async def on_partitions_revoked(self, revoked):
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         await self.scorer.drain_and_commit(set(revoked))
 
-    async def on_partitions_assigned(self, assigned):
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
         await self.scorer.control.on_assigned(self.scorer, set(assigned))
         if self.scorer.on_assigned is not None:
@@ -131,8 +141,8 @@ class GalleryScorer:
     def __init__(
         self,
         settings: Settings,
-        model,
-        redis,
+        model: ScoringBackend,
+        redis: RedisClient,
         clients: ScorerClients,
         *,
         group_id: str | None = None,
@@ -193,7 +203,7 @@ class GalleryScorer:
         self.fatal: BaseException | None = None  # why the scorer stopped itself (run() raises it)
         self.ready = False
         self.last_loop_at = time.monotonic()
-        self._tasks: dict[TopicPartition, set[asyncio.Task]] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._paused = False
         self.pause_count = 0  # times partitions were paused for backpressure (tests, benchmark)
         self._stopping = asyncio.Event()
@@ -234,7 +244,7 @@ class GalleryScorer:
         """Write every event processed from now on into `namespace` (None: the active one at each write)."""
         self.namespace = namespace
 
-    async def swap_model(self, model) -> None:
+    async def swap_model(self, model: ScoringBackend) -> None:
         """Score with `model` from now on: call between drain_and_commit and the next fetch."""
         await self.batcher.stop()
         self.batcher = MicroBatcher(
@@ -244,7 +254,7 @@ class GalleryScorer:
         self.model = model
 
     # --- per record ---------------------------------------------------------
-    async def _dead_letter(self, record, reason: str, detail: str, event_id: str | None) -> None:
+    async def _dead_letter(self, record: KafkaRecord, reason: str, detail: str, event_id: str | None) -> None:
         if await self.dlq_marks.already_sent(record.topic, record.partition, record.offset):
             # A redo after a crash between the DLQ ack and the offset commit.
             log.info("%s[%d]@%d is already in the DLQ", record.topic, record.partition, record.offset)
@@ -265,7 +275,7 @@ class GalleryScorer:
         await self.dlq_marks.mark_sent(record.topic, record.partition, record.offset)
         self.summary.dead_lettered += 1
 
-    async def _process(self, record) -> None:
+    async def _process(self, record: KafkaRecord) -> None:
         event = parse_event(record.key, record.value)
         if isinstance(event, InvalidEvent):
             await self._dead_letter(record, event.reason, event.detail, event.event_id)
@@ -307,7 +317,7 @@ class GalleryScorer:
         self.summary.hotels.add(event.hotel_id)
         _APPLIED.inc()
 
-    async def _download_and_decode(self, record, event):
+    async def _download_and_decode(self, record: KafkaRecord, event: ImageUpserted) -> DecodedImage | None:
         """Bytes -> pixels under the stage bounds; None when the event went to the DLQ.
 
         On success the caller holds one model slot and must release it after scoring.
@@ -334,7 +344,7 @@ class GalleryScorer:
             return None
         return decoded
 
-    async def _run_record(self, record, tp: TopicPartition) -> None:
+    async def _run_record(self, record: KafkaRecord, tp: TopicPartition) -> None:
         try:
             await self._process(record)
         except asyncio.CancelledError:
@@ -356,7 +366,7 @@ class GalleryScorer:
         self.fatal = exc
         self.stop()
 
-    def _spawn_batch(self, tp: TopicPartition, records: list) -> None:
+    def _spawn_batch(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
         """Start one fetched batch of `tp`: the bookkeeping once per batch, then one task per record."""
         accept = self.control.accept
         records = [r for r in records if accept(self, r)]
