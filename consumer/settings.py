@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     hotel_cache_images: int = Field(
         200_000,
         ge=1,
-        description="Hotel state kept in memory by the writer, in images (LRU; ~1.5 KB each); Redis stays the truth",
+        description="Hotel state kept in memory by the writer, in images (LRU; ~2 KB each); Redis stays the truth",
     )
     write_coalesce_ms: float = Field(
         200.0,

@@ -106,7 +106,7 @@ class HotelState:
         self.dim: int | None = None  # embedding dimension (the first one seen)
         self._aesthetic = np.zeros(0, dtype=np.float64)
         self._probs = np.zeros((0, 0), dtype=np.float32)
-        self._q = np.zeros((0, 0), dtype=np.float32)  # int8 values as float32: exact dot products
+        self._q = np.zeros((0, 0), dtype=np.int8)  # the stored int8 embeddings (float32 only while compared)
         self._norm2 = np.zeros(0, dtype=np.float64)
         self._has_q = np.zeros(0, dtype=bool)
         self._phash = np.zeros(0, dtype=np.uint64)
@@ -168,7 +168,7 @@ class HotelState:
         if rows.size < 2:
             return
         pairs = int8_pairs(
-            self._q[rows],
+            self._q[rows].astype(np.float32),
             self._norm2[rows],
             self._has_q[rows],
             self._phash[rows],
@@ -289,7 +289,7 @@ class HotelState:
         self._probs[row, list(cols)] = vec
         self._row_areas[row] = cols
         self._area_live[list(cols)] += 1
-        self._q[row] = 0.0
+        self._q[row] = 0
         self._has_q[row] = usable_q
         if usable_q:
             self._q[row, : self.dim] = q
@@ -311,9 +311,9 @@ class HotelState:
             rows = np.flatnonzero(others)
             if rows.size:
                 close = int8_close(
-                    self._q[rows],
+                    self._q[rows].astype(np.float32),
                     self._norm2[rows],
-                    self._q[row : row + 1],
+                    self._q[row : row + 1].astype(np.float32),
                     self._norm2[row : row + 1],
                     self.config.duplicate_cosine,
                 )[:, 0]
@@ -378,7 +378,7 @@ class HotelState:
             has_q = self._has_q[order]
             # Unit rows straight from the exact squared norms (zero rows stay zero: no embedding).
             scale = np.where(has_q, 1.0 / np.sqrt(np.maximum(self._norm2[order], 1.0)), 0.0).astype(np.float32)
-            embeddings = self._q[order] * scale[:, None]
+            embeddings = self._q[order].astype(np.float32) * scale[:, None]
         else:
             has_q, embeddings = np.zeros(n, dtype=bool), np.zeros((n, 1), np.float32)
         gallery = ordered_gallery(
