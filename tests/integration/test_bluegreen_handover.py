@@ -169,6 +169,7 @@ async def _empty(redis, ns, hotel) -> bool:
     return await image_ids(redis, ns, hotel) == set()
 
 
+@pytest.mark.slow  # ~50 s of polling readers around a promote under traffic
 async def test_promote_never_shows_readers_an_older_gallery(
     settings, model, private_redis, private_redis_url, image_server, sample_jpegs
 ):

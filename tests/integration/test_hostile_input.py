@@ -86,6 +86,7 @@ def independent_aesthetic(model, data: bytes) -> float:
     return float(model.score(pixels[np.newaxis]).aesthetic[0])
 
 
+@pytest.mark.slow  # 126 hostile cases through the real consumer, twice
 @pytest.mark.timeout(180)
 async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, corpus_server, raw_server, caplog):
     caplog.set_level(logging.INFO)
