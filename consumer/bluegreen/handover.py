@@ -44,12 +44,15 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..interfaces import RedisClient, ScoringBackend
 from ..settings import ConfigError, Settings
 from ..stream.scorer import GalleryScorer, ScorerControl
 from . import namespaces
@@ -70,9 +73,10 @@ def _field(tp: TopicPartition) -> str:
 
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_T = TypeVar("_T")
 
 
-async def _retrying(call, what: str):
+async def _retrying(call: Callable[..., Awaitable[_T]], what: str) -> _T:
     """`await call()` until Redis answers (capped exponential backoff), for reads that must not be skipped."""
     delay = 0.1
     while True:
@@ -112,7 +116,7 @@ def _check_explicit_checkpoint(settings: Settings, namespace: str, meta: dict[st
     )
 
 
-def load_namespace_model(settings: Settings, checkpoint: str | None):
+def load_namespace_model(settings: Settings, checkpoint: str | None) -> ScoringBackend:
     """The model a namespace's meta names ("" / None = the shipped default model), in this process.
 
     The default loader; the service passes runtime.load_namespace_model (the
@@ -131,7 +135,13 @@ def load_namespace_model(settings: Settings, checkpoint: str | None):
 class Handover(ScorerControl):
     """The live consumer's scorer control: which namespace it writes, and the switch."""
 
-    def __init__(self, settings: Settings, redis, group_id: str | None = None, load_model=None):
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisClient,
+        group_id: str | None = None,
+        load_model: Callable[[str | None], ScoringBackend] | None = None,
+    ):
         self.settings = settings
         self.redis = redis
         self.group_id = group_id or settings.group_id
@@ -143,7 +153,7 @@ class Handover(ScorerControl):
         self._next_check = 0.0
 
     # --- startup ---------------------------------------------------------------
-    async def start(self, model=None):
+    async def start(self, model: ScoringBackend | None = None) -> ScoringBackend:
         """Pick `current` = the namespace to write (requested, else active) and its model; returns the model.
 
         A given `model` is kept when it is the namespace's model_version (or the
@@ -165,7 +175,7 @@ class Handover(ScorerControl):
         log.info("writing into namespace %s with model %s", self.current, model.model_version)
         return model
 
-    async def _load(self, meta: dict[str, str]):
+    async def _load(self, meta: dict[str, str]) -> ScoringBackend | None:
         checkpoint = meta.get("checkpoint", "")
         try:
             model = await asyncio.to_thread(self._load_model, checkpoint)
@@ -195,7 +205,8 @@ class Handover(ScorerControl):
         # Nothing of these partitions may be processed before this check: wait for Redis here
         # (it is needed for every write anyway).
         markers = await _retrying(
-            lambda: self.redis.hmget(markers_key(self.group_id), fields), "reading hand-over markers"
+            lambda: self.redis.hmget(markers_key(self.group_id), fields),  # type: ignore[arg-type, return-value]  # redis-py types async commands as Awaitable[T] | T
+            "reading hand-over markers",
         )
         meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
         ends = namespaces.end_offsets(meta)
@@ -250,7 +261,7 @@ class Handover(ScorerControl):
                 log.warning("hand-over commit of partition %d failed (%s); the next owner redoes it", tp.partition, exc)
                 continue
             try:
-                await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)
+                await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
             except _REDIS_DOWN:
                 self._pending[tp] = None  # committed already; only the marker is left to write
 
@@ -326,7 +337,8 @@ class Handover(ScorerControl):
                 log.warning("hand-over of partition %d failed (%s); its next owner redoes it", tp.partition, exc)
                 continue
             await _retrying(
-                lambda tp=tp: self.redis.hset(markers_key(self.group_id), _field(tp), new), "writing a hand-over marker"
+                lambda tp=tp: self.redis.hset(markers_key(self.group_id), _field(tp), new),  # type: ignore[arg-type, return-value]  # redis-py types async commands as Awaitable[T] | T
+                "writing a hand-over marker",
             )
             if target < position:
                 log.info(

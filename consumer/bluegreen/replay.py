@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state import hotel_index, keys
 from ..stream.kafka import make_consumer
@@ -83,7 +84,7 @@ class ReplayPlan:
         return sum(max(0, self.end[p] - self.start[p]) for p in self.end)
 
 
-async def _partitions(consumer, topic: str) -> list[TopicPartition]:
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     await consumer.topics()  # refreshes metadata
     parts = consumer.partitions_for_topic(topic)
     if not parts:
@@ -92,7 +93,7 @@ async def _partitions(consumer, topic: str) -> list[TopicPartition]:
 
 
 async def high_watermarks(
-    consumer, tps: list[TopicPartition], timeout_s: float = PLAN_TIMEOUT_S
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = PLAN_TIMEOUT_S
 ) -> dict[TopicPartition, int]:
     """The Fetch high watermark of each partition (needs one fetch per partition)."""
     # Start the fetch near the end: ListOffsets(latest) is a lower bound on
@@ -113,7 +114,7 @@ async def high_watermarks(
 
 
 async def first_offsets_at(
-    consumer,
+    consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
     ts_ms: int,
     high: dict[TopicPartition, int],
@@ -198,7 +199,7 @@ class ReplayBounds(ScorerControl):
             else:  # a partition created after the plan: not part of this replay
                 scorer.pause(tp)
 
-    def accept(self, scorer: GalleryScorer, record) -> bool:
+    def accept(self, scorer: GalleryScorer, record: KafkaRecord) -> bool:
         end = self.plan.end.get(record.partition)
         if end is None or record.offset >= end:
             # A fetch returns whole batches: drop what lies past the end and stop fetching there.
@@ -241,7 +242,7 @@ def replay_group(settings: Settings, namespace: str) -> str:
     return f"{settings.group_id}-replay-{namespace}"
 
 
-async def _check_target(redis, namespace: str, model_version: str) -> dict[str, str]:
+async def _check_target(redis: RedisClient, namespace: str, model_version: str) -> dict[str, str]:
     """Refuse to replay a different model into a namespace that already has galleries.
 
     Per-image fences would turn the new model's scores into no-ops for every
@@ -261,8 +262,8 @@ async def _check_target(redis, namespace: str, model_version: str) -> dict[str, 
 async def run_replay(
     settings: Settings,
     namespace: str,
-    model,
-    redis,
+    model: ScoringBackend,
+    redis: RedisClient,
     *,
     from_ms: int | None = None,
     to_ms: int | None = None,
@@ -288,7 +289,7 @@ async def run_replay(
         started_at=namespaces.utc_now(),
         finished_at="",
     )
-    await redis.hsetnx(keys.meta_key(namespace), "created_at", namespaces.utc_now())
+    await redis.hsetnx(keys.meta_key(namespace), "created_at", namespaces.utc_now())  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     await namespaces.write_meta(redis, namespace, **meta_key_fields)
     log.info("replay into %s: %d events, start %s, end %s", namespace, plan.total, plan.start, plan.end)
 
