@@ -105,10 +105,15 @@ def fit_blend(model, pooled, q, better, calibrate, feature_cache: str = "~/.cach
             s = scores(base[mask], qn[mask][:, cols], w)
             d = s[better[mask]][:, None] - s[~better[mask]][None, :]
             syn = scores(s_base, s_q[:, cols], w)
-            return float(np.logaddexp(0, -4 * d).mean() + SYNTHETIC_WEIGHT * np.logaddexp(0, -4 * (syn[s_hi] - syn[s_lo])).mean()
-                         + L2 * (w ** 2).sum())
+            return float(
+                np.logaddexp(0, -4 * d).mean()
+                + SYNTHETIC_WEIGHT * np.logaddexp(0, -4 * (syn[s_hi] - syn[s_lo])).mean()
+                + L2 * (w**2).sum()
+            )
 
-        return minimize(loss, np.zeros(len(cols)), method="Nelder-Mead", options={"maxiter": 1500, "xatol": 1e-3, "fatol": 1e-6}).x
+        return minimize(
+            loss, np.zeros(len(cols)), method="Nelder-Mead", options={"maxiter": 1500, "xatol": 1e-3, "fatol": 1e-6}
+        ).x
 
     idx = np.where(calibrate)[0]
     folds = np.random.default_rng(0).permutation(len(idx)) % 5
@@ -125,12 +130,15 @@ def fit_blend(model, pooled, q, better, calibrate, feature_cache: str = "~/.cach
         cv.append(auc(out[calibrate], better[calibrate]))
     best = CANDIDATE_SETS[int(np.argmax(cv))]
     w = fit([FEATURE_NAMES.index(f) for f in best], calibrate)
-    return {"weights": {f: round(float(x), 4) for f, x in zip(best, w)}, "bias": 0.0,
-            "cv_auc": {"+".join(fs): round(c, 3) for fs, c in zip(CANDIDATE_SETS, cv)},
-            "fitted_on": f"bench/houses_judgements.json split=calibrate ({int(calibrate.sum())} photos, houses-dev)"
-                         " + synthetic ordering of the default heads' training set",
-            "loss": "pairwise logistic(4 x score difference) on judged pairs + synthetic pairs + 0.05 x |w|^2",
-            "fitted_by": "bench/quality_bench.py --fit-blend"}
+    return {
+        "weights": {f: round(float(x), 4) for f, x in zip(best, w)},
+        "bias": 0.0,
+        "cv_auc": {"+".join(fs): round(c, 3) for fs, c in zip(CANDIDATE_SETS, cv)},
+        "fitted_on": f"bench/houses_judgements.json split=calibrate ({int(calibrate.sum())} photos, houses-dev)"
+        " + synthetic ordering of the default heads' training set",
+        "loss": "pairwise logistic(4 x score difference) on judged pairs + synthetic pairs + 0.05 x |w|^2",
+        "fitted_by": "bench/quality_bench.py --fit-blend",
+    }
 
 
 def main() -> None:
@@ -169,8 +177,14 @@ def main() -> None:
         tdh.apply_blend(model)
         meta = {k: v for k, v in torch.load(DEFAULT_HEADS, weights_only=True).items() if k != "state_dict"}
         version = "default-heads-" + state_fingerprint(head_state(model))[:12]
-        save_checkpoint(model, DEFAULT_HEADS, include_backbone=False, model_version=version,
-                        data_fingerprint=meta["data_fingerprint"], extra={**meta["extra"], "blend": blend})
+        save_checkpoint(
+            model,
+            DEFAULT_HEADS,
+            include_backbone=False,
+            model_version=version,
+            data_fingerprint=meta["data_fingerprint"],
+            extra={**meta["extra"], "blend": blend},
+        )
         print("fitted blend:", blend["weights"], "CV AUC per candidate set:", blend["cv_auc"])
 
     methods = {"new default (head + blend)": mean_score(model, pooled, q)}
@@ -193,16 +207,26 @@ def main() -> None:
 
     table = {}
     for name, s in methods.items():
-        table[name] = {sp: auc(s[m], better[m]) for sp, m in
-                       [("calibrate", split == "calibrate"), ("held_out", split == "held_out"), ("all", split == split)]}
+        table[name] = {
+            sp: auc(s[m], better[m])
+            for sp, m in [
+                ("calibrate", split == "calibrate"),
+                ("held_out", split == "held_out"),
+                ("all", split == split),
+            ]
+        }
         table[name]["score_range"] = [round(float(s.min()), 2), round(float(s.max()), 2)]
-    print(f"judged houses-dev photos: {better.sum()} better, {(~better).sum()} worse "
-          f"(calibrate {int((split == 'calibrate').sum())}, held out {int((split == 'held_out').sum())}); model {version}")
+    print(
+        f"judged houses-dev photos: {better.sum()} better, {(~better).sum()} worse "
+        f"(calibrate {int((split == 'calibrate').sum())}, held out {int((split == 'held_out').sum())}); model {version}"
+    )
     print(f"{'method':<30} {'calibrate':>9} {'held out':>9} {'all':>6}  score range")
     for name, t in table.items():
         print(f"{name:<30} {t['calibrate']:>9.3f} {t['held_out']:>9.3f} {t['all']:>6.3f}  {t['score_range']}")
     print(f"seconds: {time.perf_counter() - t0:.1f} (BRISQUE {brisque_s:.1f})")
-    (REPO / "models" / "heads" / "quality_bench_report.json").write_text(json.dumps({"auc": table, "blend": blend, "model_version": version}, indent=1) + "\n")
+    (REPO / "models" / "heads" / "quality_bench_report.json").write_text(
+        json.dumps({"auc": table, "blend": blend, "model_version": version}, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def describe(model: GalleryNet) -> dict[str, Any]:
         "area_head": model.area_head_kind,
         "embedding_dim": model.embedding_dim,
         "preprocessing": {
-            "input_size": model.input_size, "mean": list(model.mean), "std": list(model.std),
+            "input_size": model.input_size,
+            "mean": list(model.mean),
+            "std": list(model.std),
             "description": PREPROCESSING,
         },
         "head_shapes": {k: list(v.shape) for k, v in head_state(model).items()},
@@ -82,7 +84,7 @@ def save_checkpoint(
         "zeroshot_table": IMAGENET_TO_AREA if model.area_head_kind == "zeroshot" else None,
         "model_version": model_version or default_model_version(model, include_backbone),
         "data_fingerprint": data_fingerprint,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "torch_version": str(torch.__version__),
         "extra": extra or {},
     }
@@ -118,12 +120,17 @@ def _upgrade_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Ten
     for k, v in expected.items():
         if k not in state and k.startswith(_NEUTRAL_WHEN_MISSING):
             # the raw prior of 0.1 (bias 0, temperature 1), not today's calibration: old tables differ
-            state[k] = torch.zeros_like(v) if k.endswith("area_bias") else (
-                torch.ones_like(v) if k.endswith("temperature") else v.clone())
+            state[k] = (
+                torch.zeros_like(v)
+                if k.endswith("area_bias")
+                else (torch.ones_like(v) if k.endswith("temperature") else v.clone())
+            )
     return state
 
 
-def load_checkpoint(path: str | Path, backbone_weights: str | None = DEFAULT_WEIGHTS) -> tuple[GalleryNet, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, backbone_weights: str | None = DEFAULT_WEIGHTS
+) -> tuple[GalleryNet, dict[str, Any]]:
     """Rebuild the model a checkpoint describes; returns (model in eval mode, metadata).
 
     ``backbone_weights`` is used only for head-only checkpoints ("default" = package weights).
@@ -131,8 +138,11 @@ def load_checkpoint(path: str | Path, backbone_weights: str | None = DEFAULT_WEI
     ckpt = read_checkpoint(path)
     included = ckpt["backbone_weights"] == "included"
     model = create_model(
-        ckpt["backbone"], ckpt["areas"], weights=None if included else backbone_weights,
-        area_head=ckpt["area_head"], embedding_dim=ckpt["embedding_dim"],
+        ckpt["backbone"],
+        ckpt["areas"],
+        weights=None if included else backbone_weights,
+        area_head=ckpt["area_head"],
+        embedding_dim=ckpt["embedding_dim"],
     )
     expected = model.state_dict() if included else head_state(model)
     state = _upgrade_state(ckpt["state_dict"], expected)

@@ -31,6 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +41,11 @@ from .data import TrainAugment, open_image
 from .dedup import perceptual_hashes
 from .preprocess import preprocess_image
 from .quality import QUALITY_FEATURES_VERSION
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .network import GalleryNet
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = "~/.cache/galleryrank"
@@ -58,7 +64,7 @@ class CachedFeatures:
 class FeatureGraph(nn.Module):
     """uint8 images -> (pooled backbone features, raw quality features): what the heads consume."""
 
-    def __init__(self, model):
+    def __init__(self, model: GalleryNet) -> None:
         super().__init__()
         self.model = model
 
@@ -72,7 +78,7 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def extractor_key(model) -> str:
+def extractor_key(model: GalleryNet) -> str:
     from .checkpoint import state_fingerprint
 
     fp = state_fingerprint({k: v for k, v in model.backbone.state_dict().items()})[:16]
@@ -83,7 +89,9 @@ def view_key(views: int, rotate_degrees: float) -> str:
     return f"serve+{views}aug-r{rotate_degrees:g}"
 
 
-def image_views(path: Path, views: int, rotate_degrees: float, size: int, digest: str):
+def image_views(
+    path: Path, views: int, rotate_degrees: float, size: int, digest: str
+) -> tuple[Image.Image, np.ndarray]:
     """(decoded image, uint8 (1+views, 3, S, S)): the serving view, then seeded augmented views."""
     img = open_image(path)
     out = [preprocess_image(img, size)]
@@ -96,7 +104,9 @@ def image_views(path: Path, views: int, rotate_degrees: float, size: int, digest
 
 
 class _Extractor:
-    def __init__(self, model, device: torch.device, cache_dir: Path, key: str, threads: int | None = None):
+    def __init__(
+        self, model: GalleryNet, device: torch.device, cache_dir: Path, key: str, threads: int | None = None
+    ) -> None:
         self.graph = FeatureGraph(model).eval()
         self.device = device
         self.session = None
@@ -106,7 +116,7 @@ class _Extractor:
             except Exception as exc:  # export or runtime missing: eager PyTorch is correct, only slower
                 log.warning("ONNX feature graph unavailable (%s); using eager PyTorch", exc)
 
-    def _onnx(self, path: Path, threads: int | None):
+    def _onnx(self, path: Path, threads: int | None) -> Any:
         from .export import make_session
 
         if not path.exists():
@@ -114,10 +124,16 @@ class _Extractor:
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             s = self.graph.model.input_size
             with torch.no_grad():
-                torch.onnx.export(self.graph.cpu(), (torch.zeros((2, 3, s, s), dtype=torch.uint8),), str(tmp),
-                                  dynamo=False, opset_version=17, input_names=["images"],
-                                  output_names=["pooled", "quality"],
-                                  dynamic_axes={"images": {0: "batch"}, "pooled": {0: "batch"}, "quality": {0: "batch"}})
+                torch.onnx.export(
+                    self.graph.cpu(),
+                    (torch.zeros((2, 3, s, s), dtype=torch.uint8),),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=["images"],
+                    output_names=["pooled", "quality"],
+                    dynamic_axes={"images": {0: "batch"}, "pooled": {0: "batch"}, "quality": {0: "batch"}},
+                )
             tmp.replace(path)
         return make_session(path, num_threads=threads)
 
@@ -130,16 +146,24 @@ class _Extractor:
         return pooled.float().cpu().numpy(), quality.float().cpu().numpy()
 
 
-def _save(path: Path, **arrays) -> None:
+def _save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
     tmp.replace(path)  # atomic: a killed run never leaves a half-written entry
 
 
 def cached_features(
-    model, paths: list[Path], *, views: int = 3, rotate_degrees: float = 0.0, cache_dir: str | Path | None = None,
-    device: torch.device | str = "cpu", progress: bool = True, batch_images: int = 8, threads: int | None = None,
+    model: GalleryNet,
+    paths: list[Path],
+    *,
+    views: int = 3,
+    rotate_degrees: float = 0.0,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    batch_images: int = 8,
+    threads: int | None = None,
 ) -> CachedFeatures:
     """Features of every image in ``paths`` (serving view + ``views`` augmented ones), from the cache
     where present; the rest computed in batches of ``batch_images`` images, with a progress bar + ETA."""
@@ -153,28 +177,35 @@ def cached_features(
     todo = [i for i in range(len(paths)) if not serve[i].exists() or (aug is not None and not aug[i].exists())]
     if todo:
         extractor = _Extractor(model, device, root, key, threads)
-        bar = None
+        bar: Any = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc=f"backbone features ({1 + views} views/image)", unit="img",
-                       dynamic_ncols=True, leave=False)
+            bar = tqdm(
+                total=len(todo),
+                desc=f"backbone features ({1 + views} views/image)",
+                unit="img",
+                dynamic_ncols=True,
+                leave=False,
+            )
         for k in range(0, len(todo), batch_images):
-            chunk = todo[k:k + batch_images]
+            chunk = todo[k : k + batch_images]
             decoded = [image_views(paths[i], views, rotate_degrees, model.input_size, digests[i]) for i in chunk]
             pooled, quality = extractor(np.concatenate([v for _, v in decoded]))
             hashes = perceptual_hashes([img for img, _ in decoded])
             n = 1 + views
             for j, i in enumerate(chunk):
                 a, b = j * n, (j + 1) * n
-                _save(serve[i], pooled=pooled[a:a + 1], quality=quality[a:a + 1], phash=hashes[j])
+                _save(serve[i], pooled=pooled[a : a + 1], quality=quality[a : a + 1], phash=hashes[j])
                 if aug is not None:
-                    _save(aug[i], pooled=pooled[a + 1:b], quality=quality[a + 1:b])
+                    _save(aug[i], pooled=pooled[a + 1 : b], quality=quality[a + 1 : b])
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-    pooled, quality, phash = [], [], []
+    pooled_rows: list[np.ndarray] = []
+    quality_rows: list[np.ndarray] = []
+    phash: list[np.ndarray] = []
     for i in range(len(paths)):
         with np.load(serve[i]) as z:
             p, q = [z["pooled"]], [z["quality"]]
@@ -183,9 +214,16 @@ def cached_features(
             with np.load(aug[i]) as z:
                 p.append(z["pooled"])
                 q.append(z["quality"])
-        pooled.append(np.concatenate(p))
-        quality.append(np.concatenate(q))
+        pooled_rows.append(np.concatenate(p))
+        quality_rows.append(np.concatenate(q))
     seconds = time.perf_counter() - t0
-    log.info("features of %d images (%d computed, %d cached) in %.1f s", len(paths), len(todo),
-             len(paths) - len(todo), seconds)
-    return CachedFeatures(np.stack(pooled), np.stack(quality), np.stack(phash).astype(bool), seconds, len(todo))
+    log.info(
+        "features of %d images (%d computed, %d cached) in %.1f s",
+        len(paths),
+        len(todo),
+        len(paths) - len(todo),
+        seconds,
+    )
+    return CachedFeatures(
+        np.stack(pooled_rows), np.stack(quality_rows), np.stack(phash).astype(bool), seconds, len(todo)
+    )

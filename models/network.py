@@ -58,6 +58,9 @@ class ZeroShotAreaHead(nn.Module):
     """Area prior from the backbone's ImageNet classifier: P(area) = sum of mapped P(class)."""
 
     kind = "zeroshot"
+    class_to_area: torch.Tensor
+    area_bias: torch.Tensor
+    temperature: torch.Tensor
 
     def __init__(self, areas: list[str]):
         super().__init__()
@@ -117,7 +120,9 @@ class GalleryNet(nn.Module):
         # features (models/quality.py, computed in the graph); a zero-initialised blend then tilts the
         # distribution by a few calibrated quality features: logits + (w . q + b) * (bin - 5.5)
         self.quality_features = QualityFeatures()
-        self.aesthetic_head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(nf + NUM_QUALITY_FEATURES, NUM_SCORE_BINS))
+        self.aesthetic_head = nn.Sequential(
+            nn.Dropout(head_dropout), nn.Linear(nf + NUM_QUALITY_FEATURES, NUM_SCORE_BINS)
+        )
         self.aesthetic_blend = nn.Linear(NUM_QUALITY_FEATURES, 1)
         nn.init.zeros_(self.aesthetic_blend.weight)
         nn.init.zeros_(self.aesthetic_blend.bias)
@@ -209,7 +214,13 @@ def create_model(
     with devnull:
         torch.manual_seed(seed)
         model = GalleryNet(
-            net_backbone, areas or DEFAULT_AREAS, mean=spec.mean, std=spec.std, input_size=spec.input_size,
-            area_head=area_head, embedding_dim=embedding_dim, head_dropout=head_dropout,
+            net_backbone,
+            areas or DEFAULT_AREAS,
+            mean=spec.mean,
+            std=spec.std,
+            input_size=spec.input_size,
+            area_head=area_head,
+            embedding_dim=embedding_dim,
+            head_dropout=head_dropout,
         )
     return model.eval()

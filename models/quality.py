@@ -29,13 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_NAMES = (
-    ["brightness", "dark_clip", "bright_clip", "contrast", "colourfulness", "saturation",
-     "log_laplacian_var", "log_gradient", "flat_share", "log_local_contrast", "tilt"]
-    + [f"s{s}_{n}" for s in (1, 2) for n in
-       ["mscn_var", "mscn_rho", "mscn_log_kurt"]
-       + [f"{d}_{m}" for d in ("h", "v", "d1", "d2") for m in ("mean", "log_lvar", "log_rvar")]]
-)
+FEATURE_NAMES = [
+    "brightness",
+    "dark_clip",
+    "bright_clip",
+    "contrast",
+    "colourfulness",
+    "saturation",
+    "log_laplacian_var",
+    "log_gradient",
+    "flat_share",
+    "log_local_contrast",
+    "tilt",
+] + [
+    f"s{s}_{n}"
+    for s in (1, 2)
+    for n in ["mscn_var", "mscn_rho", "mscn_log_kurt"]
+    + [f"{d}_{m}" for d in ("h", "v", "d1", "d2") for m in ("mean", "log_lvar", "log_rvar")]
+]
 NUM_QUALITY_FEATURES = len(FEATURE_NAMES)  # 11 + 2 x 15 = 41
 QUALITY_FEATURES_VERSION = 1  # bump when a feature changes: feature caches key on it
 EPS = 1e-6
@@ -58,7 +69,7 @@ def _nss(y: torch.Tensor, window: torch.Tensor) -> list[torch.Tensor]:
     var = F.conv2d(F.pad(y * y, (3, 3, 3, 3), mode="replicate"), window) - mu * mu
     mscn = (y - mu) / (var.clamp_min(0).sqrt() + 1.0 / 255)
     m2 = _mean(mscn * mscn)
-    feats = [m2, m2 / (_mean(mscn.abs()) ** 2 + EPS), torch.log(_mean(mscn ** 4) / (m2 * m2 + EPS) + EPS)]
+    feats = [m2, m2 / (_mean(mscn.abs()) ** 2 + EPS), torch.log(_mean(mscn**4) / (m2 * m2 + EPS) + EPS)]
     pairs = [
         mscn[..., :, :-1] * mscn[..., :, 1:],  # horizontal neighbour
         mscn[..., :-1, :] * mscn[..., 1:, :],  # vertical
@@ -76,7 +87,13 @@ def _nss(y: torch.Tensor, window: torch.Tensor) -> list[torch.Tensor]:
 class QualityFeatures(nn.Module):
     """uint8 (N,3,S,S) -> (N, 41) standardised features (raw ones from ``raw``)."""
 
-    def __init__(self):
+    window: torch.Tensor
+    laplacian: torch.Tensor
+    sobel: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", _gaussian_kernel(), persistent=False)
         lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -105,11 +122,16 @@ class QualityFeatures(nn.Module):
         mu = F.conv2d(F.pad(y, (3, 3, 3, 3), mode="replicate"), self.window)
         local_std = (F.conv2d(F.pad(y * y, (3, 3, 3, 3), mode="replicate"), self.window) - mu * mu).clamp_min(0).sqrt()
         feats = [
-            _mean(y), _mean((y < 0.06).float()), _mean((y > 0.94).float()),
+            _mean(y),
+            _mean((y < 0.06).float()),
+            _mean((y > 0.94).float()),
             (_mean(y * y) - _mean(y) ** 2).clamp_min(0).sqrt(),
-            colourful / 100, _mean(sat),
-            torch.log1p(_mean(lap * lap) - _mean(lap) ** 2), torch.log1p(_mean(g2.sqrt())),
-            _mean((local_std < 0.01).float()), _mean(torch.log(local_std + 1.0 / 255)),
+            colourful / 100,
+            _mean(sat),
+            torch.log1p(_mean(lap * lap) - _mean(lap) ** 2),
+            torch.log1p(_mean(g2.sqrt())),
+            _mean((local_std < 0.01).float()),
+            _mean(torch.log(local_std + 1.0 / 255)),
             tilt,
         ]
         feats += _nss(y, self.window)
@@ -126,4 +148,3 @@ class QualityFeatures(nn.Module):
 def bins_tilt(num_bins: int = 10) -> torch.Tensor:
     """Centred bin positions (-4.5..4.5): adding t * this to logits shifts the mean score up for t > 0."""
     return torch.arange(num_bins, dtype=torch.float32) - (num_bins - 1) / 2
-

@@ -36,6 +36,7 @@ from .data import (
     serving_transform,
 )
 from .dedup import COSINE_THRESHOLD, HASH_DISTANCE, perceptual_hashes, split_without_leaks
+from .features import CachedFeatures
 from .losses import area_loss, emd, emd_loss
 from .network import GalleryNet, create_model
 
@@ -92,15 +93,21 @@ def _initial_model(cfg: TrainConfig) -> tuple[GalleryNet, str]:
 
 
 @torch.inference_mode()
-def _hashes_and_embeddings(model: GalleryNet, samples: list[Sample], device: torch.device, size: int,
-                           with_embeddings: bool, batch: int = 32, progress: bool = True
-                           ) -> tuple[np.ndarray, np.ndarray | None]:
+def _hashes_and_embeddings(
+    model: GalleryNet,
+    samples: list[Sample],
+    device: torch.device,
+    size: int,
+    with_embeddings: bool,
+    batch: int = 32,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """pHash and serving embedding of every sample, streaming (only one batch of images in memory)."""
     model.eval()
     hashes, embs = [], []
     starts = range(0, len(samples), batch)
     for i in _progress(starts, progress, f"duplicate pass ({len(samples)} images)", len(starts)):
-        images = [open_image(s.path) for s in samples[i:i + batch]]
+        images = [open_image(s.path) for s in samples[i : i + batch]]
         hashes.append(perceptual_hashes(images))
         if with_embeddings:
             x = torch.from_numpy(np.stack([serving_transform(size)(im) for im in images])).to(device)
@@ -128,7 +135,10 @@ class _Task:
         if self.kind == "tagger":
             return emd(out["aesthetic_logits"].float().softmax(1), teacher["aesthetic_logits"].float().softmax(1))
         t = teacher["area_logits"].float().softmax(1)
-        return -(t * out["area_logits"].float().log_softmax(1)).sum(1).mean() + (t * t.clamp_min(1e-12).log()).sum(1).mean()
+        return (
+            -(t * out["area_logits"].float().log_softmax(1)).sum(1).mean()
+            + (t * t.clamp_min(1e-12).log()).sum(1).mean()
+        )
 
     def metrics(self, logits: torch.Tensor, y: torch.Tensor, loss: float) -> dict[str, float]:
         if self.kind == "tagger":
@@ -203,14 +213,28 @@ def _target(s: Sample) -> torch.Tensor:
     return torch.tensor(s.label, dtype=torch.long)
 
 
-def _cached_heads(model: GalleryNet, feats, idx: list[int], view: int | np.ndarray, device) -> dict[str, torch.Tensor]:
+def _cached_heads(
+    model: GalleryNet, feats: CachedFeatures, idx: list[int], view: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     pooled = torch.from_numpy(feats.pooled[idx, view]).to(device)
     quality = model.quality_features.standardise(torch.from_numpy(feats.quality[idx, view]).to(device))
     return model.heads(pooled, quality)
 
 
-def _cached_epoch(model, task: "_Task", opt, feats, targets: torch.Tensor, train_idx: list[int], epoch: int,
-                  batch_size: int, gen: torch.Generator, device, desc: str, progress: bool) -> tuple[float, int]:
+def _cached_epoch(
+    model: GalleryNet,
+    task: _Task,
+    opt: torch.optim.Optimizer,
+    feats: CachedFeatures,
+    targets: torch.Tensor,
+    train_idx: list[int],
+    epoch: int,
+    batch_size: int,
+    gen: torch.Generator,
+    device: torch.device,
+    desc: str,
+    progress: bool,
+) -> tuple[float, int]:
     """One phase-1 epoch over cached features: epoch e uses augmented view 1 + e mod V of every image."""
     n_views = feats.pooled.shape[1] - 1
     view = 1 + epoch % n_views if n_views else 0
@@ -234,7 +258,14 @@ def _cached_epoch(model, task: "_Task", opt, feats, targets: torch.Tensor, train
 
 
 @torch.inference_mode()
-def _validate_cached(model, task: "_Task", feats, targets: torch.Tensor, val_idx: list[int], device) -> dict[str, float]:
+def _validate_cached(
+    model: GalleryNet,
+    task: _Task,
+    feats: CachedFeatures,
+    targets: torch.Tensor,
+    val_idx: list[int],
+    device: torch.device,
+) -> dict[str, float]:
     """Validation on the cached serving view: the same bytes serving sees, so the same figures."""
     model.eval()
     out = _cached_heads(model, feats, val_idx, 0, device)
@@ -244,7 +275,11 @@ def _validate_cached(model, task: "_Task", feats, targets: torch.Tensor, val_idx
 
 
 def fit(
-    kind: str, samples: list[Sample], classes: list[str] | None, out: str | Path, cfg: TrainConfig,
+    kind: str,
+    samples: list[Sample],
+    classes: list[str] | None,
+    out: str | Path,
+    cfg: TrainConfig,
     data_root: Path | None = None,
 ) -> dict[str, Any]:
     """Shared training loop; ``kind`` is "tagger" or "aesthetic"."""
@@ -273,8 +308,15 @@ def fit(
     if cfg.feature_cache and cfg.epochs_heads > 0 and (state is None or state["epoch"] < cfg.epochs_heads):
         from .features import cached_features
 
-        feats = cached_features(model, [s.path for s in samples], views=cfg.feature_views, rotate_degrees=rotate,
-                                cache_dir=cfg.cache_dir, device=device, progress=cfg.progress)
+        feats = cached_features(
+            model,
+            [s.path for s in samples],
+            views=cfg.feature_views,
+            rotate_degrees=rotate,
+            cache_dir=cfg.cache_dir,
+            device=device,
+            progress=cfg.progress,
+        )
     targets = torch.stack([_target(s) for s in samples])
 
     # split: exact copies removed, near-duplicate groups kept on one side
@@ -284,13 +326,22 @@ def fit(
             with torch.inference_mode():
                 emb = _cached_heads(model, feats, list(range(len(samples))), 0, device)["embedding"].cpu().numpy()
         else:
-            hashes, emb = _hashes_and_embeddings(model, samples, device, cfg.input_size,
-                                                 cfg.dedup_cosine is not None, progress=cfg.progress)
-        strat = [s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
-                 for s in samples]
+            hashes, emb = _hashes_and_embeddings(
+                model, samples, device, cfg.input_size, cfg.dedup_cosine is not None, progress=cfg.progress
+            )
+        strat = [
+            s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
+            for s in samples
+        ]
         train_idx, val_idx, split = split_without_leaks(
-            strat, hashes, emb, val_fraction=cfg.val_fraction, seed=cfg.seed, names=[str(s.path) for s in samples],
-            hash_distance=cfg.dedup_hash_distance, cosine=cfg.dedup_cosine or 2.0,
+            strat,
+            hashes,
+            emb,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            names=[str(s.path) for s in samples],
+            hash_distance=cfg.dedup_hash_distance,
+            cosine=cfg.dedup_cosine or 2.0,
         )
         split_report = split.as_dict()
     else:
@@ -302,23 +353,32 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     loaders: dict[str, torch.utils.data.DataLoader] = {}
 
-    def image_loaders():  # only for epochs that run the backbone (phase 2, or phase 1 without the cache)
+    def image_loaders() -> tuple[
+        Any, Any
+    ]:  # only for epochs that run the backbone (phase 2, or phase 1 without the cache)
         if not loaders:
             aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
             cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
             train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
             val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
             loaders["train"] = torch.utils.data.DataLoader(
-                train_ds, batch_size=batch_size, shuffle=True, generator=gen, num_workers=cfg.workers,
-                drop_last=len(train_ds) > batch_size)
+                train_ds,
+                batch_size=batch_size,
+                shuffle=True,
+                generator=gen,
+                num_workers=cfg.workers,
+                drop_last=len(train_ds) > batch_size,
+            )
             loaders["val"] = torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
         return loaders["train"], loaders["val"]
 
     total_epochs = cfg.epochs_heads + cfg.epochs_all
     history: list[dict] = []
     best, best_epoch, epoch0 = None, -1, 0
-    backbone_changed = cfg.backbone_weights != DEFAULT_WEIGHTS or cfg.backbone != "efficientnet_lite0" or (
-        cfg.init_checkpoint is not None
+    backbone_changed = (
+        cfg.backbone_weights != DEFAULT_WEIGHTS
+        or cfg.backbone != "efficientnet_lite0"
+        or (cfg.init_checkpoint is not None)
     )
     if state is not None:
         model.load_state_dict(state["model"])
@@ -349,16 +409,51 @@ def fit(
         t_epoch = time.perf_counter()
         desc = f"epoch {epoch + 1}/{total_epochs} (phase {phase}{', cached features' if phase == 1 and feats is not None else ''})"
         if phase == 1 and feats is not None:
-            total, seen = _cached_epoch(model, task, opt, feats, targets, train_idx, epoch, batch_size, gen, device,
-                                        desc, cfg.progress)
+            total, seen = _cached_epoch(
+                model, task, opt, feats, targets, train_idx, epoch, batch_size, gen, device, desc, cfg.progress
+            )
             val = _validate_cached(model, task, feats, targets, val_idx, device)
-            history.append({"epoch": epoch + 1, "phase": phase, "train_loss": total / max(seen, 1),
-                            "seconds": round(time.perf_counter() - t_epoch, 2), **{f"val_{k}": v for k, v in val.items()}})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "phase": phase,
+                    "train_loss": total / max(seen, 1),
+                    "seconds": round(time.perf_counter() - t_epoch, 2),
+                    **{f"val_{k}": v for k, v in val.items()},
+                }
+            )
             log.info("%s", history[-1])
-            best, best_epoch = _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed,
-                                          version, fingerprint, kind, start_version, cfg, split_report)
-            _save_last(last_path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx,
-                       split_report, fingerprint, backbone_changed)
+            best, best_epoch = _keep_best(
+                model,
+                task,
+                val,
+                best,
+                best_epoch,
+                epoch,
+                out_dir,
+                backbone_changed,
+                version,
+                fingerprint,
+                kind,
+                start_version,
+                cfg,
+                split_report,
+            )
+            _save_last(
+                last_path,
+                epoch,
+                phase,
+                model,
+                opt,
+                best,
+                best_epoch,
+                history,
+                train_idx,
+                val_idx,
+                split_report,
+                fingerprint,
+                backbone_changed,
+            )
             continue
         train_dl, val_dl = image_loaders()
         total, seen = 0.0, 0
@@ -386,46 +481,135 @@ def fit(
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         backbone_changed |= phase == 2
         val = _validate(model, val_dl, task, device, amp)
-        row = {"epoch": epoch + 1, "phase": phase, "train_loss": total / max(seen, 1),
-               "seconds": round(time.perf_counter() - t_epoch, 2), **{f"val_{k}": v for k, v in val.items()}}
+        row = {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "train_loss": total / max(seen, 1),
+            "seconds": round(time.perf_counter() - t_epoch, 2),
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         history.append(row)
         log.info("%s", row)
-        best, best_epoch = _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed,
-                                      version, fingerprint, kind, start_version, cfg, split_report)
-        _save_last(last_path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx,
-                   split_report, fingerprint, backbone_changed)
+        best, best_epoch = _keep_best(
+            model,
+            task,
+            val,
+            best,
+            best_epoch,
+            epoch,
+            out_dir,
+            backbone_changed,
+            version,
+            fingerprint,
+            kind,
+            start_version,
+            cfg,
+            split_report,
+        )
+        _save_last(
+            last_path,
+            epoch,
+            phase,
+            model,
+            opt,
+            best,
+            best_epoch,
+            history,
+            train_idx,
+            val_idx,
+            split_report,
+            fingerprint,
+            backbone_changed,
+        )
 
     result = {
-        "task": kind, "checkpoint": str(out_dir / "best.pt"), "best_epoch": best_epoch, "best_val": best,
-        "history": history, "split": split_report, "classes": classes, "data_fingerprint": fingerprint,
-        "device": str(device), "batch_size": batch_size, "seconds": round(time.perf_counter() - t_start, 1),
-        "feature_cache": None if feats is None else {"seconds": round(feats.seconds, 1), "computed": feats.computed,
-                                                     "views_per_image": 1 + cfg.feature_views},
+        "task": kind,
+        "checkpoint": str(out_dir / "best.pt"),
+        "best_epoch": best_epoch,
+        "best_val": best,
+        "history": history,
+        "split": split_report,
+        "classes": classes,
+        "data_fingerprint": fingerprint,
+        "device": str(device),
+        "batch_size": batch_size,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "feature_cache": None
+        if feats is None
+        else {"seconds": round(feats.seconds, 1), "computed": feats.computed, "views_per_image": 1 + cfg.feature_views},
     }
     (out_dir / "history.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
-def _keep_best(model, task, val, best, best_epoch, epoch, out_dir, backbone_changed, version, fingerprint, kind,
-               start_version, cfg, split_report):
+def _keep_best(
+    model: GalleryNet,
+    task: _Task,
+    val: dict[str, float],
+    best: dict[str, float] | None,
+    best_epoch: int,
+    epoch: int,
+    out_dir: Path,
+    backbone_changed: bool,
+    version: str,
+    fingerprint: str,
+    kind: str,
+    start_version: str,
+    cfg: TrainConfig,
+    split_report: dict[str, Any],
+) -> tuple[dict[str, float] | None, int]:
     if task.better(val, best):
         best, best_epoch = val, epoch + 1
         save_checkpoint(
-            model, out_dir / "best.pt", include_backbone=backbone_changed,
-            model_version=f"{version}-e{epoch + 1}", data_fingerprint=fingerprint,
-            extra={"task": kind, "epoch": epoch + 1, "val": val, "started_from": start_version,
-                   "config": asdict(cfg), "split": split_report},
+            model,
+            out_dir / "best.pt",
+            include_backbone=backbone_changed,
+            model_version=f"{version}-e{epoch + 1}",
+            data_fingerprint=fingerprint,
+            extra={
+                "task": kind,
+                "epoch": epoch + 1,
+                "val": val,
+                "started_from": start_version,
+                "config": asdict(cfg),
+                "split": split_report,
+            },
         )
     return best, best_epoch
 
 
-def _save_last(path, epoch, phase, model, opt, best, best_epoch, history, train_idx, val_idx, split_report,
-               fingerprint, backbone_changed) -> None:
-    torch.save({
-        "epoch": epoch + 1, "phase": phase, "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "best": best, "best_epoch": best_epoch, "history": history, "train_idx": train_idx, "val_idx": val_idx,
-        "split": split_report, "data_fingerprint": fingerprint, "backbone_changed": backbone_changed,
-    }, path)
+def _save_last(
+    path: Path,
+    epoch: int,
+    phase: int,
+    model: GalleryNet,
+    opt: torch.optim.Optimizer,
+    best: dict[str, float] | None,
+    best_epoch: int,
+    history: list[dict[str, Any]],
+    train_idx: list[int],
+    val_idx: list[int],
+    split_report: dict[str, Any],
+    fingerprint: str,
+    backbone_changed: bool,
+) -> None:
+    torch.save(
+        {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "best": best,
+            "best_epoch": best_epoch,
+            "history": history,
+            "train_idx": train_idx,
+            "val_idx": val_idx,
+            "split": split_report,
+            "data_fingerprint": fingerprint,
+            "backbone_changed": backbone_changed,
+        },
+        path,
+    )
 
 
 def _config(opts: dict[str, Any]) -> TrainConfig:

@@ -59,16 +59,29 @@ def figures(probs: np.ndarray, true: np.ndarray) -> dict:
     pred, conf = probs.argmax(1), probs.max(1)
     ok = pred == true
     edges = np.linspace(0, 1, 11)  # ECE: 10 equal-width confidence bins
-    ece = sum(abs(ok[m].mean() - conf[m].mean()) * m.mean()
-              for lo, hi in zip(edges[:-1], edges[1:]) if (m := (conf > lo) & (conf <= hi)).any())
+    ece = sum(
+        abs(ok[m].mean() - conf[m].mean()) * m.mean()
+        for lo, hi in zip(edges[:-1], edges[1:])
+        if (m := (conf > lo) & (conf <= hi)).any()
+    )
     rows = [DEFAULT_AREAS.index(a) for a in AREAS]
-    confusion = {a: {DEFAULT_AREAS[j]: int(((true == i) & (pred == j)).sum())
-                     for j in range(len(DEFAULT_AREAS)) if ((true == i) & (pred == j)).any()}
-                 for a, i in zip(AREAS, rows)}
-    return {"n": int(len(true)), "top1": float(ok.mean()),
-            "per_area": {a: float(ok[true == i].mean()) for a, i in zip(AREAS, rows)},
-            "mean_conf_right": float(conf[ok].mean()), "mean_conf_wrong": float(conf[~ok].mean()) if (~ok).any() else None,
-            "ece": float(ece), "confusion": confusion}
+    confusion = {
+        a: {
+            DEFAULT_AREAS[j]: int(((true == i) & (pred == j)).sum())
+            for j in range(len(DEFAULT_AREAS))
+            if ((true == i) & (pred == j)).any()
+        }
+        for a, i in zip(AREAS, rows)
+    }
+    return {
+        "n": int(len(true)),
+        "top1": float(ok.mean()),
+        "per_area": {a: float(ok[true == i].mean()) for a, i in zip(AREAS, rows)},
+        "mean_conf_right": float(conf[ok].mean()),
+        "mean_conf_wrong": float(conf[~ok].mean()) if (~ok).any() else None,
+        "ece": float(ece),
+        "confusion": confusion,
+    }
 
 
 def main() -> None:
@@ -112,26 +125,40 @@ def main() -> None:
         b, temp = biases(v[:-1]), np.exp(v[-1])
         return nll(L[fit] / temp + b, true[fit]) + 10 * len(ptrue) / fit.sum() * nll(Lp / temp + b, ptrue)
 
-    r = minimize(loss, np.zeros(len(FREE) + 1), method="Nelder-Mead",
-                 options={"maxiter": 6000, "xatol": 1e-4, "fatol": 1e-7})
+    r = minimize(
+        loss, np.zeros(len(FREE) + 1), method="Nelder-Mead", options={"maxiter": 6000, "xatol": 1e-4, "fatol": 1e-7}
+    )
     b, temp = biases(r.x[:-1]), float(np.exp(r.x[-1]))
     report = {
         "dataset": "houses-dev (Ahmed & Moustafa, IJCCI 2016), 1,740 photos; fitted on even houses, held out = odd",
-        "temperature": temp, "area_bias": dict(zip(DEFAULT_AREAS, map(float, b))),
+        "temperature": temp,
+        "area_bias": dict(zip(DEFAULT_AREAS, map(float, b))),
         "old_table_raw_prior": {"all": figures(softmax(np.log((p @ m_old).clip(1e-12))), true)},
         "new_table_raw_prior": {"all": figures(softmax(L), true)},
-        "calibrated": {"held_out_odd_houses": figures(softmax(L[~fit] / temp + b), true[~fit]),
-                       "fitted_even_houses": figures(softmax(L[fit] / temp + b), true[fit]),
-                       "all": figures(softmax(L / temp + b), true)},
-        "package_photos": {n: [DEFAULT_AREAS[int(q.argmax())], round(float(q.max()), 3)]
-                           for n, q in zip(names, softmax(Lp / temp + b))},
+        "calibrated": {
+            "held_out_odd_houses": figures(softmax(L[~fit] / temp + b), true[~fit]),
+            "fitted_even_houses": figures(softmax(L[fit] / temp + b), true[fit]),
+            "all": figures(softmax(L / temp + b), true),
+        },
+        "package_photos": {
+            n: [DEFAULT_AREAS[int(q.argmax())], round(float(q.max()), 3)] for n, q in zip(names, softmax(Lp / temp + b))
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(report, indent=1))
     if args.write:
-        PRIOR_FILE.write_text(json.dumps({"temperature": round(temp, 4),
-                                          "area_bias": {a: round(float(x), 4) for a, x in zip(DEFAULT_AREAS, b)},
-                                          "fitted_by": "scripts/calibrate_area_prior.py", "report": report}, indent=1) + "\n")
+        PRIOR_FILE.write_text(
+            json.dumps(
+                {
+                    "temperature": round(temp, 4),
+                    "area_bias": {a: round(float(x), 4) for a, x in zip(DEFAULT_AREAS, b)},
+                    "fitted_by": "scripts/calibrate_area_prior.py",
+                    "report": report,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         print(f"wrote {PRIOR_FILE}")
 
 

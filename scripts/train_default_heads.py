@@ -55,8 +55,16 @@ MIXTURES = 4  # random two-kind mixtures per crop
 HELD_OUT = ["coffee", "rocket", "camera", "gravel", "grace_hopper"]
 PHOTOS = ["astronaut", "chelsea", "motorcycle", "clock", "coins", "brick", "grass", "present"] + HELD_OUT
 # skimage non-photos the demo never shows (training negatives) and the ones it shows (never trained on)
-NONPHOTO_TRAIN = ["binary_blobs", "checkerboard", "colorwheel", "horse", "logo", "shepp_logan_phantom", "cell",
-                  "microaneurysms"]
+NONPHOTO_TRAIN = [
+    "binary_blobs",
+    "checkerboard",
+    "colorwheel",
+    "horse",
+    "logo",
+    "shepp_logan_phantom",
+    "cell",
+    "microaneurysms",
+]
 NONPHOTO_DEMO = ["moon", "hubble_deep_field", "immunohistochemistry", "retina", "page", "text"]
 NONPHOTO_TARGET_LEVEL = 5  # score 2.0
 
@@ -104,8 +112,7 @@ def sources() -> dict[str, Image.Image]:
     import matplotlib
 
     sample = Path(matplotlib.get_data_path()) / "sample_data"
-    out = {n: _skimage(n) for n in PHOTOS + NONPHOTO_TRAIN + NONPHOTO_DEMO
-           if n not in ("grace_hopper", "present")}
+    out = {n: _skimage(n) for n in PHOTOS + NONPHOTO_TRAIN + NONPHOTO_DEMO if n not in ("grace_hopper", "present")}
     out["grace_hopper"] = Image.open(sample / "grace_hopper.jpg").convert("RGB")
     out["present"] = Image.open(sample / "Minduka_Present_Blue_Pack.png").convert("RGB")
     return out
@@ -117,7 +124,7 @@ def generated_nonphotos(n_each: int, rng: np.random.Generator) -> list[tuple[str
 
     words = "hotel room pool booking price night breakfast wifi parking checkout guest suite".split()
     out = []
-    for k in range(n_each):
+    for _ in range(n_each):
         # text page: dark text on a light page, several sizes
         bg = int(rng.integers(215, 256))
         img = Image.new("RGB", (CROP, CROP), (bg, bg, bg - int(rng.integers(0, 20))))
@@ -133,8 +140,10 @@ def generated_nonphotos(n_each: int, rng: np.random.Generator) -> list[tuple[str
         d.rectangle([0, 0, CROP, 30], fill=tuple(int(v) for v in rng.integers(0, 120, 3)))
         for _ in range(int(rng.integers(3, 9))):
             x, y = (int(v) for v in rng.integers(0, CROP - 60, 2))
-            d.rectangle([x, y, x + int(rng.integers(40, 200)), y + int(rng.integers(20, 120))],
-                        fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            d.rectangle(
+                [x, y, x + int(rng.integers(40, 200)), y + int(rng.integers(20, 120))],
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+            )
             d.text((x + 4, y + 4), str(rng.choice(words)), fill=(0, 0, 0), font=font)
         out.append(("screenshot", img))
         # star field: black sky, sparse points, some blurred
@@ -162,7 +171,9 @@ def generated_nonphotos(n_each: int, rng: np.random.Generator) -> list[tuple[str
         # flat colour gradient
         c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
         w = np.linspace(0, 1, CROP)[None, :, None]
-        out.append(("gradient", Image.fromarray(np.broadcast_to(c0 * (1 - w) + c1 * w, (CROP, CROP, 3)).astype(np.uint8))))
+        out.append(
+            ("gradient", Image.fromarray(np.broadcast_to(c0 * (1 - w) + c1 * w, (CROP, CROP, 3)).astype(np.uint8)))
+        )
     return out
 
 
@@ -204,8 +215,7 @@ def distort(img: Image.Image, kind: str, level: int, rng: np.random.Generator) -
     raise ValueError(kind)
 
 
-def build_set(imgs: dict[str, Image.Image], crops: int, rng: np.random.Generator, kinds=DISTORTIONS,
-              mixtures: int = 0):
+def build_set(imgs: dict[str, Image.Image], crops: int, rng: np.random.Generator, kinds=DISTORTIONS, mixtures: int = 0):
     """Rows of (source, crop index, distortion, level, PIL image); a mixture's level is the
     root-sum-square of its two levels, capped at 5 (kind "a+b")."""
     rows = []
@@ -225,14 +235,15 @@ def build_set(imgs: dict[str, Image.Image], crops: int, rng: np.random.Generator
 
 def features(model, images: list[Image.Image], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(pooled backbone features, raw quality features) of the serving view, ONNX Runtime on CPU."""
+    import torch
+
     from galleryrank.models import preprocess_image
     from galleryrank.models.features import _Extractor, extractor_key
 
-    import torch
-
-    ex = _Extractor(model, torch.device("cpu"), Path(os.path.expanduser("~/.cache/galleryrank/features")),
-                    extractor_key(model))
-    out = [ex(np.stack([preprocess_image(im) for im in images[i:i + batch]])) for i in range(0, len(images), batch)]
+    ex = _Extractor(
+        model, torch.device("cpu"), Path(os.path.expanduser("~/.cache/galleryrank/features")), extractor_key(model)
+    )
+    out = [ex(np.stack([preprocess_image(im) for im in images[i : i + batch]])) for i in range(0, len(images), batch)]
     return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
 
@@ -347,8 +358,13 @@ def quality_figures(pred: np.ndarray, rows, label: str) -> dict:
     kinds = np.array([r[2] for r in rows])
     keys = np.array([f"{r[0]}/{r[1]}" for r in rows])
     old = np.isin(kinds, ["none", *DISTORTIONS])
-    out = {"method": label, "srcc_all": srcc(pred[old], -levels[old]), "srcc_all_8_kinds": srcc(pred, -levels),
-           "per_distortion": {}, "within_image_mean": {}}
+    out = {
+        "method": label,
+        "srcc_all": srcc(pred[old], -levels[old]),
+        "srcc_all_8_kinds": srcc(pred, -levels),
+        "per_distortion": {},
+        "within_image_mean": {},
+    }
     for kind in [k for k in ALL_DISTORTIONS if k in set(kinds)]:
         m = (kinds == kind) | (kinds == "none")
         out["per_distortion"][kind] = srcc(pred[m], -levels[m])
@@ -441,7 +457,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--brisque", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--old-checkpoint", help="0.1's default.pt (git show 0293ebd:models/heads/default.pt), scored side by side")
+    ap.add_argument(
+        "--old-checkpoint", help="0.1's default.pt (git show 0293ebd:models/heads/default.pt), scored side by side"
+    )
     ap.add_argument("--feature-cache", default="~/.cache/galleryrank", help="where backbone features are cached")
     ap.add_argument("--reuse-cv", action="store_true", help="take epochs/weight decay from the last report")
     args = ap.parse_args()
@@ -456,8 +474,11 @@ def main() -> None:
 
     imgs, train_rows, test_rows = datasets()
     demo_names = DEMO_PHOTOS + NONPHOTO_DEMO  # whole images, as the demo serves them
-    print(f"{len(train_rows)} training images ({sum(r[2] == 'nonphoto' for r in train_rows)} non-photos), "
-          f"{len(test_rows)} held-out images from {len(HELD_OUT)} sources", flush=True)
+    print(
+        f"{len(train_rows)} training images ({sum(r[2] == 'nonphoto' for r in train_rows)} non-photos), "
+        f"{len(test_rows)} held-out images from {len(HELD_OUT)} sources",
+        flush=True,
+    )
 
     model = create_model("efficientnet_lite0", DEFAULT_AREAS, area_head="zeroshot").eval()
     t0 = time.perf_counter()
@@ -466,8 +487,11 @@ def main() -> None:
         z = dict(np.load(cache))
     else:
         z = {}
-        for part, images in [("train", [r[4] for r in train_rows]), ("test", [r[4] for r in test_rows]),
-                             ("demo", [imgs[n] for n in demo_names])]:
+        for part, images in [
+            ("train", [r[4] for r in train_rows]),
+            ("test", [r[4] for r in test_rows]),
+            ("demo", [imgs[n] for n in demo_names]),
+        ]:
             z[f"{part}_pooled"], z[f"{part}_quality"] = features(model, images)
             print(f"  features {part}: {len(images)} images, {time.perf_counter() - t0:.0f} s", flush=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -488,8 +512,16 @@ def main() -> None:
     else:
         (epochs, dropout, wd, standardise), cv = select_hyperparameters(x_train, train_rows, y_train, args.lr)
     print(f"chosen by CV on training sources: epochs={epochs} dropout={dropout} weight_decay={wd}", flush=True)
-    head, last_loss = train_head(x_train, y_train, epochs=epochs, lr=args.lr, seed=SEED, dropout=dropout,
-                                 weight_decay=wd, standardise=standardise)
+    head, last_loss = train_head(
+        x_train,
+        y_train,
+        epochs=epochs,
+        lr=args.lr,
+        seed=SEED,
+        dropout=dropout,
+        weight_decay=wd,
+        standardise=standardise,
+    )
     model.aesthetic_head.load_state_dict(head.state_dict())
     blend = apply_blend(model)
 
@@ -517,41 +549,77 @@ def main() -> None:
         figures.append(quality_figures(-bscores, test_rows, "BRISQUE (PyPI brisque, negated)"))
         demo["BRISQUE (negated)"] = np.array([-score(imgs[n]) for n in demo_names])
 
-    recipe = {"seed": SEED, "crop": CROP, "levels": LEVELS, "distortions": ALL_DISTORTIONS, "mixtures": MIXTURES,
-              "target": "N(8.5 - 1.3 * level, 1) over bins 1..10; non-photos level 5", "train_crops": TRAIN_CROPS,
-              "test_crops": TEST_CROPS, "held_out": HELD_OUT, "photos": PHOTOS, "nonphoto_train": NONPHOTO_TRAIN,
-              "nonphoto_demo_never_trained": NONPHOTO_DEMO, "lr": args.lr,
-              "chosen": {"epochs": epochs, "dropout": dropout, "weight_decay": wd}, "cv": cv}
-    fingerprint = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()
-                                 + np.ascontiguousarray(x_train).tobytes()[:1 << 20]).hexdigest()
-    out_dir = Path(args.out)
-    version = "default-heads-" + state_fingerprint(
-        {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})[:12]
-    demo_table = {k: {n: round(float(s), 3) for n, s in zip(demo_names, v)} for k, v in demo.items()}
-    demo_check = {k: bool(min(v[:len(DEMO_PHOTOS)]) > max(v[len(DEMO_PHOTOS):])) for k, v in demo.items()}
-    report = {
-        "model_version": version, "quality": figures, "demo_scores": demo_table,
-        "demo_nonphotos_below_every_photo": demo_check, "blend": blend,
-        "n_train": len(train_rows), "n_test": len(test_rows), "final_train_emd": last_loss,
-        "seconds": {"features": round(t_features, 1), "brisque": round(brisque_seconds or 0, 1),
-                    "total": round(time.perf_counter() - t_start, 1)},
-        "recipe": recipe, "threads": args.threads, "cpu_count": os.cpu_count(), "torch": str(torch.__version__),
+    recipe = {
+        "seed": SEED,
+        "crop": CROP,
+        "levels": LEVELS,
+        "distortions": ALL_DISTORTIONS,
+        "mixtures": MIXTURES,
+        "target": "N(8.5 - 1.3 * level, 1) over bins 1..10; non-photos level 5",
+        "train_crops": TRAIN_CROPS,
+        "test_crops": TEST_CROPS,
+        "held_out": HELD_OUT,
+        "photos": PHOTOS,
+        "nonphoto_train": NONPHOTO_TRAIN,
+        "nonphoto_demo_never_trained": NONPHOTO_DEMO,
+        "lr": args.lr,
+        "chosen": {"epochs": epochs, "dropout": dropout, "weight_decay": wd},
+        "cv": cv,
     }
-    save_checkpoint(model, out_dir / "default.pt", include_backbone=False, model_version=version,
-                    data_fingerprint=fingerprint, extra={"recipe": recipe, "quality": figures[0], "blend": blend})
+    fingerprint = hashlib.sha256(
+        json.dumps(recipe, sort_keys=True).encode() + np.ascontiguousarray(x_train).tobytes()[: 1 << 20]
+    ).hexdigest()
+    out_dir = Path(args.out)
+    version = (
+        "default-heads-"
+        + state_fingerprint({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})[:12]
+    )
+    demo_table = {k: {n: round(float(s), 3) for n, s in zip(demo_names, v)} for k, v in demo.items()}
+    demo_check = {k: bool(min(v[: len(DEMO_PHOTOS)]) > max(v[len(DEMO_PHOTOS) :])) for k, v in demo.items()}
+    report = {
+        "model_version": version,
+        "quality": figures,
+        "demo_scores": demo_table,
+        "demo_nonphotos_below_every_photo": demo_check,
+        "blend": blend,
+        "n_train": len(train_rows),
+        "n_test": len(test_rows),
+        "final_train_emd": last_loss,
+        "seconds": {
+            "features": round(t_features, 1),
+            "brisque": round(brisque_seconds or 0, 1),
+            "total": round(time.perf_counter() - t_start, 1),
+        },
+        "recipe": recipe,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "torch": str(torch.__version__),
+    }
+    save_checkpoint(
+        model,
+        out_dir / "default.pt",
+        include_backbone=False,
+        model_version=version,
+        data_fingerprint=fingerprint,
+        extra={"recipe": recipe, "quality": figures[0], "blend": blend},
+    )
     (out_dir / "default_heads_report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     kinds = list(ALL_DISTORTIONS)
     print(f"\nheld-out sources {HELD_OUT}: SRCC against distortion level (higher is better)")
     print(f"{'method':<34} {'all(6)':>7} {'all(8)':>7} " + " ".join(f"{k[:8]:>8}" for k in kinds))
     for f in figures:
-        print(f"{f['method']:<34} {f['srcc_all']:>7.3f} {f['srcc_all_8_kinds']:>7.3f} "
-              + " ".join(f"{f['per_distortion'][k]:>8.3f}" for k in kinds))
+        print(
+            f"{f['method']:<34} {f['srcc_all']:>7.3f} {f['srcc_all_8_kinds']:>7.3f} "
+            + " ".join(f"{f['per_distortion'][k]:>8.3f}" for k in kinds)
+        )
     print("demo images (photos | non-photos):")
     for k, v in demo_table.items():
         print(f"  {k:<30} {v}  non-photos below every photo: {demo_check[k]}")
-    print(f"wrote {out_dir / 'default.pt'} ({(out_dir / 'default.pt').stat().st_size / 1e6:.2f} MB), version {version}; "
-          f"{report['seconds']}")
+    print(
+        f"wrote {out_dir / 'default.pt'} ({(out_dir / 'default.pt').stat().st_size / 1e6:.2f} MB), version {version}; "
+        f"{report['seconds']}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def _houses_dev() -> Path | None:
     return houses_dev_dir()
 
 
-@pytest.mark.skipif(_houses_dev() is None, reason="houses-dev not present (../shared/data/houses-dev or GALLERYRANK_HOUSES_DEV)")
+@pytest.mark.skipif(
+    _houses_dev() is None, reason="houses-dev not present (../shared/data/houses-dev or GALLERYRANK_HOUSES_DEV)"
+)
 def test_calibrated_area_prior_on_held_out_houses(model, tmp_path):
     """Odd-numbered houses were never used to fit the prior (scripts/calibrate_area_prior.py); 30 per area."""
     from bench.houses import AREAS, house_number, houses_files
@@ -81,8 +83,9 @@ def test_calibrated_area_prior_on_held_out_houses(model, tmp_path):
     paths = [p for a in AREAS for p in [q for q in paths if q.parent.name == a][:30]]
     f = cached_features(model, paths, views=0, progress=False)
     with torch.inference_mode():
-        probs = model.heads(torch.from_numpy(f.pooled[:, 0]),
-                            model.quality_features.standardise(torch.from_numpy(f.quality[:, 0])))["area_logits"].softmax(1)
+        probs = model.heads(
+            torch.from_numpy(f.pooled[:, 0]), model.quality_features.standardise(torch.from_numpy(f.quality[:, 0]))
+        )["area_logits"].softmax(1)
     pred = [model.areas[i] for i in probs.argmax(1)]
     top1 = np.mean([p == q.parent.name for p, q in zip(pred, paths)])
     assert top1 >= 0.88, top1  # 0.94 on all 872 held-out photos

@@ -20,7 +20,7 @@ def scene(seed: int = 0, size: int = 224) -> np.ndarray:
     for _ in range(25):
         y, x = rng.integers(0, size - 20, 2)
         h, w = rng.integers(10, 80, 2)
-        a[y:y + h, x:x + w] = rng.uniform(0, 255, 3)
+        a[y : y + h, x : x + w] = rng.uniform(0, 255, 3)
     a += rng.normal(0, 6, a.shape)
     return a.clip(0, 255).astype(np.uint8)
 
@@ -65,9 +65,19 @@ def test_quality_features_export_to_onnx(tmp_path):
 
     q = QualityFeatures().eval()
     x = torch.from_numpy(np.stack([scene(1).transpose(2, 0, 1), scene(2).transpose(2, 0, 1)]).copy())
-    torch.onnx.export(q, (x,), str(tmp_path / "q.onnx"), dynamo=False, opset_version=17, input_names=["x"],
-                      output_names=["q"], dynamic_axes={"x": {0: "n"}, "q": {0: "n"}})
-    got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    torch.onnx.export(
+        q,
+        (x,),
+        str(tmp_path / "q.onnx"),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["q"],
+        dynamic_axes={"x": {0: "n"}, "q": {0: "n"}},
+    )
+    got = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()}
+    )[0]
     np.testing.assert_allclose(got, q(x).detach().numpy(), atol=1e-3, rtol=1e-4)
 
 
@@ -78,8 +88,8 @@ def scorer():
 
 def test_default_score_puts_non_photos_below_photos(scorer):
     """Generated non-photos (a text page, a star field, a flat grey texture) score below a real photo."""
-    from skimage import data
     from PIL import ImageDraw
+    from skimage import data
 
     page = Image.new("RGB", (400, 400), "white")
     d = ImageDraw.Draw(page)
@@ -114,7 +124,11 @@ def test_checkpoint_from_before_the_quality_features_loads_and_scores_the_same(t
     nf = model.backbone.num_features
     sd = ckpt["state_dict"]
     sd["aesthetic_head.1.weight"] = sd["aesthetic_head.1.weight"][:, :nf].clone()  # the old shape
-    for k in [k for k in sd if k.startswith(("quality_features.", "aesthetic_blend.")) or k.endswith(("area_bias", "temperature"))]:
+    for k in [
+        k
+        for k in sd
+        if k.startswith(("quality_features.", "aesthetic_blend.")) or k.endswith(("area_bias", "temperature"))
+    ]:
         del sd[k]
     torch.save(ckpt, path)
     loaded, _ = load_checkpoint(path)
