@@ -92,9 +92,9 @@ class HotelState:
         self.sources: set[tuple[str, int]] = set()  # (topic, partition)s whose events touched it
         # Live images, one row each; rows are reused, their order means nothing.
         self.row: dict[str, int] = {}
-        self._ids: list[str | None] = []
+        self._ids: list[str] = []  # "" for a free row
         self._free: list[int] = []
-        self._entries: list[bytes | None] = []
+        self._entries: list[bytes] = []
         self._models: list[str] = []
         self._model_counts: Counter[str] = Counter()
         self._row_areas: list[tuple[int, ...]] = []
@@ -264,8 +264,8 @@ class HotelState:
         self._grow(len(self.areas), self.dim or 0)
         row = self._free.pop() if self._free else len(self._ids)
         if row == len(self._ids):
-            self._ids.append(None)
-            self._entries.append(None)
+            self._ids.append("")
+            self._entries.append(b"")
             self._models.append("")
             self._row_areas.append(())
         self._ids[row] = image_id
@@ -291,7 +291,7 @@ class HotelState:
         self._area_live[list(cols)] += 1
         self._q[row] = 0
         self._has_q[row] = usable_q
-        if usable_q:
+        if usable_q and q is not None:
             self._q[row, : self.dim] = q
             self._norm2[row] = float(np.dot(q.astype(np.int64), q.astype(np.int64)))
         else:
@@ -336,8 +336,8 @@ class HotelState:
         self._model_counts[self._models[row]] -= 1
         if not self._model_counts[self._models[row]]:
             del self._model_counts[self._models[row]]
-        self._ids[row] = None
-        self._entries[row] = None
+        self._ids[row] = ""
+        self._entries[row] = b""
         self._has_q[row] = False
         self._has_phash[row] = False
         self._free.append(row)
@@ -385,7 +385,7 @@ class HotelState:
             areas,
             ids,
             self._aesthetic[order],
-            self._probs[np.ix_(order, cols)],
+            self._probs[np.ix_(order, np.asarray(cols, dtype=np.int64))],
             embeddings,
             has_q,
             self._phash[order],

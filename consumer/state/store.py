@@ -33,6 +33,7 @@ import asyncio
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -113,7 +114,7 @@ class HotelCache:
             self._states.move_to_end(key)
         return state
 
-    def put(self, key: tuple[str, str], state: HotelState, keep: set[tuple[str, str]] = frozenset()) -> None:
+    def put(self, key: tuple[str, str], state: HotelState, keep: AbstractSet[tuple[str, str]] = frozenset()) -> None:
         self.drop(key)
         self._states[key] = state
         self._weights[key] = state.weight
@@ -126,7 +127,7 @@ class HotelCache:
             self.images += state.weight - self._weights[key]
             self._weights[key] = state.weight
 
-    def evict(self, keep: set[tuple[str, str]] = frozenset()) -> None:
+    def evict(self, keep: AbstractSet[tuple[str, str]] = frozenset()) -> None:
         for key in list(self._states):
             if self.images <= self.max_images:
                 break
@@ -207,8 +208,14 @@ class GalleryStore:
         for _ in range(_MAX_CONFLICT_ROUNDS):
             if not pending:
                 break
-            states = {hid: self.cache.get((namespace, hid)) for hid in pending}
-            missing = [hid for hid, state in states.items() if state is None]
+            states: dict[str, HotelState] = {}
+            missing = []
+            for hid in pending:
+                cached = self.cache.get((namespace, hid))
+                if cached is None:
+                    missing.append(hid)
+                else:
+                    states[hid] = cached
             metrics.HOTEL_CACHE.labels(event="hit").inc(len(pending) - len(missing))
             if missing:
                 metrics.HOTEL_CACHE.labels(event="miss").inc(len(missing))
@@ -232,8 +239,8 @@ class GalleryStore:
     ) -> list[str]:
         """Decide, re-rank and write; returns the hotels to do again (conflicts)."""
 
-        def decide() -> list[tuple[str, list, int, int, bytes | None]]:
-            planned = []
+        def decide() -> list[tuple[str, list[bytes | str], int, int, bytes | None]]:
+            planned: list[tuple[str, list[bytes | str], int, int, bytes | None]] = []
             for hid in hotel_ids:
                 state = states[hid]
                 fields: dict[str, bytes] = {}
@@ -246,7 +253,7 @@ class GalleryStore:
                             applied += 1
                         else:
                             stale += 1
-                        if verdict.record is not None:
+                        if verdict.record is not None and isinstance(change, ImageState):
                             fields[change.image_id] = verdict.record
                         overrides_changed |= verdict.overrides
                     if not fields and not overrides_changed:
@@ -270,7 +277,7 @@ class GalleryStore:
         # so Kafka heartbeats and downloads keep flowing.
         planned = await asyncio.to_thread(decide)
         pipe = self.redis.pipeline(transaction=False)
-        scripted: list[tuple[str, int, int, bytes]] = []
+        scripted: list[tuple[str, int, int, bytes | None]] = []
         for hid, args, applied, stale, doc in planned:
             if not args:
                 result.stale += stale
@@ -326,7 +333,8 @@ class GalleryStore:
         return (await self._load(namespace, [hotel_id]))[hotel_id]
 
     async def hotel_records(self, namespace: str, hotel_id: str) -> dict[str, ImageState]:
-        fields = await self.redis.hgetall(keys.images_key(namespace, hotel_id))
+        key = keys.images_key(namespace, hotel_id)
+        fields: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         return {k.decode(): decode_record(k.decode(), v) for k, v in fields.items()}
 
     async def hotel_overrides(self, namespace: str, hotel_id: str) -> HotelOverrides:
