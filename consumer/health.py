@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
+from .interfaces import ScoringBackend
 from .metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ServiceStatus:
     def ok(self, name: str) -> None:
         self.waiting.pop(name, None)
 
-    def model_loaded(self, model, checkpoint: str | None) -> None:
+    def model_loaded(self, model: ScoringBackend, checkpoint: str | None) -> None:
         self.model = {
             "model_version": str(getattr(model, "model_version", "?")),
             "checkpoint": checkpoint or "(shipped default)",
@@ -112,15 +113,15 @@ async def start_health_server(
             status.checks.append(lambda: None if ready() else ("scorer", "not ready"))
     loop_at = last_loop_at or status.last_loop_at
 
-    async def metrics_handler(_):
+    async def metrics_handler(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def healthz(_):
+    async def healthz(_: web.Request) -> web.Response:
         age = max(0.0, time.monotonic() - loop_at())
         body = {"ok": age <= HEALTHY_LOOP_AGE_S, "loop_age_s": round(age, 3), "model": status.model}
         return web.json_response(body, status=200 if body["ok"] else 503)
 
-    async def readyz(_):
+    async def readyz(_: web.Request) -> web.Response:
         waiting = status.readiness()
         if not waiting:
             return web.json_response({"ready": True})

@@ -16,12 +16,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .health import ServiceStatus, start_health_server
+from .interfaces import RedisClient
 from .settings import Settings, mask_password
 from .stream.kafka import common_kwargs
 
@@ -31,7 +33,7 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 10.0
 _UNREACHABLE = (OSError, TimeoutError, KafkaError, RedisConnectionError, RedisTimeoutError)
 
 
-async def start_probes(settings: Settings, status: ServiceStatus):
+async def start_probes(settings: Settings, status: ServiceStatus) -> web.AppRunner | None:
     """The probe server on metrics_host:metrics_port (None when metrics_port is 0)."""
     if not settings.metrics_port:
         return None
@@ -61,10 +63,15 @@ async def wait_until_reachable(
             return
 
 
-async def wait_for_redis(redis, settings: Settings, status: ServiceStatus) -> None:
+async def wait_for_redis(redis: RedisClient, settings: Settings, status: ServiceStatus) -> None:
     where = mask_password(settings.redis_url)
     status.wait("redis", f"{where}: not checked yet")
-    await wait_until_reachable("redis", where, lambda: asyncio.wait_for(redis.ping(), 5.0), status)
+    await wait_until_reachable(
+        "redis",
+        where,
+        lambda: asyncio.wait_for(redis.ping(), 5.0),  # type: ignore[arg-type]  # redis-py: Awaitable[T] | T
+        status,
+    )
 
 
 async def wait_for_kafka(settings: Settings, status: ServiceStatus) -> None:

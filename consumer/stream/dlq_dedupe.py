@@ -23,6 +23,8 @@ import logging
 
 from redis.exceptions import RedisError
 
+from ..interfaces import RedisClient
+
 log = logging.getLogger(__name__)
 
 # Kafka's default retention is 7 days: a redo can only happen while the source
@@ -44,7 +46,9 @@ def marker_pattern(group_id: str) -> str:
 class DlqMarks:
     """Redis markers "this source record is already in the DLQ" for one consumer group."""
 
-    def __init__(self, redis, group_id: str, ttl_s: int = MARKER_TTL_S, timeout_s: float = MARKER_TIMEOUT_S):
+    def __init__(
+        self, redis: RedisClient, group_id: str, ttl_s: int = MARKER_TTL_S, timeout_s: float = MARKER_TIMEOUT_S
+    ):
         self.redis = redis
         self.group_id = group_id
         self.ttl_s = ttl_s
