@@ -89,7 +89,7 @@ class HotelState:
         self.applied: dict[str, Applied] = {}  # every image ever seen: live and deleted
         self.raw: dict[str, bytes] = {}  # their records as stored
         self.updated_ms = 0  # the newest event time applied (updated_at)
-        self.sources: set[tuple[str, int]] = set()  # (topic, partition)s whose events touched it
+        self.sources: set[tuple[str, int]] = set()  # (topic, partition)s whose events came here (revoke)
         # Live images, one row each; rows are reused, their order means nothing.
         self.row: dict[str, int] = {}
         self._ids: list[str] = []  # "" for a free row
@@ -115,10 +115,6 @@ class HotelState:
 
     # --- size --------------------------------------------------------------------------------
     @property
-    def live(self) -> int:
-        return len(self.row)
-
-    @property
     def weight(self) -> int:
         """What the cache bound counts: images held (live and deleted)."""
         return max(1, len(self.applied))
@@ -139,7 +135,7 @@ class HotelState:
         state.version = version or b""
         state.document = document
         state.overrides = decode_overrides(overrides)
-        state.updated_ms = state.overrides.changed_at() if not state.overrides.is_empty() else 0
+        state.updated_ms = state.overrides.changed_at()
         for key, raw in sorted(fields.items()):
             image_id = key.decode()
             rec, q = decode_stored(image_id, raw)
@@ -186,13 +182,10 @@ class HotelState:
     # --- changes -----------------------------------------------------------------------------
     def apply(self, change: ImageState | OverrideChange) -> Verdict:
         """Decide one change against the fences; when newer, apply it. Returns what Redis must store."""
+        self.sources.add((change.fence.topic, change.fence.partition))
         if isinstance(change, ImageState):
-            verdict = self._apply_image(change)
-        else:
-            verdict = self._apply_override(change)
-        if verdict.applied:
-            self.sources.add((change.fence.topic, change.fence.partition))
-        return verdict
+            return self._apply_image(change)
+        return self._apply_override(change)
 
     def _apply_override(self, change: OverrideChange) -> Verdict:
         refused = self.overrides.refused

@@ -246,23 +246,19 @@ class GalleryStore:
                 fields: dict[str, bytes] = {}
                 overrides_changed = False
                 applied = stale = 0
-                try:
-                    for change in by_hotel[hid]:
-                        verdict = state.apply(change)
-                        if verdict.applied:
-                            applied += 1
-                        else:
-                            stale += 1
-                        if verdict.record is not None and isinstance(change, ImageState):
-                            fields[change.image_id] = verdict.record
-                        overrides_changed |= verdict.overrides
-                    if not fields and not overrides_changed:
-                        planned.append((hid, [], 0, stale, None))
-                        continue
-                    doc = state.render() if applied else state.document or state.render()
-                except Exception:
-                    self.cache.drop((namespace, hid))  # half-applied: never reuse it
-                    raise
+                for change in by_hotel[hid]:
+                    verdict = state.apply(change)
+                    if verdict.applied:
+                        applied += 1
+                    else:
+                        stale += 1
+                    if verdict.record is not None and isinstance(change, ImageState):
+                        fields[change.image_id] = verdict.record
+                    overrides_changed |= verdict.overrides
+                if not fields and not overrides_changed:
+                    planned.append((hid, [], 0, stale, None))
+                    continue
+                doc = state.render() if applied else state.document or state.render()
                 args: list[bytes | str] = [
                     state.version,
                     doc if doc != state.document else "",
@@ -275,7 +271,12 @@ class GalleryStore:
 
         # Deciding and ranking are CPU work: one hop off the event loop for the whole batch,
         # so Kafka heartbeats and downloads keep flowing.
-        planned = await asyncio.to_thread(decide)
+        try:
+            planned = await asyncio.to_thread(decide)
+        except BaseException:
+            for hid in hotel_ids:  # changed in memory but not written: never reuse them
+                self.cache.drop((namespace, hid))
+            raise
         pipe = self.redis.pipeline(transaction=False)
         scripted: list[tuple[str, int, int, bytes | None]] = []
         for hid, args, applied, stale, doc in planned:
