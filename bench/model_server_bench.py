@@ -129,14 +129,15 @@ class Consumers:
     def pgids(self) -> set[int]:
         return {p.pid for p in self.procs}
 
-    def all_ready(self) -> bool:
+    def ready_count(self) -> int:
+        """How many answer /readyz 200 (model loaded, Redis answered, partitions assigned)."""
+        ready = 0
         for p, port in zip(self.procs, self.ports):
             if p.poll() is not None:
                 self.logs[self.procs.index(p)].seek(0)
                 raise RuntimeError(f"consumer exited {p.returncode}: {self.logs[self.procs.index(p)].read()[-3000:]!r}")
-            if http_text(f"http://127.0.0.1:{port}/readyz") is None:
-                return False
-        return True
+            ready += http_text(f"http://127.0.0.1:{port}/readyz") is not None
+        return ready
 
     def batch_mean(self) -> float:
         # A busy scorer's event loop may take seconds to answer: a short timeout read as 0 on the H200.
@@ -235,9 +236,9 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
     consumers = Consumers(n, env, a.python)
     try:
         t_start = time.monotonic()
-        while not consumers.all_ready():
+        while (ready := consumers.ready_count()) < n:
             if time.monotonic() - t_start > a.start_timeout:
-                raise TimeoutError(f"{n} consumers not ready after {a.start_timeout} s")
+                raise TimeoutError(f"{ready} of {n} consumers ready after {a.start_timeout} s")
             await asyncio.sleep(0.5)
         await asyncio.sleep(a.settle)  # the group's last rebalance
         startup_s = time.monotonic() - t_start
