@@ -13,8 +13,9 @@ local file the user names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -97,18 +98,19 @@ def efficientnet_lite0_weights_path() -> str:
 def _build_efficientnet_lite0(weights: str | None) -> Backbone:
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    # Any: timm's EfficientNet attributes (forward_features, classifier, num_features) are not on nn.Module.
+    net: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if weights == DEFAULT_WEIGHTS:
         weights = efficientnet_lite0_weights_path()
     if weights is not None:
         load_state_dict_by_order(net, _read_state_dict(weights), f"efficientnet_lite0 from {weights}")
 
     class _Features(nn.Module):  # timm's forward_features: stem, blocks, conv_head+bn2 (1280 ch)
-        def __init__(self, net):
+        def __init__(self, net: Any) -> None:
             super().__init__()
             self.net = net
 
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net.forward_features(x)
 
     head = net.classifier
@@ -116,7 +118,11 @@ def _build_efficientnet_lite0(weights: str | None) -> Backbone:
     return Backbone("efficientnet_lite0", _Features(net), net.num_features, head)
 
 
-def _torchvision_loader(arch: str, num_features: int, head_of: Callable[[nn.Module], nn.Module | None]):
+def _torchvision_loader(
+    arch: str, num_features: int, head_of: Callable[[Any], nn.Module | None]
+) -> Callable[[str | None], Backbone]:
+    """`head_of` gets the torchvision model (untyped: Any)."""
+
     def build(weights: str | None) -> Backbone:
         import torchvision
 
@@ -137,7 +143,7 @@ def _torchvision_loader(arch: str, num_features: int, head_of: Callable[[nn.Modu
     return build
 
 
-def _mobilenet_v3_head(net: nn.Module) -> nn.Module:
+def _mobilenet_v3_head(net: Any) -> nn.Module:
     return net.classifier  # Linear(960,1280) -> Hardswish -> Dropout -> Linear(1280,1000), on pooled
 
 

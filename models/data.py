@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class Sample:
 
 
 def open_image(path: Path) -> Image.Image:
-    img = Image.open(path)
+    img: Image.Image = Image.open(path)
     img = ImageOps.exif_transpose(img)
     return img.convert("RGB")
 
@@ -128,15 +128,15 @@ class TrainAugment:
         self.rng = random.Random(seed)
 
     def __call__(self, img: Image.Image) -> np.ndarray:
-        img = img.convert("RGB").resize((self.resize_to, self.resize_to), Image.BILINEAR)
+        img = img.convert("RGB").resize((self.resize_to, self.resize_to), Image.Resampling.BILINEAR)
         if self.rotate_degrees:
             angle = self.rng.uniform(-self.rotate_degrees, self.rotate_degrees)
-            img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+            img = img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
         x = self.rng.randint(0, self.resize_to - self.size)
         y = self.rng.randint(0, self.resize_to - self.size)
         img = img.crop((x, y, x + self.size, y + self.size))
         if self.rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return preprocess_image(img, self.size)
 
 
@@ -144,13 +144,13 @@ def serving_transform(size: int = INPUT_SIZE) -> Callable[[Image.Image], np.ndar
     return lambda img: preprocess_image(img, size)
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Samples -> (uint8 image tensor, target). Target: area index or normalised 10-bin distribution."""
 
     def __init__(self, samples: list[Sample], transform: Callable[[Image.Image], np.ndarray], cache: bool = True):
         self.samples = samples
         self.transform = transform
-        self._cache: dict[int, Image.Image] = {} if cache else None  # decoded once: small data sets on CPU
+        self._cache: dict[int, Image.Image] | None = {} if cache else None  # decoded once: small data sets on CPU
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -164,7 +164,7 @@ class ImageDataset(torch.utils.data.Dataset):
             self._cache[i] = img
         return self._cache[i]
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples[i]
         x = torch.from_numpy(self.transform(self.image(i)))
         if s.votes is not None:

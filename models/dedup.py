@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 COSINE_THRESHOLD = 0.9  # imagededup's CNN near-duplicate threshold
 HASH_DISTANCE = 4  # pHash bits (of 64) for a near duplicate
@@ -30,7 +35,7 @@ class SplitReport:
     n_val: int
     removed: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["removed"] = d["removed"][:50]
         return d
@@ -52,7 +57,7 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def perceptual_hashes(images) -> np.ndarray:
+def perceptual_hashes(images: Sequence[Image.Image]) -> np.ndarray:
     """64-bit pHash (imagehash) of each PIL image as a (N, 64) bool array."""
     import imagehash
 
@@ -93,7 +98,7 @@ def duplicate_groups(
 
 
 def split_without_leaks(
-    labels: list, hashes: np.ndarray, embeddings: np.ndarray | None = None, *,
+    labels: Sequence[Hashable], hashes: np.ndarray, embeddings: np.ndarray | None = None, *,
     val_fraction: float = 0.2, seed: int = 0, names: list[str] | None = None,
     hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD,
 ) -> tuple[list[int], list[int], SplitReport]:
@@ -115,7 +120,7 @@ def split_without_leaks(
     groups: dict[int, list[int]] = defaultdict(list)
     for i in keep:
         groups[near_root[i]].append(i)
-    by_label: dict = defaultdict(list)
+    by_label: dict[Hashable, list[list[int]]] = defaultdict(list)
     for members in groups.values():
         by_label[labels[members[0]]].append(members)
     rng = random.Random(seed)

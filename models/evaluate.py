@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def evaluate(
         if unknown:
             raise ValueError(f"folders {unknown} are not areas of this model ({model.areas})")
         out = score_samples(model, samples, batch_size)
-        y_true = np.array([model.areas.index(classes[s.label]) for s in samples])
+        y_true = np.array([model.areas.index(classes[cast(int, s.label)]) for s in samples])  # tagger samples: labelled
         tag = classification_report(y_true, out.area_probs.argmax(1), model.areas)
         png = report_path.with_suffix(".confusion.png")
         plot_confusion(np.array(tag["confusion_matrix"]), model.areas, png, f"area tagger\n{model.model_version}")

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ import torch
 from .checkpoint import state_fingerprint
 from .defaults import load_model
 from .network import GalleryNet
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def cached_graph(model: GalleryNet, cache_dir: str | None = None) -> Path:
     return path
 
 
-def make_session(path: str | Path, device: str = "cpu", num_threads: int | None = None):
+def make_session(path: str | Path, device: str = "cpu", num_threads: int | None = None) -> ort.InferenceSession:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -80,7 +84,9 @@ def make_session(path: str | Path, device: str = "cpu", num_threads: int | None 
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
-def onnx_session_for(model: GalleryNet, cache_dir: str | None, device: str = "cpu", num_threads: int | None = None):
+def onnx_session_for(
+    model: GalleryNet, cache_dir: str | None, device: str = "cpu", num_threads: int | None = None
+) -> ort.InferenceSession:
     return make_session(cached_graph(model, cache_dir), device=device, num_threads=num_threads)
 
 
@@ -98,7 +104,7 @@ def parity(model: GalleryNet, onnx_path: str | Path, batch: np.ndarray) -> dict[
 
 
 def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, parity_images: int = 8,
-                seed: int = 0) -> dict:
+                seed: int = 0) -> dict[str, Any]:
     """Export a checkpoint's (None: the default model's) scoring graph to ``out`` and check parity.
 
     Parity inputs: ``parity_images`` random uint8 images plus the skimage sample photos

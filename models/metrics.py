@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 from scipy import stats
 
@@ -9,7 +12,7 @@ BINS = np.arange(1, 11, dtype=np.float64)
 HIGH_QUALITY_THRESHOLD = 5.0  # NIMA / AVA 2-class split on the mean score
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Top-1 accuracy, per-class precision/recall/support and the confusion matrix (rows = truth)."""
     k = len(classes)
     cm = np.zeros((k, k), dtype=np.int64)
@@ -36,7 +39,7 @@ def emd_numpy(p: np.ndarray, q: np.ndarray, r: float = 2.0) -> np.ndarray:
     return (np.abs(d) ** r).mean(axis=1) ** (1.0 / r)
 
 
-def aesthetic_report(pred_dist: np.ndarray, true_dist: np.ndarray) -> dict:
+def aesthetic_report(pred_dist: np.ndarray, true_dist: np.ndarray) -> dict[str, Any]:
     """LCC, SRCC of mean scores, mean EMD (r=2), 2-class accuracy at mean score 5."""
     pred_mean, true_mean = pred_dist @ BINS, true_dist @ BINS
     n = len(pred_mean)
@@ -52,7 +55,7 @@ def aesthetic_report(pred_dist: np.ndarray, true_dist: np.ndarray) -> dict:
     }
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path, title: str = "area tagger") -> None:
+def plot_confusion(cm: np.ndarray, classes: list[str], path: str | os.PathLike[str], title: str = "area tagger") -> None:
     import matplotlib
 
     matplotlib.use("Agg")

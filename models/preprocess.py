@@ -19,7 +19,7 @@ def preprocess_image(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
     """RGB, squash-resize to (size, size), return uint8 array of shape (3, size, size)."""
     rgb = img.convert("RGB")
     if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
 
 
