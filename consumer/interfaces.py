@@ -1,12 +1,18 @@
 """The types the consumer's collaborators are passed around as (for readers and mypy).
 
 - `RedisClient`: a standalone or a cluster client (runtime.redis_client builds either).
+- `RedisPipeline`: a pipeline of either (`redis.pipeline(...)`).
 - `KafkaRecord`: one fetched aiokafka record of the input topic (key = hotel_id, JSON value).
 - `ScoringBackend`: what the consumer calls on a model; models.scoring.ScoringModel
   (in process) and models.triton_client.TritonScoringModel (a model server) both
   satisfy it structurally, neither imports this module.
 
 Nothing here does anything at run time beyond defining the names.
+
+redis-py annotates the asyncio commands it shares with the sync client as
+`Awaitable[T] | T`, so mypy refuses `await redis.hgetall(...)` and the like; those
+lines carry `# type: ignore[misc]  # redis-py: Awaitable[T] | T` (a stub problem,
+not ours: on an asyncio client every command returns an awaitable).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     from galleryrank.models.scoring import ScoreOutput
 
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+RedisPipeline: TypeAlias = "Pipeline | ClusterPipeline"
 KafkaRecord: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 

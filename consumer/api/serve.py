@@ -127,7 +127,7 @@ async def search_hotels(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        await request.app[REDIS_KEY].ping()  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+        await request.app[REDIS_KEY].ping()  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     except Exception as exc:  # any Redis failure means this reader cannot serve
         return _error(503, "redis_unavailable", f"{type(exc).__name__}: {exc}"[:200])
     return web.json_response({"status": "ok"})

@@ -205,7 +205,7 @@ class Handover(ScorerControl):
         # Nothing of these partitions may be processed before this check: wait for Redis here
         # (it is needed for every write anyway).
         markers = await _retrying(
-            lambda: self.redis.hmget(markers_key(self.group_id), fields),  # type: ignore[arg-type, return-value]  # redis-py types async commands as Awaitable[T] | T
+            lambda: self.redis.hmget(markers_key(self.group_id), fields),  # type: ignore[arg-type, return-value]  # redis-py: Awaitable[T] | T
             "reading hand-over markers",
         )
         meta = await _retrying(lambda: namespaces.read_meta(self.redis, self.current), "reading namespace meta")
@@ -261,7 +261,7 @@ class Handover(ScorerControl):
                 log.warning("hand-over commit of partition %d failed (%s); the next owner redoes it", tp.partition, exc)
                 continue
             try:
-                await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+                await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
             except _REDIS_DOWN:
                 self._pending[tp] = None  # committed already; only the marker is left to write
 
@@ -337,7 +337,7 @@ class Handover(ScorerControl):
                 log.warning("hand-over of partition %d failed (%s); its next owner redoes it", tp.partition, exc)
                 continue
             await _retrying(
-                lambda tp=tp: self.redis.hset(markers_key(self.group_id), _field(tp), new),  # type: ignore[arg-type, return-value]  # redis-py types async commands as Awaitable[T] | T
+                lambda tp=tp: self.redis.hset(markers_key(self.group_id), _field(tp), new),  # type: ignore[arg-type, return-value]  # redis-py: Awaitable[T] | T
                 "writing a hand-over marker",
             )
             if target < position:

@@ -96,14 +96,14 @@ markers_key = keys.handover_key
 
 
 async def read_meta(redis: RedisClient, namespace: str) -> dict[str, str]:
-    raw = await redis.hgetall(keys.meta_key(namespace))  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+    raw = await redis.hgetall(keys.meta_key(namespace))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return {_text(k): _text(v) for k, v in raw.items()}
 
 
 async def write_meta(redis: RedisClient, namespace: str, **fields: object) -> None:
     clean = {k: ("" if v is None else str(v)) for k, v in fields.items()}
     if clean:
-        await redis.hset(keys.meta_key(namespace), mapping=clean)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+        await redis.hset(keys.meta_key(namespace), mapping=clean)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
 
 
 async def describe(redis: RedisClient, namespace: str, model_version: str, checkpoint: str | None) -> None:
@@ -132,9 +132,9 @@ def end_fields(offsets: dict[int, int]) -> dict[str, int]:
 async def raise_end_offset(redis: RedisClient, namespace: str, partition: int, offset: int) -> None:
     """end:<partition> = max(current, offset): both a replay and the live consumer may have filled it."""
     field = f"{END_PREFIX}{partition}"
-    current = await redis.hget(keys.meta_key(namespace), field)  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+    current = await redis.hget(keys.meta_key(namespace), field)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     if current is None or int(current) < offset:
-        await redis.hset(keys.meta_key(namespace), field, str(offset))  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+        await redis.hset(keys.meta_key(namespace), field, str(offset))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
 
 
 @dataclass
@@ -212,7 +212,7 @@ class PromotePending(NamespaceError):
 async def _markers(redis: RedisClient, group_id: str, topic: str | None) -> dict[int, str]:
     """partition -> namespace, from the live group's hand-over markers (of `topic` if given)."""
     out: dict[int, str] = {}
-    for k, v in (await redis.hgetall(markers_key(group_id))).items():  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+    for k, v in (await redis.hgetall(markers_key(group_id))).items():  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         name, _, partition = _text(k).rpartition(":")
         if topic is None or name == topic:
             out[int(partition)] = _text(v)
@@ -244,7 +244,7 @@ async def complete_promote(redis: RedisClient, target: str) -> None:
     """Point `galleryrank:active` at `target` (one SET) and clear the request if it still names it."""
     await redis.set(keys.ACTIVE_KEY, target)
     # Compare-and-delete in one script on one key (works on Redis Cluster too): a newer request stays.
-    await redis.eval(  # type: ignore[misc]  # redis-py types async commands as Awaitable[T] | T
+    await redis.eval(  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         1,
         PROMOTING_KEY,

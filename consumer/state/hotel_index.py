@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..interfaces import RedisClient, RedisPipeline
 from . import keys
 
 _TO_ZSET_LUA = """
@@ -43,59 +44,59 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def add(pipe, namespace: str, hotel_ids: Iterable[str]) -> None:
+def add(pipe: RedisPipeline, namespace: str, hotel_ids: Iterable[str]) -> None:
     """Queue on ``pipe`` (a pipeline or a client) the addition of ``hotel_ids`` to the index."""
     ids = list(hotel_ids)
     if ids:
         pipe.eval(_TO_ZSET_LUA, 1, keys.hotels_key(namespace), *ids)
 
 
-async def migrate(redis, namespace: str) -> bool:
+async def migrate(redis: RedisClient, namespace: str) -> bool:
     """Turn an old SET index into the sorted set; True when there was one to convert."""
     key = keys.hotels_key(namespace)
     if _text(await redis.type(key)) != "set":
         return False
-    await redis.eval(_TO_ZSET_LUA, 1, key)
+    await redis.eval(_TO_ZSET_LUA, 1, key)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return True
 
 
-async def _kind(redis, key: str) -> str:
+async def _kind(redis: RedisClient, key: str) -> str:
     return _text(await redis.type(key))
 
 
-async def count(redis, namespace: str) -> int:
+async def count(redis: RedisClient, namespace: str) -> int:
     key = keys.hotels_key(namespace)
     kind = await _kind(redis, key)
     if kind == "zset":
         return int(await redis.zcard(key))
     if kind == "set":
-        return int(await redis.scard(key))
+        return int(await redis.scard(key))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return 0
 
 
-async def members(redis, namespace: str) -> list[str]:
+async def members(redis: RedisClient, namespace: str) -> list[str]:
     """Every hotel id, sorted (reads the whole index: for operations, not for requests)."""
     key = keys.hotels_key(namespace)
     kind = await _kind(redis, key)
     if kind == "zset":
         return [_text(m) for m in await redis.zrange(key, 0, -1)]
     if kind == "set":
-        return sorted(_text(m) for m in await redis.smembers(key))
+        return sorted(_text(m) for m in await redis.smembers(key))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return []
 
 
-async def sample(redis, namespace: str, n: int) -> set[str]:
+async def sample(redis: RedisClient, namespace: str, n: int) -> set[str]:
     """Up to ``n`` distinct hotel ids chosen at random (all of them when there are fewer)."""
     key = keys.hotels_key(namespace)
     kind = await _kind(redis, key)
     if kind == "zset":
         return {_text(m) for m in await redis.zrandmember(key, n)}
     if kind == "set":
-        return {_text(m) for m in await redis.srandmember(key, n)}
+        return {_text(m) for m in await redis.srandmember(key, n)}  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return set()
 
 
-async def search(redis, namespace: str, prefix: str, limit: int) -> tuple[list[str], bool]:
+async def search(redis: RedisClient, namespace: str, prefix: str, limit: int) -> tuple[list[str], bool]:
     """(the first ``limit`` hotel ids starting with ``prefix``, in byte order; whether there are more)."""
     key = keys.hotels_key(namespace)
     kind = await _kind(redis, key)
