@@ -36,11 +36,10 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from galleryrank.ranking.types import RankingConfig
 
 from .. import metrics
+from ..interfaces import RedisClient, RedisPipeline
 from . import hotel_index, keys
 from .hotel import HotelState
 from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
@@ -153,12 +152,13 @@ class HotelCache:
 
 class GalleryStore:
     def __init__(
-        self, redis: aioredis.Redis, ranking: RankingConfig | None = None, cache_images: int = DEFAULT_CACHE_IMAGES
+        self, redis: RedisClient, ranking: RankingConfig | None = None, cache_images: int = DEFAULT_CACHE_IMAGES
     ):
         self.redis = redis
         self.ranking = ranking or RankingConfig()
         self.cache = HotelCache(cache_images)
-        self._apply = redis.register_script(_APPLY_LUA)
+        # redis-py types register_script's self as the standalone client; RedisCluster has it too.
+        self._apply = redis.register_script(_APPLY_LUA)  # type: ignore[misc]
         limit_blas_threads()
 
     async def active_namespace(self) -> str:
@@ -325,7 +325,7 @@ class GalleryStore:
         return retry
 
     @staticmethod
-    def _index(pipe, namespace: str, hotel_ids: list[str]) -> None:
+    def _index(pipe: RedisPipeline, namespace: str, hotel_ids: list[str]) -> None:
         hotel_index.add(pipe, namespace, hotel_ids)  # sorted set: the read API searches it by prefix
 
     # --- reads and tools -------------------------------------------------------------------

@@ -22,7 +22,8 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import metrics
 from ..tasks import cancel_and_wait
-from .store import ApplyResult, Change, GalleryStore
+from .store import ApplyResult, Change
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,29 @@ DEFAULT_COALESCE_S = 0.2
 # and in a backlog the in-flight cap is not spent waiting.
 ENOUGH_TO_WRITE = 32
 
-Pending = tuple[Change, asyncio.Future]
+Pending = tuple[Change, asyncio.Future[None]]
+
+
+class HotelStore(Protocol):
+    """The hotel store as the writer and the scorer use it (state/store.py's GalleryStore)."""
+
+    async def apply(self, namespace: str, changes: Iterable[tuple[str, Change]]) -> ApplyResult:
+        """Apply (hotel_id, change) pairs in `namespace`: one decision, re-rank and fenced write per hotel."""
+        ...
+
+    async def active_namespace(self) -> str:
+        """The namespace galleryrank:active names now."""
+        ...
+
+    def forget(self, partitions: Iterable[tuple[str, int]] | None = None) -> int:
+        """Drop cached hotels fed by these (topic, partition)s (None: all); returns how many."""
+        ...
 
 
 class StateWriter:
     def __init__(
         self,
-        store: GalleryStore,
+        store: HotelStore,
         namespace: Callable[[], Awaitable[str]],
         backoff_max_s: float = 5.0,
         coalesce_s: float = DEFAULT_COALESCE_S,
@@ -76,7 +93,7 @@ class StateWriter:
         self._pending: dict[str, list[Pending]] = {}
         self._due: OrderedDict[str, float] = OrderedDict()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.backoff_max_s = backoff_max_s
         self.totals = ApplyResult()
 
@@ -88,7 +105,7 @@ class StateWriter:
 
     async def write(self, hotel_id: str, change: Change) -> None:
         """Resolves once the change (or its no-op verdict) is durable in Redis."""
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting = self._pending.get(hotel_id)
         if waiting is None:
             waiting = self._pending[hotel_id] = []
@@ -124,11 +141,11 @@ class StateWriter:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max_s)
 
-    def _take_due(self) -> list[tuple[str, Change, asyncio.Future]] | float:
+    def _take_due(self) -> list[tuple[str, Change, asyncio.Future[None]]] | float:
         """The changes of the hotels whose windows ended (at most MAX_HOTELS_PER_WRITE hotels,
         about MAX_CHANGES_PER_WRITE changes), or the seconds until the next window ends."""
         now = time.monotonic()
-        batch: list[tuple[str, Change, asyncio.Future]] = []
+        batch: list[tuple[str, Change, asyncio.Future[None]]] = []
         hotels = 0
         while self._due and hotels < MAX_HOTELS_PER_WRITE and len(batch) < MAX_CHANGES_PER_WRITE:
             hotel_id, due = next(iter(self._due.items()))
@@ -158,7 +175,7 @@ class StateWriter:
             if batch:
                 await self._write_chunk(batch)
 
-    async def _write_chunk(self, live: list[tuple[str, Change, asyncio.Future]]) -> None:
+    async def _write_chunk(self, live: list[tuple[str, Change, asyncio.Future[None]]]) -> None:
         try:
             result = await self._apply_with_retry([(h, c) for h, c, _ in live])
         except Exception as exc:  # a non-transient bug: fail these events loudly, keep running

@@ -39,7 +39,7 @@ from ..state.document import ranking_config
 from ..state.overrides import HideChange, OverrideChange, PinChange
 from ..state.records import Fence, ImageState
 from ..state.store import GalleryStore
-from ..state.writer import StateWriter
+from ..state.writer import HotelStore, StateWriter
 from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
@@ -157,7 +157,7 @@ class GalleryScorer:
         """
         self.settings = settings
         self.model = model
-        self.store = GalleryStore(
+        self.store: HotelStore = GalleryStore(
             redis,
             ranking_config(settings.ranking_strategy, settings.ranking_diversity),
             cache_images=settings.hotel_cache_images,
