@@ -48,6 +48,8 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
+from ..interfaces import KafkaRecord
+
 # Scores are rounded to 1/1000 before storage and ranking, so that a replay that
 # batches images differently (float sums differ in the last bits) still produces
 # byte-identical gallery documents.
@@ -91,7 +93,7 @@ class Fence:
     timestamp: int = -1  # the Kafka record's timestamp, ms since the epoch; -1 = unknown
 
     @classmethod
-    def of(cls, record, occurred_at: str | None) -> Fence:
+    def of(cls, record: KafkaRecord, occurred_at: str | None) -> Fence:
         """The fence of an aiokafka ConsumerRecord carrying an event with this ``occurred_at``."""
         ts = record.timestamp if isinstance(record.timestamp, int) else -1
         return cls(record.partition, record.offset, record.topic, parse_occurred_at(occurred_at), ts)
