@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-import numpy as np
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing this module loads nothing
+    import numpy as np
+    import redis.asyncio as aioredis
     from aiokafka.structs import ConsumerRecord
+    from redis.asyncio.client import Pipeline
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
     from galleryrank.models.scoring import ScoreOutput
 
@@ -37,7 +36,7 @@ KafkaRecord: TypeAlias = "ConsumerRecord[bytes, bytes]"
 class ScoringBackend(Protocol):
     """A scoring model as the consumer uses it: one `score` call per micro-batch and a few labels.
 
-    `score` takes (N, 3, input_size, input_size) float32 pixels (models.preprocess) and
+    `score` takes (N, 3, input_size, input_size) uint8 pixels (models.preprocess_image) and
     returns the batch's aesthetic distributions, area probabilities (columns in `areas`
     order) and embeddings. It runs on the batcher's model thread, one call at a time.
     """

@@ -10,12 +10,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
 from ..logs import setup_logging
 from .options import settings_options, split_settings
+
+if TYPE_CHECKING:
+    from ..interfaces import RedisClient
+    from ..settings import Settings
+
+_T = TypeVar("_T")
 
 
 def _fail(message: str) -> NoReturn:
@@ -23,7 +30,7 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-async def _with_redis(settings, work):
+async def _with_redis(settings: Settings, work: Callable[[RedisClient], Awaitable[_T]]) -> _T:
     from ..runtime import redis_client
 
     redis = redis_client(settings)
@@ -79,7 +86,7 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
     model = load_model(settings, checkpoint)  # with the ONNX export on the first use of a model
     loading_s = time.monotonic() - launched
 
-    async def work(redis):
+    async def work(redis: RedisClient):
         return await run_replay(
             settings,
             namespace,
@@ -145,7 +152,7 @@ def promote(target, force, wait_s, **kwargs) -> None:
     from ..bluegreen.namespaces import NamespaceError, PromotePending, has_live_group
     from ..bluegreen.namespaces import promote as do_promote
 
-    async def work(redis):
+    async def work(redis: RedisClient):
         live = await has_live_group(redis, settings.group_id, settings.topic)
         previous = await do_promote(
             redis, target, force=force, group_id=settings.group_id, topic=settings.topic, wait_s=wait_s
@@ -248,7 +255,7 @@ def drop(target, yes, **kwargs) -> None:
         drop as do_drop,
     )
 
-    async def work(redis):
+    async def work(redis: RedisClient):
         validate_name(target)
         if target == await active_namespace(redis):
             raise NamespaceError(f"namespace {target!r} is active; promote another one first")
@@ -290,7 +297,7 @@ def rerank(hotels, strategy, diversity, **kwargs) -> None:
     except (KeyError, ValueError) as exc:
         _fail(str(exc))
 
-    async def work(redis):
+    async def work(redis: RedisClient):
         namespace = settings.namespace or await active_namespace(redis)
         store = GalleryStore(redis, config)
         known = await store.hotel_ids(namespace)
