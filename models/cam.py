@@ -45,7 +45,7 @@ def class_activation_maps(model: GalleryNet, batch: np.ndarray, area_indices: li
 
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic upsampling of one (h, w) map to PIL ``size`` (w, h), then normalised to [0, 1]."""
-    return normalise_map(np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BICUBIC)))
+    return normalise_map(np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC)))
 
 
 def overlay(img: Image.Image, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
