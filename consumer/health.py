@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 from .interfaces import ScoringBackend
 from .metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from .stream.scorer import GalleryScorer
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class ServiceStatus:
         self.started_at = time.monotonic()
         self.waiting: dict[str, str] = {"model": "not loaded yet", "kafka": "no partitions assigned yet"}
         self.model: dict[str, str] = {}
-        self.scorer = None
+        self.scorer: GalleryScorer | None = None
         self.checks: list[Callable[[], tuple[str, str] | None]] = []
 
     def wait(self, name: str, why: str) -> None:
@@ -61,7 +65,7 @@ class ServiceStatus:
         )
         self.ok("model")
 
-    def attach(self, scorer, decode_budget_s: float) -> None:
+    def attach(self, scorer: GalleryScorer, decode_budget_s: float) -> None:
         """Follow a built scorer: its loop for liveness, its assignment and decode stage for readiness."""
         self.scorer = scorer
         pool = getattr(scorer, "decode_pool", None)
