@@ -13,8 +13,9 @@ Per (mode, N): a fresh topic (16 partitions) and group; the N processes start an
 join first, then E events are published, and the rate is taken between 10 % and
 90 % of the events committed (durable in Redis), so start-up and the tail do not
 count. Printed per row: events/s, CPU-ms per event of the consumers and of the
-model server (utime+stime from /proc/<pid>/stat over the same window), the mean
-batch the model ran (server: Triton's nv_inference_count / nv_inference_exec_count;
+model server (utime+stime from /proc/<pid>/stat, from the first event published to
+the last committed: scorers decode ahead of the model, so a 10-90 % window would miss
+much of the decode of a short run), the mean batch the model ran (server: Triton's nv_inference_count / nv_inference_exec_count;
 in-process: galleryrank_batch_size from each consumer's /metrics), the load average.
 
     python -m bench.model_server_bench --quick                      # this 2-core machine: N = 1, 2
@@ -252,8 +253,9 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         await checker.start()
         partitions = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
         server_counts0 = server.counts() if server else (0.0, 0.0)
-        publisher = asyncio.create_task(publish(settings, events))
         pg_consumers, pg_server = consumers.pgids(), ({server.proc.pid} if server else set())
+        cpu0 = (group_cpu_s(pg_consumers), group_cpu_s(pg_server))
+        publisher = asyncio.create_task(publish(settings, events))
         marks: dict[float, tuple[float, float, float]] = {}
         deadline = time.monotonic() + a.run_timeout
         done = 0
@@ -265,9 +267,10 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
                 if frac not in marks and done >= frac * a.events:
                     marks[frac] = (time.monotonic(), group_cpu_s(pg_consumers), group_cpu_s(pg_server))
             await asyncio.sleep(0.05)
+        cpu1 = (group_cpu_s(pg_consumers), group_cpu_s(pg_server))
         await publisher
         await checker.stop()
-        (t1, c1, s1), (t9, c9, s9) = marks[0.1], marks[0.9]
+        (t1, _, _), (t9, _, _) = marks[0.1], marks[0.9]
         window_events = 0.8 * a.events
         if server:
             count, execs = (x - y for x, y in zip(server.counts(), server_counts0))
@@ -277,8 +280,8 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         row = {
             "mode": mode, "processes": n, "events": a.events,
             "events_per_s": window_events / (t9 - t1) if t9 > t1 else float("nan"),
-            "consumer_cpu_ms_per_event": 1000 * (c9 - c1) / window_events,
-            "server_cpu_ms_per_event": 1000 * (s9 - s1) / window_events if server else None,
+            "consumer_cpu_ms_per_event": 1000 * (cpu1[0] - cpu0[0]) / a.events,
+            "server_cpu_ms_per_event": 1000 * (cpu1[1] - cpu0[1]) / a.events if server else None,
             "mean_batch": batch, "startup_s": startup_s, "load_avg": os.getloadavg()[0],
         }  # fmt: skip
         log(json.dumps(row))
