@@ -143,7 +143,7 @@ def serve(a: argparse.Namespace) -> int:
     )
     # Not `with Triton(...)`: entering it connects, and bind() would then load the model at once,
     # before the parameters below are in its config.
-    triton = Triton(config=config)
+    triton = Triton(config=config, workspace=a.workspace)
     try:
         triton.bind(
             model_name=MODEL_NAME,
@@ -197,6 +197,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--max-batch-size", type=int, default=0, help="Default: the repository's config.pbtxt")
     p.add_argument("--preferred-batch-sizes", default="16,32,64", help="Comma-separated; the dynamic batcher's goal")
+    p.add_argument(
+        "--workspace", default=None, help="PyTriton's working folder (default: a new one under ~/.cache/pytriton)"
+    )
     p.add_argument("--queue-delay-us", type=int, default=2000, help="Longest a request waits for batch company")
     return p.parse_args(argv)
 

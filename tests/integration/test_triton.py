@@ -55,6 +55,7 @@ class ModelServer:
             self.python, str(SERVER_SCRIPT), "--repository", str(self.repository),
             "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
             "--metrics-port", str(self.metrics_port), "--threads", "1", "--queue-delay-us", "2000",
+            "--workspace", str(self.repository.parent / f"workspace-{self.grpc_port}-{time.monotonic_ns()}"),
         ]  # fmt: skip
         self.log = self.repository.parent / f"model-server-{self.grpc_port}.log"
         with open(self.log, "ab") as out:
@@ -77,6 +78,9 @@ class ModelServer:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+            # What a clean stop would have removed: PyTriton's shared-memory regions.
+            for shm in Path("/dev/shm").glob(f"pytrtion{self.proc.pid}-*"):
+                shm.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
