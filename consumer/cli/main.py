@@ -45,15 +45,44 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "galleryrank.consumer.cli.serve:register",
     "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
     "model-server": "galleryrank.consumer.cli.model_server:model_server",
+    # The model tool-chain (models/cli.py): importing it imports galleryrank.models, i.e. torch,
+    # so `galleryrank --help` lists these with the short help below instead of loading them.
+    "train": "galleryrank.models.cli:train_group",
+    "evaluate": "galleryrank.models.cli:evaluate_cmd",
+    "explain": "galleryrank.models.cli:explain_cmd",
+    "export": "galleryrank.models.cli:export_cmd",
+}
+MODEL_COMMANDS = {
+    "train": "Two-phase transfer learning: area tagger or aesthetic head.",
+    "evaluate": "Evaluate a checkpoint: tagger top-1, aesthetic SRCC/EMD.",
+    "explain": "Draw class-activation maps of a checkpoint on images.",
+    "export": "Export a checkpoint to ONNX or a Triton model repository.",
 }
 
 
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use (see LAZY_COMMANDS)."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *args, lazy: dict[str, str] | None = None, lazy_help: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy if lazy is not None else {}
+        self.lazy_help = lazy_help if lazy_help is not None else {}
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but commands with a fixed short help are listed without importing them."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name not in self.commands and name in self.lazy_help:
+                rows.append((name, self.lazy_help[name]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(self.lazy))
@@ -83,6 +112,7 @@ class LazyGroup(click.Group):
 @click.group(
     cls=LazyGroup,
     lazy=LAZY_COMMANDS,
+    lazy_help=MODEL_COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 def cli() -> None:
@@ -146,49 +176,8 @@ def create_topics_cmd(partitions, replication, **kwargs) -> None:
     click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
 
 
-# The model tool-chain is a typer app (models/cli.py) that imports torch. typer >= 0.29
-# raises its own (vendored) click exceptions, which a plain click group neither catches
-# nor prints: run through the group, `--help` or a bad flag ended in a traceback. So
-# the group lists them with a short help text written here (listing imports nothing)
-# and runs them through their own typer app, which handles its exceptions.
-MODEL_COMMANDS = {
-    "train": "Two-phase transfer learning of the area tagger or the aesthetic head.",
-    "evaluate": "Evaluate a checkpoint on a tagger test set and/or aesthetic votes.",
-    "explain": "Draw class-activation maps of a checkpoint on images.",
-    "export": "Export a checkpoint to ONNX.",
-}
-
-
-def _run_model_command(args: list[str]) -> None:
-    from galleryrank.models.cli import models_app
-
-    models_app(args=args, prog_name="galleryrank")
-
-
-def _model_command(name: str, short_help: str) -> click.Command:
-    @click.pass_context
-    def run(ctx: click.Context) -> None:
-        _run_model_command([name, *ctx.args])
-
-    return click.Command(
-        name,
-        callback=run,
-        help=f"{short_help} (`galleryrank {name} --help`)",
-        short_help=short_help,
-        add_help_option=False,
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-
-
-for _name, _help in MODEL_COMMANDS.items():
-    cli.add_command(_model_command(_name, _help))
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in MODEL_COMMANDS:
-        _run_model_command(args)
-        return
     cli(args=args, auto_envvar_prefix=None)
 
 

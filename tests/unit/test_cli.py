@@ -30,7 +30,20 @@ def test_bad_flag_of_a_model_command_is_a_message_not_a_traceback():
 
 
 def test_model_commands_are_listed_in_the_top_level_help():
-    assert set(MODEL_COMMANDS) <= set(cli.commands)
+    listed = run("--help").stdout
+    for name, short_help in MODEL_COMMANDS.items():
+        assert name in cli.list_commands(None) and short_help in listed
+
+
+def test_one_cli_framework():
+    """click throughout: the model commands are click commands, typer is not a dependency."""
+    import click
+
+    from galleryrank.models import cli as models_cli
+
+    for name in MODEL_COMMANDS:
+        assert isinstance(cli.get_command(None, name), click.Command)
+    assert "typer" not in models_cli.__dict__
 
 
 # --- start-up cost: the operations commands never load the model stack -------------------------

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image, ImageDraw
-from typer.testing import CliRunner
 
 from galleryrank.models import load_scoring_model, preprocess_image
 from galleryrank.models.checkpoint import load_checkpoint, read_checkpoint

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from click.testing import CliRunner
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
-from typer.testing import CliRunner
 
 from galleryrank.models.cli import models_app
 from galleryrank.models.export import INPUT_NAME, OUTPUT_NAMES, make_session
