@@ -1,14 +1,14 @@
 """GPU benchmark (issue 4, item 7); run through bench/gpu.sh.
 
 1. correctness against the CPU on the same inputs: the same CPU-decoded
-   pixels scored in bf16 on the device vs PyTorch eager fp32 on the CPU
+   pixels scored in fp16 (the CUDA default backend) on the device vs PyTorch eager fp32 on the CPU
    (tolerances of tests/unit/test_backends.py), and the GPU decode path
    (galleryrank.consumer.images.gpu_decode, nvJPEG + antialiased resize) vs the CPU decode path;
-2. model-only img/s at batch 64 and 256, bf16 autocast + channels_last, input
+2. model-only img/s at batch 64 and 256, fp16 autocast + channels_last, input
    already on the device; and through ``ScoringModel.score`` from host numpy
    (pinned memory, non-blocking copy, outputs back to the host);
 3. end to end from JPEG bytes in host memory: batched GPU decode + resize +
-   bf16 model + outputs back to the host, img/s.
+   fp16 model + outputs back to the host, img/s.
 
 ``--smoke`` runs tiny sizes on the CPU (the fallback path) to check the script.
 Targets (issue 4): >= 20,000 img/s model-only, >= 5,000 img/s end to end.
@@ -26,11 +26,13 @@ import numpy as np
 import torch
 
 RESULTS_DIR = Path(__file__).parent / "results"
-# tests/unit/test_backends.py (bf16 vs eager fp32 on the same pixels).
-BF16_TOL = {"aesthetic": 0.05, "area": 0.02, "embedding_cos": 0.99}
+# tests/unit/test_backends.py (fp16 vs eager fp32 on the same pixels). The first H200
+# run scored bf16 and failed: |Δarea| 0.154, |Δaesthetic| 0.063 (the area prior's
+# temperature multiplies bf16's error); fp16 measured 0.0075 on the CPU.
+BF16_TOL = {"aesthetic": 0.02, "area": 0.01, "embedding_cos": 0.999}
 # GPU decode (full decode + antialiased resize) vs the CPU path (draft + Pillow
 # bilinear): measured on the CPU twin of the GPU path, mean |pixel diff| ~0.2 of
-# 255, max 4 on the benchmark photos; scores may move a little more than bf16 alone.
+# 255, max 4 on the benchmark photos; scores may move a little more than fp16 alone.
 DECODE_TOL = {"aesthetic": 0.10, "area": 0.05, "embedding_cos": 0.98, "pixel_mean": 1.0}
 
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. correctness against the CPU
     reference = load_scoring_model(backend="torch", device="cpu").score(cpu_pixels)
-    model = load_scoring_model(backend="torch-bf16", device=device)
+    model = load_scoring_model(backend="torch-fp16", device=device)
     same_pixels = compare(model.score(cpu_pixels), reference)
     # --smoke: the same batched torchvision code path, run by its CPU decoder.
     gpu_dec = decode_batch(photos[:k], model.input_size, device=device, torchvision_on_cpu=a.smoke)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     pixel_diff = np.abs(gpu_dec.pixels.cpu().numpy().astype(np.int16) - cpu_pixels.astype(np.int16))
     net = model.torch_module()
     cuda = device.startswith("cuda")
-    autocast = lambda: torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16)  # noqa: E731
+    autocast = lambda: torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.float16)  # noqa: E731
     with torch.inference_mode(), autocast():
         decoded_scores = outputs_to_host(*net(gpu_dec.pixels.contiguous(memory_format=torch.channels_last)))
     decode_path = compare(decoded_scores, reference)
@@ -216,7 +218,7 @@ def print_table(out: dict, batches: list[int]) -> None:
         t.add_column(col)
     s = c["bf16_same_pixels"]
     t.add_row(
-        "bf16 on device vs fp32 CPU, same pixels",
+        "fp16 on device vs fp32 CPU, same pixels",
         f"|Δaesthetic| {s['aesthetic_max_abs']:.4f}, |Δarea| {s['area_max_abs']:.4f}, cos {s['embedding_cos_min']:.4f}",
         f"{BF16_TOL}: {'ok' if c['bf16_same_pixels_ok'] else 'FAILED'}",
     )

@@ -299,7 +299,7 @@ def main() -> None:
     p.add_argument("--bad-share", type=float, default=0.1, help="share of bad events")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnxruntime"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fp16", "torch-bf16", "onnxruntime"])
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--seed", type=int, default=1)

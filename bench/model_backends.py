@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=6.0, help="per backend and batch size, split over rounds")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--backends", default="torch,torch-bf16,onnxruntime")
+    ap.add_argument("--backends", default="torch,torch-fp16,torch-bf16,onnxruntime")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "model_backends.json"))
     args = ap.parse_args()
 

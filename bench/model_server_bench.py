@@ -164,7 +164,7 @@ class ModelServer:
     def __init__(self, repository: Path, python: str, threads: int | None, device: str):
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"grpc://127.0.0.1:{self.grpc_port}"
-        backend = "torch-bf16" if device.startswith("cuda") else "onnxruntime"
+        backend = "torch-fp16" if device.startswith("cuda") else "onnxruntime"
         args = [
             python, str(REPO / "models" / "model_server.py"), "--repository", str(repository),
             "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
@@ -233,7 +233,7 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         env["GALLERYRANK_DEVICE"] = "cpu"
     else:
         env["GALLERYRANK_DEVICE"] = a.device
-        env["GALLERYRANK_BACKEND"] = "torch-bf16" if a.device.startswith("cuda") else "onnxruntime"
+        env["GALLERYRANK_BACKEND"] = "torch-fp16" if a.device.startswith("cuda") else "onnxruntime"
     consumers = Consumers(n, env, a.python)
     try:
         t_start = time.monotonic()

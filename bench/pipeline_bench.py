@@ -6,7 +6,7 @@ One run on one machine measures, and prints as a table (also bench/results/pipel
     (``models.load_scoring_model(backend="auto")``) and on PyTorch eager fp32;
     t_decode (``galleryrank.consumer.images.decode.decode_image`` of a 1600x1200 JPEG, one core) and
     the combined CPU ceiling = cores / (t_decode_per_core + t_model_per_core)
-    (docs: /work/shared/anchors.md), since decode and model share the cores;
+    (docs: docs/references.md), since decode and model share the cores;
 (b) the full pipeline: events/s from a real Tansu broker through downloads from
     a local HTTP server, decode, scoring, Redis and commits, over a backlog of
     realistic 1600x1200 JPEGs (upscaled skimage photos with sensor-like noise);
@@ -277,10 +277,10 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
     class TimedScorer(GalleryScorer):
         """The real scorer; records when the first record arrived and each event's end-to-end latency."""
 
-        def _spawn(self, record) -> None:
+        def _spawn_batch(self, tp, records) -> None:
             if "first" not in marks:
                 marks["first"], marks["cpu0"] = time.perf_counter(), _cpu_s()
-            super()._spawn(record)
+            super()._spawn_batch(tp, records)
 
         async def _process(self, record) -> None:
             await super()._process(record)
@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-in-flight", type=int, default=512)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnxruntime"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-fp16", "torch-bf16", "onnxruntime"])
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/galleryrank"))
     p.add_argument("--out", default=str(RESULTS))

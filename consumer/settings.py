@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
     # --- Model -----------------------------------------------------------------
     device: str = Field("auto", description="'auto' (cuda if available), 'cuda', 'cuda:N' or 'cpu'")
-    backend: Literal["auto", "torch", "torch-bf16", "onnxruntime"] = Field(
+    backend: Literal["auto", "torch", "torch-fp16", "torch-bf16", "onnxruntime"] = Field(
         "auto", description="Inference backend; auto = fastest measured for the device"
     )
     checkpoint: str | None = Field(

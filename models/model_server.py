@@ -8,7 +8,7 @@ repository with its ONNX Runtime backend. So the consumer's ``triton`` backend
 (``GALLERYRANK_MODEL_SERVER=grpc://host:8001``) cannot tell them apart.
 
 Inference inside: ONNX Runtime on the CPU (the repository's model.onnx), or, with
-``--backend torch-bf16 --device cuda``, the project's ``ScoringModel`` in bf16 on the GPU
+``--backend torch-fp16 --device cuda``, the project's ``ScoringModel`` in fp16 on the GPU
 (needs torch and galleryrank importable).
 
 This file imports nothing from galleryrank at module level on purpose: it runs in its own
@@ -191,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "torch-bf16"))
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "torch-fp16", "torch-bf16"))
     p.add_argument("--device", default="cpu", help="torch backends: cpu, cuda, cuda:N")
     p.add_argument("--checkpoint", default=None, help="torch backends: checkpoint (default: the default model)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")

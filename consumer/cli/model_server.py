@@ -76,7 +76,7 @@ def ensure_repository(checkpoint: str | None, cache_dir: str, device: str) -> Pa
     "--backend",
     default="auto",
     show_default=True,
-    help="onnxruntime (CPU), torch-bf16 (CUDA, needs torch in the server's Python), auto",
+    help="onnxruntime (CPU), torch-fp16 or torch-bf16 (CUDA, needs torch in the server's Python), auto",
 )
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
 @click.option("--preferred-batch-sizes", default="16,32,64", show_default=True)
@@ -110,7 +110,7 @@ def model_server(
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if backend == "auto":
-        backend = "torch-bf16" if device.startswith("cuda") else "onnxruntime"
+        backend = "torch-fp16" if device.startswith("cuda") else "onnxruntime"
     repo = Path(repository) if repository else ensure_repository(checkpoint, model_cache_dir, device)
     args = [
         python,

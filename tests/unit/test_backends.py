@@ -3,8 +3,10 @@
 Measured on this project's machines with the shipped default heads, on 12 package
 photos: torch-bf16 moved the aesthetic mean by at most 0.041 (0.10 with an earlier
 quality head: a trained head amplifies bf16 feature error), any area probability by
-at most 0.008, embedding cosine >= 0.997; ONNX Runtime differs by < 1e-5. The
-tolerances below leave a margin over those figures.
+at most 0.008, embedding cosine >= 0.997; ONNX Runtime differs by < 1e-5. On 64
+real listing photos bf16 moved an area probability by up to 0.053 (the calibrated
+prior's temperature multiplies the error) and fp16 by 0.0075, which is why CUDA's
+`auto` is fp16. The tolerances below leave a margin over those figures.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from galleryrank.models import load_scoring_model, preprocess_image
 from galleryrank.models.scoring import CPU_AUTO_BACKEND, resolve_backend
 
 TOLERANCE = {
+    "torch-fp16": {"aesthetic": 0.02, "area": 0.01, "embedding_cos": 0.999},
     "torch-bf16": {"aesthetic": 0.1, "area": 0.02, "embedding_cos": 0.99},
     "onnxruntime": {"aesthetic": 1e-4, "area": 1e-4, "embedding_cos": 0.99999},
 }
@@ -35,7 +38,7 @@ def reference(batch):
     return load_scoring_model(backend="torch").score(batch)
 
 
-@pytest.mark.parametrize("backend", ["torch-bf16", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch-fp16", "torch-bf16", "onnxruntime"])
 def test_backend_matches_fp32(backend, batch, reference, tmp_path):
     model = load_scoring_model(backend=backend, cache_dir=str(tmp_path))
     assert model.backend == backend
@@ -61,15 +64,15 @@ def test_onnx_graph_is_cached_by_weights(batch, tmp_path):
 
 
 def test_auto_picks_by_device():
-    assert resolve_backend("auto", "cuda") == "torch-bf16"
-    assert resolve_backend("auto", "cuda:1") == "torch-bf16"
+    assert resolve_backend("auto", "cuda") == "torch-fp16"
+    assert resolve_backend("auto", "cuda:1") == "torch-fp16"
     assert resolve_backend("auto", "cpu") == CPU_AUTO_BACKEND == "onnxruntime"
     with pytest.raises(ValueError):
         resolve_backend("tensorrt", "cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_cuda_bf16_matches_cpu_fp32(batch, reference):
+def test_cuda_auto_matches_cpu_fp32(batch, reference):
     out = load_scoring_model(device="cuda", backend="auto").score(batch)
-    assert np.abs(out.aesthetic - reference.aesthetic).max() <= TOLERANCE["torch-bf16"]["aesthetic"]
-    assert np.abs(out.area_probs - reference.area_probs).max() <= TOLERANCE["torch-bf16"]["area"]
+    assert np.abs(out.aesthetic - reference.aesthetic).max() <= TOLERANCE["torch-fp16"]["aesthetic"]
+    assert np.abs(out.area_probs - reference.area_probs).max() <= TOLERANCE["torch-fp16"]["area"]
