@@ -86,6 +86,7 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
         await drop_namespace(redis, settings.namespace)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_rebalance_mid_stream_drains_revoked_work_without_deadlock(
     settings, model, redis, image_server, sample_jpegs
 ):

@@ -90,6 +90,7 @@ async def stop(task):
     await asyncio.gather(task, return_exceptions=True)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_rollback_reprocesses_what_the_namespace_missed_on_every_partition(
     settings, model, private_redis, private_redis_url, image_server, sample_jpegs, caplog
 ):

@@ -65,6 +65,7 @@ async def _cleanup(redis, s) -> None:
         await redis.unlink(key)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 @pytest.mark.timeout(240)
 async def test_two_decode_bombs_are_killed_on_budget_and_good_events_pass(settings, model, redis, monkeypatch):
     # Lift the marker check so the bombs reach the decoders: what the CPU budget is for.

@@ -31,7 +31,7 @@ from tests.crash_harness import ConsumerProcess
 from tests.fault_support import wait_for_log
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
 
 
 async def galleryrank(*args: str):

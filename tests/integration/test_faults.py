@@ -398,6 +398,7 @@ class FlakyImageServer:
         await self._runner.cleanup()
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 @pytest.mark.timeout(120)
 async def test_image_server_500s_and_hangs_are_retried_with_jittered_backoff_then_dead_lettered(
     settings, model, redis, small_server

@@ -44,6 +44,7 @@ async def _produce(settings, records, **producer_options) -> None:
         await producer.stop()
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_every_compression_codec_is_consumed(settings, model, redis, image_server, sample_jpegs, codec):
     name = sorted(sample_jpegs)[0]

@@ -37,6 +37,7 @@ def local(name: str, **labels) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_running_scorer_exposes_moving_metrics_and_health(settings, model, redis, image_server, sample_jpegs):
     settings = settings.model_copy(update={"metrics_port": free_port(), "max_in_flight": 4, "batch_size": 4})
     base = f"http://127.0.0.1:{settings.metrics_port}"

@@ -54,6 +54,7 @@ async def test_events_become_ranked_galleries_per_read_contract(settings, model,
         await drop_namespace(redis, settings.namespace)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_deleted_image_disappears_and_gallery_is_reranked(settings, model, redis, image_server, sample_jpegs):
     names = sorted(sample_jpegs)[:3]
     await publish(settings, [upserted("h-del", f"img-{i}", image_server.url(n)) for i, n in enumerate(names)])
@@ -172,6 +173,7 @@ async def test_each_bad_input_lands_in_dlq_and_next_event_is_processed(
         await drop_namespace(redis, settings.namespace)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_replayed_events_change_nothing(settings, model, redis, image_server, sample_jpegs):
     names = sorted(sample_jpegs)[:4]
     await publish(settings, [upserted("h-idem", f"img-{i}", image_server.url(n)) for i, n in enumerate(names)])

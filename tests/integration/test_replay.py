@@ -124,6 +124,7 @@ async def test_plan_is_exact_where_tansu_offsets_for_times_is_not(settings):
 
 
 # --- replay from a mid-point ------------------------------------------------------------
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_replay_from_midpoint_equals_later_events_alone(settings, model, redis, image_server, sample_jpegs):
     names = sorted(sample_jpegs)
     url = image_server.url
@@ -175,6 +176,7 @@ async def test_replay_from_midpoint_equals_later_events_alone(settings, model, r
 
 
 # --- idempotency -------------------------------------------------------------------------------
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_same_replay_twice_gives_identical_galleries(settings, model, redis, image_server, sample_jpegs):
     names = sorted(sample_jpegs)[:5]
     events = [upserted(f"h-{i % 2}", f"img-{i}", image_server.url(n)) for i, n in enumerate(names)]
@@ -219,6 +221,7 @@ async def _invoke(*args: str):
     return await asyncio.to_thread(CliRunner().invoke, cli, list(args))
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_promote_is_atomic_for_polling_readers(
     settings, model, model_v2, checkpoint_v2, private_redis, private_redis_url, image_server, sample_jpegs
 ):
@@ -357,6 +360,7 @@ async def _wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_live_consumer_follows_promote_without_losing_events(
     settings, model, model_v2, checkpoint_v2, private_redis, private_redis_url, image_server, sample_jpegs
 ):
@@ -475,6 +479,7 @@ async def test_handover_keeps_the_running_model_when_the_checkpoint_is_unreadabl
         await drop_all(private_redis, ns)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_live_consumer_down_at_promote_hands_over_on_start(
     settings, model, private_redis, private_redis_url, image_server, sample_jpegs
 ):

@@ -39,7 +39,7 @@ from galleryrank.consumer.stream.produce import publish
 from tests.fault_support import image_states, mixed_events, small_jpegs
 from tests.helpers import drop_namespace, galleries, read_topic, run_until_caught_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
 
 
 @pytest.fixture(scope="module")

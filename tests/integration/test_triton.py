@@ -145,6 +145,7 @@ def test_down_model_server_at_start_is_a_clear_error():
         TritonScoringModel(url, timeout_s=1.0, start_timeout_s=1.0)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_consumer_through_model_server_writes_the_same_galleries(
     settings, model, redis, model_server, image_server, sample_jpegs
 ):
@@ -200,6 +201,7 @@ async def slow_image_server(sample_jpegs):
     await runner.cleanup()
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_model_server_killed_mid_stream_loses_nothing(
     settings, redis, model_server, slow_image_server, sample_jpegs
 ):

@@ -19,14 +19,32 @@ C = "galleryrank.consumer"
 
 # (module prefix, forbidden import prefixes, why)
 RULES = [
-    ("galleryrank.ranking", ("galleryrank.consumer", "galleryrank.models"), "ranking is pure ordering: no I/O, no model"),
+    (
+        "galleryrank.ranking",
+        ("galleryrank.consumer", "galleryrank.models"),
+        "ranking is pure ordering: no I/O, no model",
+    ),
     ("galleryrank.models", ("galleryrank.consumer",), "the model tool-chain works without the service"),
-    (f"{C}.images", (f"{C}.stream", f"{C}.state", f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"),
-     "untrusted URL -> pixels knows nothing of Kafka or Redis"),
-    (f"{C}.state", (f"{C}.stream", f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"),
-     "the Redis layout does not depend on how events arrive"),
-    (f"{C}.stream", (f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"), "the data path does not know its operators"),
-    (f"{C}.bluegreen", (f"{C}.api", f"{C}.cli", f"{C}.dev"), "hand-over and replay are used by the CLI, not the reverse"),
+    (
+        f"{C}.images",
+        (f"{C}.stream", f"{C}.state", f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"),
+        "untrusted URL -> pixels knows nothing of Kafka or Redis",
+    ),
+    (
+        f"{C}.state",
+        (f"{C}.stream", f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"),
+        "the Redis layout does not depend on how events arrive",
+    ),
+    (
+        f"{C}.stream",
+        (f"{C}.bluegreen", f"{C}.api", f"{C}.cli", f"{C}.dev"),
+        "the data path does not know its operators",
+    ),
+    (
+        f"{C}.bluegreen",
+        (f"{C}.api", f"{C}.cli", f"{C}.dev"),
+        "hand-over and replay are used by the CLI, not the reverse",
+    ),
     (f"{C}.api", (f"{C}.stream", f"{C}.bluegreen", f"{C}.cli", f"{C}.dev"), "the read API only reads state"),
     # dev/ (demo, embedded services) is mounted by the CLI and used by tests; the service never needs it.
     (C, (f"{C}.dev",), "production code never imports the demo/embedded services"),
