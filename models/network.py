@@ -94,6 +94,10 @@ class ZeroShotAreaHead(nn.Module):
 
 
 class GalleryNet(nn.Module):
+    input_scale: torch.Tensor  # buffers (register_buffer in __init__)
+    input_shift: torch.Tensor
+    tilt_bins: torch.Tensor
+
     def __init__(
         self,
         backbone: Backbone,
@@ -128,7 +132,7 @@ class GalleryNet(nn.Module):
         nn.init.zeros_(self.aesthetic_blend.bias)
         self.register_buffer("tilt_bins", bins_tilt(NUM_SCORE_BINS), persistent=False)
         if area_head == "linear":
-            self.area_head: nn.Module = LinearAreaHead(nf, len(self.areas), dropout=head_dropout)
+            self.area_head: LinearAreaHead | ZeroShotAreaHead = LinearAreaHead(nf, len(self.areas), dropout=head_dropout)
         elif area_head == "zeroshot":
             self.area_head = ZeroShotAreaHead(self.areas)
         else:
