@@ -15,9 +15,10 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ from .network import GalleryNet, create_model
 log = logging.getLogger(__name__)
 SCORE_BINS = torch.arange(1, 11, dtype=torch.float32)
 CACHE_DECODED_UP_TO = 3000  # images kept decoded in memory (<= 512 px: ~0.6 MB each)
+_T = TypeVar("_T")
+Batches = torch.utils.data.DataLoader[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -176,7 +179,7 @@ def _train_mode(model: GalleryNet, task: _Task, phase: int) -> None:
         model.backbone.train()
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -184,7 +187,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.inference_mode()
-def _validate(model, loader, task: _Task, device, amp: bool) -> dict[str, float]:
+def _validate(model: GalleryNet, loader: Batches, task: _Task, device: torch.device, amp: bool) -> dict[str, float]:
     model.eval()
     logits, ys, losses = [], [], []
     for x, y in loader:
@@ -198,7 +201,7 @@ def _validate(model, loader, task: _Task, device, amp: bool) -> dict[str, float]
     return task.metrics(logits_t, y_t, sum(losses) / len(y_t))
 
 
-def _progress(iterable, enabled: bool, desc: str, total: int):
+def _progress(iterable: Iterable[_T], enabled: bool, desc: str, total: int) -> Iterable[_T]:
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -239,7 +242,7 @@ def _cached_epoch(
     n_views = feats.pooled.shape[1] - 1
     view = 1 + epoch % n_views if n_views else 0
     order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-    batches = order.split(batch_size)
+    batches = order.split(batch_size)  # type: ignore[no-untyped-call]  # torch: Tensor.split is unannotated
     total, seen = 0.0, 0
     bar = _progress(batches, progress, desc, len(batches))
     for b in bar:
@@ -248,7 +251,7 @@ def _cached_epoch(
         y = targets[idx].to(device)
         loss = task.loss(out, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
         opt.step()
         total += loss.item() * len(idx)
         seen += len(idx)
@@ -295,7 +298,7 @@ def fit(
 
     model, start_version = _initial_model(cfg)
     if kind == "tagger":
-        model.replace_area_head(classes, dropout=cfg.dropout)
+        model.replace_area_head(cast(list[str], classes), dropout=cfg.dropout)  # a tagger has classes
     model.to(device)
 
     last_path = out_dir / "last.pt"
@@ -321,6 +324,7 @@ def fit(
 
     # split: exact copies removed, near-duplicate groups kept on one side
     if state is None:
+        emb: np.ndarray | None
         if feats is not None:  # the duplicate pass reuses the cached serving view: no second decode
             hashes = feats.phash
             with torch.inference_mode():
@@ -330,7 +334,7 @@ def fit(
                 model, samples, device, cfg.input_size, cfg.dedup_cosine is not None, progress=cfg.progress
             )
         strat = [
-            s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))
+            s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))  # type: ignore[arg-type]  # aesthetic samples carry votes
             for s in samples
         ]
         train_idx, val_idx, split = split_without_leaks(
@@ -351,7 +355,7 @@ def fit(
     log.info("split: %s", {k: v for k, v in split_report.items() if k != "removed"})
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    loaders: dict[str, torch.utils.data.DataLoader] = {}
+    loaders: dict[str, Batches] = {}
 
     def image_loaders() -> tuple[
         Any, Any
@@ -373,7 +377,7 @@ def fit(
         return loaders["train"], loaders["val"]
 
     total_epochs = cfg.epochs_heads + cfg.epochs_all
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     best, best_epoch, epoch0 = None, -1, 0
     backbone_changed = (
         cfg.backbone_weights != DEFAULT_WEIGHTS
@@ -394,7 +398,7 @@ def fit(
         if phase_opt is None or phase_opt[0] != phase:
             params = _set_phase(model, task, phase)
             lr = cfg.lr_heads if phase == 1 else cfg.lr_all
-            opt = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
             if state is not None and state.get("phase") == phase and epoch == epoch0:
                 opt.load_state_dict(state["optimizer"])
             phase_opt = (phase, opt)
@@ -461,19 +465,19 @@ def fit(
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device, amp):
-                out = model.run(x)
-                loss = task.loss(out, y)
+                pred = model.run(x)
+                loss = task.loss(pred, y)
                 if teacher is not None:
                     with torch.no_grad():
                         t_out = teacher.run(x)
-                    loss = loss + cfg.distill_weight * task.distill(out, t_out)
+                    loss = loss + cfg.distill_weight * task.distill(pred, t_out)
             opt.zero_grad(set_to_none=True)
             if scaler is not None and scaler.is_enabled():
-                scaler.scale(loss).backward()
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
                 scaler.step(opt)
                 scaler.update()
             else:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
                 opt.step()
             total += loss.item() * len(y)
             seen += len(y)
@@ -619,13 +623,13 @@ def _config(opts: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**opts)
 
 
-def train_tagger(data_dir: str | Path, out: str | Path, classes: list[str] | None = None, **opts) -> dict[str, Any]:
+def train_tagger(data_dir: str | Path, out: str | Path, classes: list[str] | None = None, **opts: Any) -> dict[str, Any]:
     """Train the area tagger on ``data_dir/<area>/*.jpg``; writes ``out/best.pt``, ``out/last.pt``, ``out/history.json``."""
     samples, classes = scan_tagger_folder(data_dir, classes)
     return fit("tagger", samples, classes, out, _config(opts), data_root=Path(data_dir))
 
 
-def train_aesthetic(labels_file: str | Path, images_dir: str | Path, out: str | Path, **opts) -> dict[str, Any]:
+def train_aesthetic(labels_file: str | Path, images_dir: str | Path, out: str | Path, **opts: Any) -> dict[str, Any]:
     """Train the NIMA head (EMD loss) on AVA-style vote rows; images are ``images_dir/<id>.<ext>``."""
     samples, missing = scan_aesthetic(labels_file, images_dir)
     if missing:
