@@ -11,7 +11,13 @@ from .scoring import ScoreOutput, ScoringModel, load_scoring_model
 from .zeroshot import DEFAULT_AREAS
 
 __all__ = [
-    "INPUT_SIZE", "preprocess_image", "preprocess_batch",
-    "ScoreOutput", "ScoringModel", "load_scoring_model",
-    "GalleryNet", "create_model", "DEFAULT_AREAS",
+    "INPUT_SIZE",
+    "preprocess_image",
+    "preprocess_batch",
+    "ScoreOutput",
+    "ScoringModel",
+    "load_scoring_model",
+    "GalleryNet",
+    "create_model",
+    "DEFAULT_AREAS",
 ]

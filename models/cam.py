@@ -31,7 +31,9 @@ def normalise_map(m: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def class_activation_maps(model: GalleryNet, batch: np.ndarray, area_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def class_activation_maps(
+    model: GalleryNet, batch: np.ndarray, area_indices: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(cams (N, K, h, w) raw, area_probs (N, C)) for uint8 ``batch`` and the K given area indices."""
     model.eval()
     device = next(model.parameters()).device
@@ -45,7 +47,9 @@ def class_activation_maps(model: GalleryNet, batch: np.ndarray, area_indices: li
 
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic upsampling of one (h, w) map to PIL ``size`` (w, h), then normalised to [0, 1]."""
-    return normalise_map(np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC)))
+    return normalise_map(
+        np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC))
+    )
 
 
 def overlay(img: Image.Image, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
@@ -88,8 +92,13 @@ def explain(
             target = out_dir / f"{path.stem}_cam_{area}.png"
             overlay(img, heat).save(target)
             files[area] = str(target)
-        results.append({
-            "image": str(path), "predicted": predicted, "confidence": float(probs[0].max()),
-            "area_probs": {a: round(float(p), 4) for a, p in zip(model.areas, probs[0])}, "overlays": files,
-        })
+        results.append(
+            {
+                "image": str(path),
+                "predicted": predicted,
+                "confidence": float(probs[0].max()),
+                "area_probs": {a: round(float(p), 4) for a, p in zip(model.areas, probs[0])},
+                "overlays": files,
+            }
+        )
     return {"model_version": scorer.model_version, "out_dir": str(out_dir), "images": results}

@@ -70,8 +70,11 @@ def _pack(hashes: np.ndarray) -> np.ndarray:
 
 
 def duplicate_groups(
-    hashes: np.ndarray, embeddings: np.ndarray | None = None,
-    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD, block: int = 1024,
+    hashes: np.ndarray,
+    embeddings: np.ndarray | None = None,
+    hash_distance: int = HASH_DISTANCE,
+    cosine: float = COSINE_THRESHOLD,
+    block: int = 1024,
 ) -> tuple[list[int], list[int]]:
     """(exact-group root of each image, near-group root of each image).
 
@@ -98,9 +101,15 @@ def duplicate_groups(
 
 
 def split_without_leaks(
-    labels: Sequence[Hashable], hashes: np.ndarray, embeddings: np.ndarray | None = None, *,
-    val_fraction: float = 0.2, seed: int = 0, names: list[str] | None = None,
-    hash_distance: int = HASH_DISTANCE, cosine: float = COSINE_THRESHOLD,
+    labels: Sequence[Hashable],
+    hashes: np.ndarray,
+    embeddings: np.ndarray | None = None,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    names: list[str] | None = None,
+    hash_distance: int = HASH_DISTANCE,
+    cosine: float = COSINE_THRESHOLD,
 ) -> tuple[list[int], list[int], SplitReport]:
     """Indices (train, val) after removing exact copies; near groups never straddle.
 
@@ -140,8 +149,13 @@ def split_without_leaks(
                 train.extend(g)
     near_groups = [g for g in groups.values() if len(g) > 1]
     report = SplitReport(
-        n_input=n, n_exact_removed=len(removed), n_label_conflicts=int(conflicts),
-        n_near_groups=len(near_groups), n_in_near_groups=sum(len(g) for g in near_groups),
-        n_train=len(train), n_val=len(val), removed=removed,
+        n_input=n,
+        n_exact_removed=len(removed),
+        n_label_conflicts=int(conflicts),
+        n_near_groups=len(near_groups),
+        n_in_near_groups=sum(len(g) for g in near_groups),
+        n_train=len(train),
+        n_val=len(val),
+        removed=removed,
     )
     return sorted(train), sorted(val), report

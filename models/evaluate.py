@@ -19,10 +19,14 @@ def score_samples(model: ScoringModel, samples: list[Sample], batch_size: int = 
     """Serving preprocessing + ``ScoringModel.score`` over files, in batches."""
     parts = []
     for i in range(0, len(samples), batch_size):
-        batch = np.stack([preprocess_image(open_image(s.path), model.input_size) for s in samples[i:i + batch_size]])
+        batch = np.stack([preprocess_image(open_image(s.path), model.input_size) for s in samples[i : i + batch_size]])
         parts.append(model.score(batch))
-    return ScoreOutput(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                         ("aesthetic_dist", "aesthetic", "area_probs", "embedding")))
+    return ScoreOutput(
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("aesthetic_dist", "aesthetic", "area_probs", "embedding")
+        )
+    )
 
 
 def evaluate(
@@ -45,8 +49,11 @@ def evaluate(
         raise ValueError("give data_dir (tagger) and/or labels + images_dir (aesthetic)")
     t0 = time.perf_counter()
     model = load_scoring_model(checkpoint, device=device, backend=backend)
-    report: dict[str, Any] = {"checkpoint": checkpoint or "default", "model_version": model.model_version,
-                              "backend": model.backend}
+    report: dict[str, Any] = {
+        "checkpoint": checkpoint or "default",
+        "model_version": model.model_version,
+        "backend": model.backend,
+    }
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     if data_dir is not None:
@@ -67,9 +74,10 @@ def evaluate(
         samples, missing = scan_aesthetic(labels, images_dir)
         out = score_samples(model, samples, batch_size)
         votes = np.array([s.votes for s in samples], dtype=np.float64)
-        report["aesthetic"] = {**aesthetic_report(out.aesthetic_dist.astype(np.float64),
-                                                  votes / votes.sum(1, keepdims=True)),
-                               "rows_without_image": missing}
+        report["aesthetic"] = {
+            **aesthetic_report(out.aesthetic_dist.astype(np.float64), votes / votes.sum(1, keepdims=True)),
+            "rows_without_image": missing,
+        }
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report_path.write_text(json.dumps(report, indent=2))
     report["report_path"] = str(report_path)

@@ -38,8 +38,13 @@ def export_graph(model: GalleryNet, path: str | Path, opset: int = OPSET) -> Pat
     with torch.no_grad():
         # TorchScript-based exporter: a single self-contained file, dynamic batch via dynamic_axes
         torch.onnx.export(
-            model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=OUTPUT_NAMES,
+            model,
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=OUTPUT_NAMES,
             dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
         )
     tmp.replace(path)
@@ -103,8 +108,9 @@ def parity(model: GalleryNet, onnx_path: str | Path, batch: np.ndarray) -> dict[
     return diffs
 
 
-def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, parity_images: int = 8,
-                seed: int = 0) -> dict[str, Any]:
+def export_onnx(
+    checkpoint: str | None, out: str | Path, *, opset: int = OPSET, parity_images: int = 8, seed: int = 0
+) -> dict[str, Any]:
     """Export a checkpoint's (None: the default model's) scoring graph to ``out`` and check parity.
 
     Parity inputs: ``parity_images`` random uint8 images plus the skimage sample photos
@@ -122,10 +128,19 @@ def export_onnx(checkpoint: str | None, out: str | Path, *, opset: int = OPSET, 
 
         from .preprocess import preprocess_image
 
-        photos = [preprocess_image(Image.fromarray(getattr(skdata, n)()), s) for n in ("chelsea", "coffee", "astronaut")]
+        photos = [
+            preprocess_image(Image.fromarray(getattr(skdata, n)()), s) for n in ("chelsea", "coffee", "astronaut")
+        ]
         batch = np.concatenate([batch, np.stack(photos)])
     except ImportError:
         pass
     diffs = parity(model, path, batch)
-    return {"onnx": str(path), "model_version": model_version, "opset": opset, "export_seconds": round(seconds, 2),
-            "parity_images": int(len(batch)), "max_abs_diff": diffs, "bytes": Path(path).stat().st_size}
+    return {
+        "onnx": str(path),
+        "model_version": model_version,
+        "opset": opset,
+        "export_seconds": round(seconds, 2),
+        "parity_images": int(len(batch)),
+        "max_abs_diff": diffs,
+        "bytes": Path(path).stat().st_size,
+    }

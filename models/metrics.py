@@ -49,13 +49,18 @@ def aesthetic_report(pred_dist: np.ndarray, true_dist: np.ndarray) -> dict[str, 
         "lcc": float(stats.pearsonr(pred_mean, true_mean).statistic) if ok else None,
         "srcc": float(stats.spearmanr(pred_mean, true_mean).statistic) if ok else None,
         "emd": float(emd_numpy(pred_dist, true_dist).mean()) if n else None,
-        "accuracy_2class": float(((pred_mean >= HIGH_QUALITY_THRESHOLD) == (true_mean >= HIGH_QUALITY_THRESHOLD)).mean())
-        if n else None,
+        "accuracy_2class": float(
+            ((pred_mean >= HIGH_QUALITY_THRESHOLD) == (true_mean >= HIGH_QUALITY_THRESHOLD)).mean()
+        )
+        if n
+        else None,
         "mean_abs_error": float(np.abs(pred_mean - true_mean).mean()) if n else None,
     }
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path: str | os.PathLike[str], title: str = "area tagger") -> None:
+def plot_confusion(
+    cm: np.ndarray, classes: list[str], path: str | os.PathLike[str], title: str = "area tagger"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,8 +78,15 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: str | os.PathLike[s
     for i in range(len(classes)):
         for j in range(len(classes)):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black",
+                    fontsize=8,
+                )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
