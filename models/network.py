@@ -132,7 +132,9 @@ class GalleryNet(nn.Module):
         nn.init.zeros_(self.aesthetic_blend.bias)
         self.register_buffer("tilt_bins", bins_tilt(NUM_SCORE_BINS), persistent=False)
         if area_head == "linear":
-            self.area_head: LinearAreaHead | ZeroShotAreaHead = LinearAreaHead(nf, len(self.areas), dropout=head_dropout)
+            self.area_head: LinearAreaHead | ZeroShotAreaHead = LinearAreaHead(
+                nf, len(self.areas), dropout=head_dropout
+            )
         elif area_head == "zeroshot":
             self.area_head = ZeroShotAreaHead(self.areas)
         else:

@@ -74,8 +74,15 @@ def _make_output(dist: np.ndarray, area: np.ndarray, emb: np.ndarray) -> ScoreOu
 
 
 class ScoringModel:
-    def __init__(self, model: GalleryNet, model_version: str, device: str = "cpu", backend: str = "torch",
-                 cache_dir: str | None = None, num_threads: int | None = None):
+    def __init__(
+        self,
+        model: GalleryNet,
+        model_version: str,
+        device: str = "cpu",
+        backend: str = "torch",
+        cache_dir: str | None = None,
+        num_threads: int | None = None,
+    ):
         self.device = resolve_device(device)
         self.backend = resolve_backend(backend, self.device)
         self._model = model.eval().to(self.device)
@@ -127,8 +134,13 @@ class ScoringModel:
         return _make_output(dist.float().cpu().numpy(), area.float().cpu().numpy(), emb.float().cpu().numpy())
 
 
-def load_scoring_model(checkpoint: str | None = None, device: str = "cpu", backend: str = "torch",
-                       cache_dir: str | None = None, num_threads: int | None = None) -> ScoringModel:
+def load_scoring_model(
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    backend: str = "torch",
+    cache_dir: str | None = None,
+    num_threads: int | None = None,
+) -> ScoringModel:
     """``checkpoint`` None => package EfficientNet-Lite0 + the default heads in models/heads/."""
     model, version = load_model(checkpoint)
     if cache_dir is not None:

@@ -623,7 +623,9 @@ def _config(opts: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**opts)
 
 
-def train_tagger(data_dir: str | Path, out: str | Path, classes: list[str] | None = None, **opts: Any) -> dict[str, Any]:
+def train_tagger(
+    data_dir: str | Path, out: str | Path, classes: list[str] | None = None, **opts: Any
+) -> dict[str, Any]:
     """Train the area tagger on ``data_dir/<area>/*.jpg``; writes ``out/best.pt``, ``out/last.pt``, ``out/history.json``."""
     samples, classes = scan_tagger_folder(data_dir, classes)
     return fit("tagger", samples, classes, out, _config(opts), data_root=Path(data_dir))
