@@ -417,74 +417,33 @@ def fit(
                 model, task, opt, feats, targets, train_idx, epoch, batch_size, gen, device, desc, cfg.progress
             )
             val = _validate_cached(model, task, feats, targets, val_idx, device)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "phase": phase,
-                    "train_loss": total / max(seen, 1),
-                    "seconds": round(time.perf_counter() - t_epoch, 2),
-                    **{f"val_{k}": v for k, v in val.items()},
-                }
-            )
-            log.info("%s", history[-1])
-            best, best_epoch = _keep_best(
-                model,
-                task,
-                val,
-                best,
-                best_epoch,
-                epoch,
-                out_dir,
-                backbone_changed,
-                version,
-                fingerprint,
-                kind,
-                start_version,
-                cfg,
-                split_report,
-            )
-            _save_last(
-                last_path,
-                epoch,
-                phase,
-                model,
-                opt,
-                best,
-                best_epoch,
-                history,
-                train_idx,
-                val_idx,
-                split_report,
-                fingerprint,
-                backbone_changed,
-            )
-            continue
-        train_dl, val_dl = image_loaders()
-        total, seen = 0.0, 0
-        bar = _progress(train_dl, cfg.progress, desc, len(train_dl))
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with _autocast(device, amp):
-                pred = model.run(x)
-                loss = task.loss(pred, y)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher.run(x)
-                    loss = loss + cfg.distill_weight * task.distill(pred, t_out)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.is_enabled():
-                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
-                opt.step()
-            total += loss.item() * len(y)
-            seen += len(y)
-            if cfg.progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-        backbone_changed |= phase == 2
-        val = _validate(model, val_dl, task, device, amp)
+        else:
+            train_dl, val_dl = image_loaders()
+            total, seen = 0.0, 0
+            bar = _progress(train_dl, cfg.progress, desc, len(train_dl))
+            for x, y in bar:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device, amp):
+                    pred = model.run(x)
+                    loss = task.loss(pred, y)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_out = teacher.run(x)
+                        loss = loss + cfg.distill_weight * task.distill(pred, t_out)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None and scaler.is_enabled():
+                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
+                    opt.step()
+                total += loss.item() * len(y)
+                seen += len(y)
+                if cfg.progress and hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{total / seen:.4f}")
+            backbone_changed |= phase == 2
+            val = _validate(model, val_dl, task, device, amp)
         row = {
             "epoch": epoch + 1,
             "phase": phase,
