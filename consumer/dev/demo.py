@@ -68,7 +68,7 @@ async def read_dlq(settings: Settings, expected: int, timeout_s: float = 10.0) -
 def print_galleries(console: Console, galleries: dict[str, dict]) -> None:
     for hotel_id, doc in galleries.items():
         table = Table(title=f"{hotel_id}  (model {doc['model_version']})", title_justify="left")
-        for col in ("position", "image_id", "area", "area conf.", "aesthetic", "url"):
+        for col in ("position", "image_id", "area", "area conf.", "aesthetic", "why here", "url"):
             table.add_column(col, justify="right" if col in ("position", "area conf.", "aesthetic") else "left")
         for pos, img in enumerate(doc["images"], start=1):
             table.add_row(
@@ -77,6 +77,7 @@ def print_galleries(console: Console, galleries: dict[str, dict]) -> None:
                 img["area"],
                 f"{img['area_confidence']:.2f}",
                 f"{img['aesthetic']:.2f}",
+                img.get("reason", ""),
                 img["url"].rsplit("/", 1)[-1],
             )
         console.print(table)
