@@ -17,35 +17,20 @@ import time
 import uuid
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka.partitioner import DefaultPartitioner
 from click.testing import CliRunner
 
 from galleryrank.consumer.bluegreen import namespaces
 from galleryrank.consumer.bluegreen.replay import run_replay
-from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries
+from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def private_redis_url():
-    with EmbeddedRedis() as server:
-        yield server.url
-
-
-@pytest_asyncio.fixture
-async def private_redis(private_redis_url):
-    client = aioredis.Redis.from_url(private_redis_url)
-    yield client
-    await client.delete(keys.ACTIVE_KEY, namespaces.PROMOTING_KEY)
-    await client.aclose()
 
 
 def ns_name(prefix: str) -> str:

@@ -14,14 +14,11 @@ import json
 
 import orjson
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from galleryrank.consumer.bluegreen import namespaces
 from galleryrank.consumer.bluegreen.replay import run_replay
 from galleryrank.consumer.cli.main import cli
-from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import encode_event
@@ -30,6 +27,7 @@ from galleryrank.consumer.stream.produce import deleted, hidden, pinned, publish
 from tests.crash_harness import ConsumerProcess
 from tests.fault_support import wait_for_log
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
+from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
 
@@ -169,21 +167,6 @@ async def test_late_duplicates_change_nothing_and_bad_overrides_go_to_the_dlq(
         assert await redis.get(keys.gallery_key(ns, hotel)) == settled
     finally:
         await drop_namespace(redis, ns)
-
-
-@pytest.fixture(scope="module")
-def private_redis_url():
-    """promote moves galleryrank:active: a private server, so no other test is disturbed."""
-    with EmbeddedRedis() as server:
-        yield server.url
-
-
-@pytest_asyncio.fixture
-async def private_redis(private_redis_url):
-    client = aioredis.Redis.from_url(private_redis_url)
-    yield client
-    await client.delete(keys.ACTIVE_KEY)
-    await client.aclose()
 
 
 async def test_overrides_survive_uploads_deletes_rerank_and_replay_then_promote(

@@ -23,7 +23,6 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from galleryrank.consumer import metrics
-from galleryrank.consumer.dev.samples import ImageServer
 from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
@@ -35,11 +34,11 @@ from tests.fault_support import (
     image_states,
     mixed_events,
     peak_rss_mb,
-    small_jpegs,
     wait_for_log,
 )
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
 from tests.private_redis import PrivateRedis
+from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -51,33 +50,6 @@ def report(name: str, **figures) -> None:
 async def drop_markers(redis, group_id: str) -> None:
     async for key in redis.scan_iter(match=marker_pattern(group_id), count=500):
         await redis.unlink(key)
-
-
-@pytest.fixture(scope="module")
-def onnx_model_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("onnx-model"))
-
-
-@pytest.fixture(scope="module")
-def model(onnx_model_dir):
-    """The real model on ONNX Runtime: ~3x the images/s of eager fp32 torch on these CPUs
-    (docs/references.md), and a batch's scores do not depend on its size. Exported once per module;
-    consumer processes started by these tests load the same file."""
-    from galleryrank.models import load_scoring_model
-
-    return load_scoring_model(None, device="cpu", backend="onnxruntime", cache_dir=onnx_model_dir)
-
-
-@pytest.fixture
-def settings(settings, onnx_model_dir):
-    return settings.model_copy(update={"backend": "onnxruntime", "model_cache_dir": onnx_model_dir})
-
-
-@pytest.fixture
-async def small_server(sample_jpegs):
-    server = await ImageServer(small_jpegs(sample_jpegs)).start()
-    yield server
-    await server.stop()
 
 
 # --------------------------------------------------------------------------- 1. crash safety

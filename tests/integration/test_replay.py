@@ -20,7 +20,6 @@ import uuid
 
 import orjson
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 import torch
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -29,29 +28,17 @@ from click.testing import CliRunner
 from galleryrank.consumer.bluegreen import namespaces
 from galleryrank.consumer.bluegreen.handover import load_namespace_model, markers_key
 from galleryrank.consumer.bluegreen.replay import make_plan, run_replay
-from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries, run_until_caught_up, without_timestamps
+from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 
 
 # --- fixtures ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def private_redis_url():
-    with EmbeddedRedis() as server:
-        yield server.url
-
-
-@pytest_asyncio.fixture
-async def private_redis(private_redis_url):
-    client = aioredis.Redis.from_url(private_redis_url)
-    yield client
-    await client.delete(keys.ACTIVE_KEY)
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")

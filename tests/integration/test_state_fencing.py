@@ -28,7 +28,6 @@ import uuid
 import orjson
 import pytest
 
-from galleryrank.consumer.dev.samples import ImageServer
 from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.state.records import Fence, ImageState
@@ -36,34 +35,11 @@ from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import ImageDeleted, ImageUpserted, encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer, make_producer
 from galleryrank.consumer.stream.produce import publish
-from tests.fault_support import image_states, mixed_events, small_jpegs
+from tests.fault_support import image_states, mixed_events
 from tests.helpers import drop_namespace, galleries, read_topic, run_until_caught_up
+from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
-
-
-@pytest.fixture(scope="module")
-def onnx_model_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("onnx"))
-
-
-@pytest.fixture(scope="module")
-def model(onnx_model_dir):
-    from galleryrank.models import load_scoring_model
-
-    return load_scoring_model(None, device="cpu", backend="onnxruntime", cache_dir=onnx_model_dir)
-
-
-@pytest.fixture
-def settings(settings, onnx_model_dir):
-    return settings.model_copy(update={"backend": "onnxruntime", "model_cache_dir": onnx_model_dir})
-
-
-@pytest.fixture
-async def small_server(sample_jpegs):
-    server = await ImageServer(small_jpegs(sample_jpegs)).start()
-    yield server
-    await server.stop()
 
 
 def upsert(hotel: str, image_id: str, url: str) -> ImageUpserted:
