@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     topic: str = Field("hotel-images", description="Input topic with image events")
     dlq_topic: str = Field("hotel-images.dlq", description="Dead-letter topic for events that cannot be applied")
+    labels_topic: str = Field(
+        "hotel-images.labels", description="Reviewers' label events (label.area, label.rating; docs/labelling.md)"
+    )
     group_id: str = Field("galleryrank-scorer", description="Kafka consumer group of the live scorer")
     client_id: str = Field("galleryrank", description="Kafka client id (shows in broker logs and metrics)")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -37,28 +37,37 @@ from galleryrank.ranking.editorial import rank_prepared
 from galleryrank.ranking.gallery import ordered_gallery
 from galleryrank.ranking.types import RankingConfig
 
-from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
+from .overrides import AreaChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
 from .records import NOTHING, Applied, ImageState, decode_stored, encode_record, with_applied
 
 log = logging.getLogger(__name__)
 
 _HASH_MASK = (1 << 64) - 1
 _DEFAULT_PROBS = {"other": 1.0}
+# A reviewer's area label (docs/labelling.md): the photo is ranked as this area, the model's
+# area is kept beside it, and its reason says so.
+NOT_PROPERTY = "not_property"  # stream/events.py's NOT_PROPERTY (state does not import stream)
+AREA_SET = "area set by an editor"
+NOT_PROPERTY_REASON = "not a photo of the property (area set by an editor)"
 
 
 def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def image_entry(rec: ImageState) -> bytes:
-    """The image's entry of the document, serialised, without its closing brace (the reason follows)."""
-    body = {
+def image_entry(rec: ImageState, label: str | None = None) -> bytes:
+    """The image's entry of the document, serialised, without its closing brace (the reason follows).
+    With a reviewer's area ``label`` the entry shows it, and the model's area beside it."""
+    body: dict[str, object] = {
         "image_id": rec.image_id,
         "url": rec.url,
-        "area": rec.area,
-        "area_confidence": round(rec.area_confidence, 3),
+        "area": rec.area if label is None else label,
+        "area_confidence": round(rec.area_confidence, 3) if label is None else 1.0,
         "aesthetic": round(rec.aesthetic, 3),
     }
+    if label is not None:
+        body["model_area"] = rec.area
+        body["model_area_confidence"] = round(rec.area_confidence, 3)
     return orjson.dumps(body)[:-1]
 
 
@@ -191,6 +200,11 @@ class HotelState:
         refused = self.overrides.refused
         if self.overrides.apply(change):
             self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
+            if isinstance(change, AreaChange) and change.image_id in self.row:
+                # The row is rebuilt from its stored record under the new label (no rescore).
+                self._remove(change.image_id)
+                rec, q = decode_stored(change.image_id, self.raw[change.image_id])
+                self._insert(rec, q, link=True)
             return Verdict(True, overrides=True)
         return Verdict(False, overrides=self.overrides.refused != refused)
 
@@ -245,7 +259,10 @@ class HotelState:
 
     def _insert(self, rec: ImageState, q: np.ndarray | None, link: bool) -> None:
         image_id = rec.image_id
-        probs = rec.area_probs or _DEFAULT_PROBS
+        labelled = self.overrides.areas.get(image_id)
+        label = labelled.area if labelled is not None else None
+        # A labelled photo is ranked as its label, for sure; the model's guess stays in the record.
+        probs = {label: 1.0} if label is not None else rec.area_probs or _DEFAULT_PROBS
         names = sorted(probs)
         for name in names:
             if name not in self._area_col:
@@ -263,7 +280,7 @@ class HotelState:
             self._row_areas.append(())
         self._ids[row] = image_id
         self.row[image_id] = row
-        self._entries[row] = image_entry(rec)
+        self._entries[row] = image_entry(rec, label)
         self._models[row] = rec.model_version
         self._model_counts[rec.model_version] += 1
         aesthetic = float(rec.aesthetic)
@@ -341,10 +358,22 @@ class HotelState:
         return [self._ids[r] for r in self._shown_rows()]
 
     def _shown_rows(self) -> list[int]:
-        hidden = self.overrides.hidden
+        """The rows the ranking orders: live, not hidden, not labelled "not a photo of the property"."""
+        hidden = self.overrides.hidden | self._not_property()
         if not hidden:
             return self._sorted_rows
         return [r for r in self._sorted_rows if self._ids[r] not in hidden]
+
+    def _not_property(self) -> frozenset[str]:
+        areas = self.overrides.areas
+        if not areas:
+            return frozenset()
+        return frozenset(i for i, label in areas.items() if label.area == NOT_PROPERTY and i in self.row)
+
+    def _labelled_tail(self) -> list[int]:
+        """Photos labelled "not a photo of the property": shown after all others, in canonical order."""
+        away = self._not_property() - self.overrides.hidden
+        return [r for r in self._sorted_rows if self._ids[r] in away] if away else []
 
     def ranked(self) -> tuple[list[str], list[str], list[str]]:
         """(image ids in display order, a reason per position, pinned ids not shown)."""
@@ -353,6 +382,16 @@ class HotelState:
         return [ids[r] for r in rows], reasons, missing
 
     def _ranked_rows(self) -> tuple[list[int], list[str], list[str]]:
+        rows, reasons, missing = self._ranked_property_rows()
+        if not self.overrides.areas:
+            return rows, reasons, missing
+        labelled = self.overrides.areas
+        ids = self._ids
+        reasons = [f"{reason} ({AREA_SET})" if ids[row] in labelled else reason for row, reason in zip(rows, reasons)]
+        tail = self._labelled_tail()
+        return rows + tail, reasons + [NOT_PROPERTY_REASON] * len(tail), missing
+
+    def _ranked_property_rows(self) -> tuple[list[int], list[str], list[str]]:
         shown = self._shown_rows()
         if not shown:
             return [], [], list(dict.fromkeys(self.overrides.pinned))

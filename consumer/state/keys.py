@@ -47,3 +47,16 @@ def meta_key(namespace: str) -> str:
 
 def namespace_pattern(namespace: str) -> str:
     return f"galleryrank:{namespace}:*"
+
+
+# --- reviewers and labels (docs/labelling.md); not per namespace: people and labels outlive models ---
+# Hash reviewer id -> JSON {role, salt, hash (scrypt of the token's secret), created_at, revoked_at}.
+REVIEWERS_KEY = "galleryrank:reviewers"
+# Sorted set "<hotel_id> <image_id>" -> suspicion in [0, 1] (`galleryrank labels suspects` writes it,
+# the review queue reads it first).
+LABEL_SUSPECTS_KEY = "galleryrank:labels:suspects"
+
+
+def review_seen_key(reviewer: str) -> str:
+    """Set of "<hotel_id> <image_id>" the review queue has shown this reviewer (never shown twice)."""
+    return f"galleryrank:review:seen:{reviewer}"

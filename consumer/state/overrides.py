@@ -48,7 +48,43 @@ class HideChange:
     hidden: bool
 
 
-OverrideChange = PinChange | HideChange
+@dataclass(frozen=True)
+class AreaChange:
+    """label.area: a reviewer's area for one photo (docs/labelling.md); the latest label wins."""
+
+    image_id: str
+    fence: Fence
+    event_id: str
+    area: str
+    reviewer: str
+
+
+@dataclass(frozen=True)
+class RatingChange:
+    """label.rating: one reviewer's 1-10 rating of one photo; each reviewer's latest counts once."""
+
+    image_id: str
+    fence: Fence
+    event_id: str
+    reviewer: str
+    rating: int
+
+
+LabelChange = AreaChange | RatingChange
+OverrideChange = PinChange | HideChange | AreaChange | RatingChange
+
+
+@dataclass(frozen=True)
+class AreaLabel:
+    area: str
+    reviewer: str
+    applied: Applied
+
+
+@dataclass(frozen=True)
+class Rating:
+    rating: int
+    applied: Applied
 
 
 @dataclass(frozen=True)
@@ -66,6 +102,9 @@ class HotelOverrides:
     pinned: tuple[str, ...] = ()
     pins: Applied = NOTHING  # the pin list's fence
     flags: dict[str, HiddenFlag] = field(default_factory=dict)
+    # Reviewers' labels: image -> its area label (fenced per image); image -> reviewer -> rating.
+    areas: dict[str, AreaLabel] = field(default_factory=dict)
+    ratings: dict[str, dict[str, Rating]] = field(default_factory=dict)
     # Changes that lost but were remembered by their event id (they must be stored too).
     refused: int = field(default=0, compare=False)
 
@@ -78,7 +117,11 @@ class HotelOverrides:
         return source_fence(self.pins) if self.pins.seen else None
 
     def is_empty(self) -> bool:
-        return not self.pins.events and not self.flags
+        return not self.pins.events and not self.flags and not self.areas and not self.ratings
+
+    def rating_count(self, image_id: str) -> int:
+        """How many different reviewers rated the photo."""
+        return len(self.ratings.get(image_id, ()))
 
     def apply(self, change: OverrideChange) -> bool:
         """Apply one change if it is newer than what it overrides; False = stale (no visible effect;
@@ -96,6 +139,10 @@ class HotelOverrides:
             self.pins = self.pins.after(change.fence, change.event_id)
             self.pinned = pinned
             return True
+        if isinstance(change, AreaChange):
+            return self._apply_area(change)
+        if isinstance(change, RatingChange):
+            return self._apply_rating(change)
         previous = self.flags.get(change.image_id)
         applied = previous.applied if previous else NOTHING
         if not applied.admits(change.fence, change.event_id):
@@ -107,6 +154,31 @@ class HotelOverrides:
         self.flags[change.image_id] = HiddenFlag(change.hidden, applied.after(change.fence, change.event_id))
         return True
 
+    def _apply_area(self, change: AreaChange) -> bool:
+        previous = self.areas.get(change.image_id)
+        applied = previous.applied if previous else NOTHING
+        if applied.admits(change.fence, change.event_id):
+            after = applied.after(change.fence, change.event_id)
+            self.areas[change.image_id] = AreaLabel(change.area, change.reviewer, after)
+            return True
+        if previous is not None and not applied.knows(change.event_id):
+            refused = applied.refuse(change.fence, change.event_id)
+            self.areas[change.image_id] = AreaLabel(previous.area, previous.reviewer, refused)
+            self.refused += 1
+        return False
+
+    def _apply_rating(self, change: RatingChange) -> bool:
+        votes = self.ratings.setdefault(change.image_id, {})
+        previous = votes.get(change.reviewer)
+        applied = previous.applied if previous else NOTHING
+        if applied.admits(change.fence, change.event_id):
+            votes[change.reviewer] = Rating(change.rating, applied.after(change.fence, change.event_id))
+            return True
+        if previous is not None and not applied.knows(change.event_id):
+            votes[change.reviewer] = Rating(previous.rating, applied.refuse(change.fence, change.event_id))
+            self.refused += 1
+        return False
+
     def _refuse_pins(self, change: PinChange) -> bool:
         if not self.pins.knows(change.event_id):
             self.pins = self.pins.refuse(change.fence, change.event_id)
@@ -115,10 +187,18 @@ class HotelOverrides:
 
     def changed_at(self) -> int:
         """ms: the newest event time of an override change applied."""
-        return max([self.pins.changed_at, *(flag.applied.changed_at for flag in self.flags.values())])
+        return max(
+            [
+                self.pins.changed_at,
+                *(flag.applied.changed_at for flag in self.flags.values()),
+                *(label.applied.changed_at for label in self.areas.values()),
+                *(vote.applied.changed_at for votes in self.ratings.values() for vote in votes.values()),
+            ]
+        )
 
     def copy(self) -> HotelOverrides:
-        return HotelOverrides(self.pinned, self.pins, dict(self.flags), self.refused)
+        ratings = {image_id: dict(votes) for image_id, votes in self.ratings.items()}
+        return HotelOverrides(self.pinned, self.pins, dict(self.flags), dict(self.areas), ratings, self.refused)
 
 
 def _applied_json(applied: Applied) -> dict[str, object]:
@@ -155,6 +235,17 @@ def encode_overrides(overrides: HotelOverrides) -> bytes:
             image_id: {"h": flag.hidden, **_applied_json(flag.applied)}
             for image_id, flag in sorted(overrides.flags.items())
         }
+    if overrides.areas:
+        body["areas"] = {
+            image_id: {"a": label.area, "r": label.reviewer, **_applied_json(label.applied)}
+            for image_id, label in sorted(overrides.areas.items())
+        }
+    if overrides.ratings:
+        body["ratings"] = {
+            image_id: {who: {"v": vote.rating, **_applied_json(vote.applied)} for who, vote in sorted(votes.items())}
+            for image_id, votes in sorted(overrides.ratings.items())
+            if votes
+        }
     return orjson.dumps(body)
 
 
@@ -169,4 +260,8 @@ def decode_overrides(raw: bytes | None) -> HotelOverrides:
         out.pins = _applied_of(pins)
     for image_id, flag in body.get("hidden", {}).items():
         out.flags[image_id] = HiddenFlag(bool(flag["h"]), _applied_of(flag))
+    for image_id, label in body.get("areas", {}).items():
+        out.areas[image_id] = AreaLabel(str(label["a"]), str(label["r"]), _applied_of(label))
+    for image_id, votes in body.get("ratings", {}).items():
+        out.ratings[image_id] = {who: Rating(int(v["v"]), _applied_of(v)) for who, v in votes.items()}
     return out

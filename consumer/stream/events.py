@@ -6,6 +6,7 @@ with a short reason code (for DLQ headers and metrics) and a readable detail.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -24,8 +25,18 @@ PINNED = "gallery.pinned"
 UNPINNED = "gallery.unpinned"
 HIDDEN = "image.hidden"
 UNHIDDEN = "image.unhidden"
-EVENT_TYPES = (UPSERTED, DELETED, PINNED, UNPINNED, HIDDEN, UNHIDDEN)
-_IMAGE_TYPES = (UPSERTED, DELETED, HIDDEN, UNHIDDEN)  # these name one image_id
+# Reviewers' labels (docs/labelling.md): topic `labels_topic`, same key (hotel_id), same fencing.
+LABEL_AREA = "label.area"
+LABEL_RATING = "label.rating"
+EVENT_TYPES = (UPSERTED, DELETED, PINNED, UNPINNED, HIDDEN, UNHIDDEN, LABEL_AREA, LABEL_RATING)
+_IMAGE_TYPES = (UPSERTED, DELETED, HIDDEN, UNHIDDEN, LABEL_AREA, LABEL_RATING)  # these name one image_id
+_LABEL_TYPES = (LABEL_AREA, LABEL_RATING)
+# "Not a photo of the property": the area a reviewer gives a stock photo, a map, a logo.
+NOT_PROPERTY = "not_property"
+# An area name as the models and the ranking use them ("bedroom", "swimming pool"): the parser
+# checks the form; which areas exist is the model's, checked by the write API.
+AREA_RE = re.compile(r"[a-z0-9](?:[a-z0-9 _-]{0,62}[a-z0-9])?")
+RATING_MIN, RATING_MAX = 1, 10  # NIMA's ten bins
 # A gallery page shows a few dozen photos; pins are for the first ones.
 MAX_PINNED = 50
 
@@ -84,6 +95,34 @@ class ImageUnhidden:
 
 
 @dataclass(frozen=True)
+class LabelArea:
+    """A reviewer's area for one photo (an area of the model, or NOT_PROPERTY)."""
+
+    event_id: str
+    hotel_id: str
+    image_id: str
+    reviewer: str  # the authenticated person (set by the write API, never by the client)
+    model_version: str  # the model version the reviewer saw
+    url: str  # the photo as the page showed it: an export never needs the main topic
+    area: str
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
+class LabelRating:
+    """A reviewer's 1-10 rating of one photo (NIMA's bins)."""
+
+    event_id: str
+    hotel_id: str
+    image_id: str
+    reviewer: str
+    model_version: str
+    url: str
+    rating: int
+    occurred_at: str | None
+
+
+@dataclass(frozen=True)
 class InvalidEvent:
     reason: str
     detail: str
@@ -91,7 +130,8 @@ class InvalidEvent:
 
 
 OverrideEvent = GalleryPinned | GalleryUnpinned | ImageHidden | ImageUnhidden
-Event = ImageUpserted | ImageDeleted | OverrideEvent
+LabelEvent = LabelArea | LabelRating
+Event = ImageUpserted | ImageDeleted | OverrideEvent | LabelEvent
 
 
 def _id_field(obj: dict, name: str) -> str | InvalidEvent:
@@ -167,16 +207,55 @@ def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
         cls = GalleryPinned if kind == PINNED else GalleryUnpinned
         return cls(event_id, fields["hotel_id"], image_ids, occurred_at)
 
+    url = _url(obj, kind)
+    if isinstance(url, InvalidEvent):
+        return InvalidEvent(url.reason, url.detail, event_id)
+    if kind in _LABEL_TYPES:
+        label = _label(obj, kind, event_id, fields["hotel_id"], fields["image_id"], url, occurred_at)
+        return label if not isinstance(label, InvalidEvent) else InvalidEvent(label.reason, label.detail, event_id)
+    return ImageUpserted(event_id, fields["hotel_id"], fields["image_id"], url, occurred_at)
+
+
+def _url(obj: dict, kind: str) -> str | InvalidEvent:
     url = obj.get("url")
     if url is None:
-        return InvalidEvent("missing_field", "field 'url' is required for image.upserted", event_id)
+        return InvalidEvent("missing_field", f"field 'url' is required for {kind}")
     if not isinstance(url, str):
-        return InvalidEvent("wrong_type", "field 'url' must be a string", event_id)
+        return InvalidEvent("wrong_type", "field 'url' must be a string")
     if not url or len(url) > MAX_URL_CHARS:
-        return InvalidEvent("bad_url", f"url must be 1-{MAX_URL_CHARS} characters", event_id)
+        return InvalidEvent("bad_url", f"url must be 1-{MAX_URL_CHARS} characters")
     if not url.lower().startswith(("http://", "https://")):
-        return InvalidEvent("bad_scheme", "url scheme must be http or https", event_id)
-    return ImageUpserted(event_id, fields["hotel_id"], fields["image_id"], url, occurred_at)
+        return InvalidEvent("bad_scheme", "url scheme must be http or https")
+    return url
+
+
+def _label(
+    obj: dict, kind: str, event_id: str, hotel_id: str, image_id: str, url: str, occurred_at: str | None
+) -> LabelEvent | InvalidEvent:
+    """The label fields of a label.area / label.rating event (docs/labelling.md)."""
+    reviewer = _id_field(obj, "reviewer")
+    if isinstance(reviewer, InvalidEvent):
+        return reviewer
+    model_version = _id_field(obj, "model_version")
+    if isinstance(model_version, InvalidEvent):
+        return model_version
+    if kind == LABEL_AREA:
+        area = obj.get("area")
+        if area is None:
+            return InvalidEvent("missing_field", "field 'area' is required for label.area")
+        if not isinstance(area, str):
+            return InvalidEvent("wrong_type", "field 'area' must be a string")
+        if not AREA_RE.fullmatch(area):
+            return InvalidEvent("invalid_area", "area must be 1-64 of a-z 0-9 space _ - (an area name or not_property)")
+        return LabelArea(event_id, hotel_id, image_id, reviewer, model_version, url, area, occurred_at)
+    rating = obj.get("rating")
+    if rating is None:
+        return InvalidEvent("missing_field", "field 'rating' is required for label.rating")
+    if not isinstance(rating, int) or isinstance(rating, bool):
+        return InvalidEvent("wrong_type", f"field 'rating' must be an integer, got {type(rating).__name__}")
+    if not RATING_MIN <= rating <= RATING_MAX:
+        return InvalidEvent("invalid_rating", f"rating must be {RATING_MIN}-{RATING_MAX}")
+    return LabelRating(event_id, hotel_id, image_id, reviewer, model_version, url, rating, occurred_at)
 
 
 def _image_ids(obj: dict, required: bool) -> tuple[str, ...] | InvalidEvent:
@@ -210,6 +289,8 @@ _TYPE_OF = {
     GalleryUnpinned: UNPINNED,
     ImageHidden: HIDDEN,
     ImageUnhidden: UNHIDDEN,
+    LabelArea: LABEL_AREA,
+    LabelRating: LABEL_RATING,
 }
 
 
@@ -223,6 +304,14 @@ def encode_event(event: Event) -> tuple[bytes, bytes]:
         body["image_id"] = event.image_id
     if isinstance(event, ImageUpserted):
         body["url"] = event.url
+    if isinstance(event, LabelArea | LabelRating):
+        body["reviewer"] = event.reviewer
+        body["model_version"] = event.model_version
+        body["url"] = event.url
+        if isinstance(event, LabelArea):
+            body["area"] = event.area
+        else:
+            body["rating"] = event.rating
     if event.occurred_at is not None:
         body["occurred_at"] = event.occurred_at
     return event.hotel_id.encode(), orjson.dumps(body)

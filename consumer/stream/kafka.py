@@ -51,7 +51,7 @@ async def create_topics(settings: Settings, partitions: int, replication: int = 
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in (settings.topic, settings.dlq_topic) if t not in existing]
+        wanted = [t for t in (settings.topic, settings.dlq_topic, settings.labels_topic) if t not in existing]
         if wanted:
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=replication) for t in wanted]

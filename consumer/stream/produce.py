@@ -15,6 +15,8 @@ from .events import (
     ImageHidden,
     ImageUnhidden,
     ImageUpserted,
+    LabelArea,
+    LabelRating,
     encode_event,
 )
 from .kafka import make_producer
@@ -47,6 +49,17 @@ def hidden(hotel_id: str, image_id: str) -> ImageHidden:
 
 def unhidden(hotel_id: str, image_id: str) -> ImageUnhidden:
     return ImageUnhidden(uuid.uuid4().hex, hotel_id, image_id, now_iso())
+
+
+# Reviewers' labels (docs/labelling.md): the write API publishes these to `labels_topic`.
+def label_area(hotel_id: str, image_id: str, area: str, *, reviewer: str, model_version: str, url: str) -> LabelArea:
+    return LabelArea(uuid.uuid4().hex, hotel_id, image_id, reviewer, model_version, url, area, now_iso())
+
+
+def label_rating(
+    hotel_id: str, image_id: str, rating: int, *, reviewer: str, model_version: str, url: str
+) -> LabelRating:
+    return LabelRating(uuid.uuid4().hex, hotel_id, image_id, reviewer, model_version, url, rating, now_iso())
 
 
 async def publish(

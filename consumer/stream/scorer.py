@@ -36,7 +36,7 @@ from ..images.gpu_decode import GpuDecoder, gpu_decode_available
 from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state.document import ranking_config
-from ..state.overrides import HideChange, OverrideChange, PinChange
+from ..state.overrides import AreaChange, HideChange, LabelChange, OverrideChange, PinChange, RatingChange
 from ..state.records import Fence, ImageState
 from ..state.store import GalleryStore
 from ..state.writer import HotelStore, StateWriter
@@ -50,9 +50,12 @@ from .events import (
     ImageHidden,
     ImageUpserted,
     InvalidEvent,
+    LabelArea,
+    LabelEvent,
     OverrideEvent,
     parse_event,
 )
+from .events import NOT_PROPERTY as _NOT_PROPERTY
 from .offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,13 @@ def override_change(event: OverrideEvent, fence: Fence) -> OverrideChange:
     if isinstance(event, GalleryPinned | GalleryUnpinned):
         return PinChange(fence, event.event_id, event.image_ids, replace=isinstance(event, GalleryPinned))
     return HideChange(event.image_id, fence, event.event_id, hidden=isinstance(event, ImageHidden))
+
+
+def label_change(event: LabelEvent, fence: Fence) -> LabelChange:
+    """The state change of a reviewer's label event (docs/labelling.md)."""
+    if isinstance(event, LabelArea):
+        return AreaChange(event.image_id, fence, event.event_id, event.area, event.reviewer)
+    return RatingChange(event.image_id, fence, event.event_id, event.reviewer, event.rating)
 
 
 @dataclass
@@ -293,6 +303,17 @@ class GalleryScorer:
             self.summary.hotels.add(event.hotel_id)
             metrics.EVENTS.labels(outcome="override").inc()
             return
+        if isinstance(event, LabelEvent):  # a reviewer's label: no download, no model
+            if isinstance(event, LabelArea) and event.area != _NOT_PROPERTY and event.area not in self.model.areas:
+                areas = ", ".join(self.model.areas)
+                detail = f"area {event.area!r} is not one of the model's ({areas}) nor {_NOT_PROPERTY}"
+                await self._dead_letter(record, "unknown_area", detail, event.event_id)
+                return
+            await self.writer.write(event.hotel_id, label_change(event, fence))
+            self.summary.overrides += 1
+            self.summary.hotels.add(event.hotel_id)
+            metrics.EVENTS.labels(outcome="label").inc()
+            return
         decoded = await self._download_and_decode(record, event)
         if decoded is None:
             return
@@ -471,7 +492,9 @@ class GalleryScorer:
         started = time.monotonic()
         await self.producer.start()
         await self.downloader.__aenter__()
-        self.consumer.subscribe([self.settings.topic], listener=_Rebalance(self))
+        # The labels topic next to the live one (issue 25 owns the multi-topic subscription).
+        topics = list(dict.fromkeys([self.settings.topic, self.settings.labels_topic]))
+        self.consumer.subscribe(topics, listener=_Rebalance(self))
         await self.consumer.start()
         self.batcher.start()
         if self.gpu_decoder is not None:
