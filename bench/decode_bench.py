@@ -5,7 +5,7 @@ the decode of this tree, and, with ``--baseline FILE``, by another version of
 ``consumer/images/decode.py`` (e.g. ``git show REV:consumer/images/decode.py > old.py``),
 side by side. Prints one table; nothing is downloaded, nothing leaves the machine.
 
-    python bench/decode_bench.py [--baseline old_decode.py]
+    python -m bench.decode_bench [--baseline old_decode.py]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
 import importlib.util, json, sys, time
-sys.path.insert(0, {root!r})
 from galleryrank.consumer.images.decode_pool import _import_preprocess_without_torch, peak_rss_bytes
 _import_preprocess_without_torch()
 if {module!r}:
@@ -44,7 +43,7 @@ print(json.dumps({{"peak_mb": (peak_rss_bytes() - base) / 2**20,
 
 
 def measure(path: str, module: str, timeout_s: float) -> dict:
-    code = _CHILD.format(root=str(ROOT), module=module, path=path)
+    code = _CHILD.format(module=module, path=path)
     started = time.monotonic()
     try:
         out = subprocess.run(
@@ -60,7 +59,6 @@ def main() -> None:
     ap.add_argument("--baseline", default="", help="another decode.py to compare with")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="per decode")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     from tests.hostile_images import at_cap_images, progressive_scan_bomb
 
     cases = dict(at_cap_images())

@@ -11,7 +11,7 @@ timestamp -> effect durable: gallery written or DLQ record acked) p50/p95/p99/ma
 for good and bad events, DLQ counts by reason, peak RSS. Writes
 bench/results/load.json.
 
-    python bench/load_test.py --rate 30 --duration 40
+    python -m bench.load_test --rate 30 --duration 40
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import socket
-import sys
 import time
 import uuid
 from collections import Counter
@@ -32,20 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
+from galleryrank.consumer import metrics
+from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis
+from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs
+from galleryrank.consumer.runtime import caught_up, load_model
+from galleryrank.consumer.settings import Settings
+from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.stream.events import encode_event
+from galleryrank.consumer.stream.kafka import create_topics, make_producer
+from galleryrank.consumer.stream.produce import upserted
+from galleryrank.consumer.stream.scorer import GalleryScorer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from galleryrank.consumer import metrics  # noqa: E402
-from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis  # noqa: E402
-from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs  # noqa: E402
-from galleryrank.consumer.runtime import caught_up, load_model  # noqa: E402
-from galleryrank.consumer.settings import Settings  # noqa: E402
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern  # noqa: E402
-from galleryrank.consumer.stream.events import encode_event  # noqa: E402
-from galleryrank.consumer.stream.kafka import create_topics, make_producer  # noqa: E402
-from galleryrank.consumer.stream.produce import upserted  # noqa: E402
-from galleryrank.consumer.stream.scorer import GalleryScorer  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results" / "load.json"
 
 # The bad mix: one per failure stage (parse, schema, URL policy, HTTP, content).

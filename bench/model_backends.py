@@ -1,6 +1,6 @@
 """Model-only throughput of each inference backend on this machine, and agreement with fp32.
 
-    nice -n 10 python bench/model_backends.py [--threads 2] [--batch-sizes 1,8,32] [--seconds 4]
+    nice -n 10 python -m bench.model_backends [--threads 2] [--batch-sizes 1,8,32] [--seconds 4]
 
 Prints a table (images/s per backend and batch size, speed-up over PyTorch eager
 fp32, max deviation from fp32 on real photos) and writes
@@ -14,14 +14,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def photos(size: int) -> np.ndarray:

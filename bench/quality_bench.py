@@ -1,6 +1,6 @@
 """Does the default quality score order real listing photos?  AUC on judged houses-dev photos.
 
-    nice -n 10 python bench/quality_bench.py --old-checkpoint OLD.pt [--fit-blend]
+    nice -n 10 python -m bench.quality_bench --old-checkpoint OLD.pt [--fit-blend]
 
 houses-dev: Ahmed & Moustafa, "House Price Estimation from Visual and Textual Features",
 IJCCI 2016 (bench/houses.py). bench/houses_judgements.json lists 80 photos we judged by
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,11 +27,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from bench.houses import JUDGEMENTS, houses_dev_dir
 
-from bench.houses import JUDGEMENTS, houses_dev_dir  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 # Candidate feature sets for the blend, each a property a person judging listing photos
 # names (light, blown highlights, colour, perspective depth, detail, bare surfaces,
@@ -63,7 +60,7 @@ def synthetic_pairs(model, feature_cache: str):
     each clean crop above its own distortions at level >= 2, each non-photo below a clean crop.
     The blend must keep these in order, so fitting it to real photos cannot reward blown-out
     or blurred pictures (without this term the blend turned over-exposure SRCC to -0.25)."""
-    import train_default_heads as tdh
+    from scripts import train_default_heads as tdh
 
     _, rows, _ = tdh.datasets()
     z = np.load(tdh.features_cache_path(feature_cache))
@@ -152,13 +149,13 @@ def main() -> None:
         print("houses-dev not found (set GALLERYRANK_HOUSES_DEV); skipped")
         return
     torch.set_num_threads(2)
-    import train_default_heads as tdh
     from PIL import Image
 
     from galleryrank.models.checkpoint import head_state, load_checkpoint, save_checkpoint, state_fingerprint
     from galleryrank.models.defaults import DEFAULT_HEADS, load_default_model
     from galleryrank.models.features import cached_features
     from galleryrank.models.quality import FEATURE_NAMES
+    from scripts import train_default_heads as tdh
 
     t0 = time.perf_counter()
     judged = json.loads(JUDGEMENTS.read_text())["photos"]

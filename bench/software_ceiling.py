@@ -9,9 +9,10 @@ events/s it reaches is the most one process can feed a GPU, whatever the GPU.
 One run, same topic, same broker, same Redis, each scorer in its own child
 process and its own consumer group:
 
-* ``baseline``: today's loop, bench/baseline_scorer.py (consumer/stream/scorer.py as
-  of commit dccda32: one task per record, one decode thread hand-off per record),
-  on the stock asyncio loop;
+* ``baseline``: the loop of commit dccda32 (one task per record, one decode
+  thread hand-off per record) with that commit's downloader, writer and store,
+  run from a git worktree of it in its own process (bench/baseline.py), on the
+  stock asyncio loop;
 * ``current``: galleryrank.consumer.stream.scorer.GalleryScorer as it is now, on the
   event loop the service picks (uvloop when installed, see consumer/eventloop.py).
 
@@ -39,6 +40,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from bench import baseline
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("baseline", "current")
@@ -58,12 +61,15 @@ def thread_cpu_s(tid: int) -> float:
     return _ticks(f"/proc/self/task/{tid}/stat")
 
 
+# The child's galleryrank: the baseline commit's (bench/baseline.py) or this checkout's.
+SIDE = {"baseline": "old", "current": "new"}
+
+
 # --- child: one scorer run ---------------------------------------------------------------
 async def child_run(mode: str, settings, expect: int) -> dict:
+    from bench.stubs import StubDecodePool, StubModel, stub_decode
     from galleryrank.consumer import metrics
     from galleryrank.consumer.runtime import caught_up, redis_client
-
-    from .stubs import StubDecodePool, StubModel, stub_decode
 
     model = StubModel()
     redis = redis_client(settings)
@@ -82,10 +88,12 @@ async def child_run(mode: str, settings, expect: int) -> dict:
         return finished(scorer.summary) >= expect and await caught_up(scorer)
 
     if mode == "baseline":
-        from . import baseline_scorer
+        from galleryrank.consumer.stream import scorer as old_scorer
 
-        baseline_scorer.decode_image = stub_decode
-        scorer = baseline_scorer.BaselineScorer(settings, model, redis, stop_at=stop_at, accept=accept)
+        # dccda32's scorer builds its own decode step and takes no decoder: in this child
+        # (the old tree, nothing else runs here) its module's decode_image is the stub.
+        old_scorer.decode_image = stub_decode
+        scorer = old_scorer.GalleryScorer(settings, model, redis, stop_at=stop_at, accept=accept)
     else:
         from galleryrank.consumer.runtime import build_scorer
         from galleryrank.consumer.stream.scorer import ScorerControl
@@ -146,7 +154,7 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--settings", required=True)
     p.add_argument("--expect", type=int, required=True)
     a = p.parse_args(argv)
-    settings = Settings.model_validate_json(a.settings)
+    settings = Settings(**json.loads(a.settings))
     coro = child_run(a.mode, settings, a.expect)
     # The baseline runs on the stock asyncio loop, as before issue 17.
     result = asyncio.run(coro) if a.mode == "baseline" else run_loop(coro)
@@ -154,24 +162,34 @@ def child_main(argv: list[str]) -> None:
 
 
 # --- parent: broker, image server, producer, children ---------------------------------------
+CHILD_FIELDS = (
+    "bootstrap_servers",
+    "redis_url",
+    "topic",
+    "dlq_topic",
+    "session_timeout_ms",
+    "download_allow_networks",
+    "metrics_port",
+    "batch_size",
+    "max_in_flight",
+    "group_id",
+    "namespace",
+)
+
+
 async def run_child(mode: str, settings, expect: int, profile: str | None) -> dict:
     spy = []
     if profile:
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         spy = [exe, "record", "--format", "raw", "--threads", "--gil", "--rate", "200", "-o", profile, "--"]
+    # Only the fields set here, by name: both commits' Settings accept them.
+    fields = settings.model_dump_json(include=set(CHILD_FIELDS))
     proc = await asyncio.create_subprocess_exec(
         *spy,
-        sys.executable,
-        "-m",
-        "bench.software_ceiling",
-        "child",
-        mode,
-        "--settings",
-        settings.model_dump_json(),
-        "--expect",
-        str(expect),
+        *baseline.child_command("bench.software_ceiling", "child", mode, "--settings", fields, "--expect", str(expect)),
         stdout=asyncio.subprocess.PIPE,
         cwd=str(REPO),
+        env=baseline.child_env(SIDE[mode]),
     )
     result = None
     async with asyncio.timeout(600):
@@ -208,12 +226,11 @@ async def drop_namespaces(redis_url: str, prefix: str) -> None:
 
 
 async def run_parent(a: argparse.Namespace) -> dict:
+    from bench.stubs import StaticHttpServer, tiny_jpegs
     from galleryrank.consumer.dev.embedded import EmbeddedKafka
     from galleryrank.consumer.settings import Settings
     from galleryrank.consumer.stream.kafka import create_topics
     from galleryrank.consumer.stream.produce import publish
-
-    from .stubs import StaticHttpServer, tiny_jpegs
 
     tag = uuid.uuid4().hex[:6]
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -314,7 +331,7 @@ def markdown(out: dict) -> str:
 STAGES = (
     ("ranking", ("ranking/", "build_document", "state/document.py")),
     ("state records (de)serialisation", ("state/records.py", "orjson", "encode_record", "decode_record", "_embedding")),
-    ("state store / writer", ("state/", "legacy_store.py", "baseline_writer.py")),
+    ("state store / writer", ("state/",)),
     ("redis client", ("redis/",)),
     ("HTTP download", ("aiohttp/", "download.py", "netguard.py", "yarl/", "multidict/")),
     ("Kafka fetch/parse", ("aiokafka/",)),
@@ -322,7 +339,7 @@ STAGES = (
     ("model stub + batcher", ("batcher.py", "stubs.py")),
     ("DLQ", ("dlq.py", "dlq_dedupe.py")),
     ("metrics", ("prometheus_client/",)),
-    ("scorer loop / offsets", ("offsets.py", "stream/scorer.py", "baseline_scorer.py")),
+    ("scorer loop / offsets", ("offsets.py", "stream/scorer.py")),
     ("thread hand-offs", ("concurrent/futures", "run_in_executor", "call_soon_threadsafe", "threading.py")),
     ("asyncio / uvloop scheduling", ("asyncio/", "uvloop")),
 )

