@@ -27,6 +27,36 @@ _File = click.Path(exists=True, dir_okay=False, path_type=Path)
 _OutPath = click.Path(path_type=Path)
 
 
+# The same settings as the service's (consumer/settings.py: same env var, same default), so a
+# shell that sets GALLERYRANK_DEVICE=cpu or GALLERYRANK_CHECKPOINT=... means the same everywhere.
+# (models/ may not import the consumer, hence plain click options here.)
+DEVICE = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    envvar="GALLERYRANK_DEVICE",
+    show_envvar=True,
+    help="auto (cuda if available), cpu, cuda or cuda:N",
+)
+CHECKPOINT = click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    envvar="GALLERYRANK_CHECKPOINT",
+    show_envvar=True,
+    help="Model checkpoint [default: the shipped default model]",
+)
+BACKEND = click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "torch-fp16", "torch-bf16", "onnxruntime"]),
+    default="auto",
+    show_default=True,
+    envvar="GALLERYRANK_BACKEND",
+    show_envvar=True,
+    help="Inference backend; auto = fastest measured for the device (the service's)",
+)
+
+
 def _print(result: dict[str, Any]) -> None:
     click.echo(json.dumps(result, indent=2, default=str))
 
@@ -61,7 +91,7 @@ def _training_options(f: F) -> F:
         click.option("--lr-all", type=float, default=None, help="Phase 2 learning rate (default 3e-5)"),
         click.option("--batch-size", type=int, default=None, help="Default 96 on CUDA, 32 on CPU"),
         click.option("--val-fraction", type=float, default=None),
-        click.option("--device", default="auto", show_default=True),
+        DEVICE,
         click.option("--workers", type=int, default=None, help="DataLoader worker processes"),
         click.option("--seed", type=int, default=None),
         click.option("--resume/--no-resume", default=False, help="Continue from OUT/last.pt"),
@@ -128,7 +158,7 @@ def train_aesthetic_cmd(labels: Path, images: Path, out: Path, **kw: Any) -> Non
 
 
 @click.command("evaluate")
-@click.option("--checkpoint", default=None, help="Checkpoint; default: the shipped default model")
+@CHECKPOINT
 @click.option("--data", type=_Dir, default=None, help="Tagger test set DATA/<area>/")
 @click.option("--labels", type=_File, default=None, help="Aesthetic vote rows")
 @click.option("--images", type=_Dir, default=None, help="Images for --labels")
@@ -139,8 +169,8 @@ def train_aesthetic_cmd(labels: Path, images: Path, out: Path, **kw: Any) -> Non
     show_default=True,
     help="JSON report (confusion PNG next to it)",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--backend", default="torch", show_default=True)
+@DEVICE
+@BACKEND
 def evaluate_cmd(
     checkpoint: str | None,
     data: Path | None,
@@ -168,10 +198,10 @@ def evaluate_cmd(
 
 @click.command("explain")
 @click.argument("images", nargs=-1, required=True, type=_File)
-@click.option("--checkpoint", default=None)
+@CHECKPOINT
 @click.option("--area", multiple=True, help="Also draw the map of this area (repeatable)")
 @click.option("--out", type=_OutPath, default=Path("cams"), show_default=True, help="Folder for <image>_cam_<area>.png")
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE
 def explain_cmd(
     images: tuple[Path, ...], checkpoint: str | None, area: tuple[str, ...], out: Path, device: str
 ) -> None:
@@ -183,7 +213,7 @@ def explain_cmd(
 
 @click.command("export")
 @click.option("--out", type=_OutPath, default=Path("galleryrank.onnx"), show_default=True)
-@click.option("--checkpoint", default=None)
+@CHECKPOINT
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option(
     "--max-abs-diff",

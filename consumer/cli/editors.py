@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from .options import settings_options, split_settings
+from .options import settings, split_settings
 
 HOTEL = click.argument("hotel_id", metavar="HOTEL")
 
@@ -46,7 +46,7 @@ DRY_RUN = click.option("--dry-run", is_flag=True, help="Validate and print the e
 @HOTEL
 @click.argument("image_ids", metavar="IMAGE...", nargs=-1, required=True)
 @DRY_RUN
-@settings_options
+@settings("kafka", "topic")
 def pin(hotel_id, image_ids, dry_run, **kwargs) -> None:
     """Pin IMAGE... to the first positions of HOTEL's gallery, in this order (replaces earlier pins)."""
     from ..stream.produce import pinned
@@ -58,7 +58,7 @@ def pin(hotel_id, image_ids, dry_run, **kwargs) -> None:
 @HOTEL
 @click.argument("image_ids", metavar="[IMAGE...]", nargs=-1)
 @DRY_RUN
-@settings_options
+@settings("kafka", "topic")
 def unpin(hotel_id, image_ids, dry_run, **kwargs) -> None:
     """Unpin IMAGE... of HOTEL (the other pins keep their order); no IMAGE = unpin all."""
     from ..stream.produce import unpinned
@@ -70,7 +70,7 @@ def unpin(hotel_id, image_ids, dry_run, **kwargs) -> None:
 @HOTEL
 @click.argument("image_ids", metavar="IMAGE...", nargs=-1, required=True)
 @DRY_RUN
-@settings_options
+@settings("kafka", "topic")
 def hide(hotel_id, image_ids, dry_run, **kwargs) -> None:
     """Hide IMAGE... from HOTEL's gallery (kept in state: unhide restores without a rescore)."""
     from ..stream.produce import hidden
@@ -82,7 +82,7 @@ def hide(hotel_id, image_ids, dry_run, **kwargs) -> None:
 @HOTEL
 @click.argument("image_ids", metavar="IMAGE...", nargs=-1, required=True)
 @DRY_RUN
-@settings_options
+@settings("kafka", "topic")
 def unhide(hotel_id, image_ids, dry_run, **kwargs) -> None:
     """Show hidden IMAGE... of HOTEL again, at the place its scores earn."""
     from ..stream.produce import unhidden

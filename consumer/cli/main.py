@@ -27,7 +27,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from ..logs import setup_logging
-from .options import settings_options, split_settings
+from .options import SettingsCommand, grouped_help, settings, split_settings, unknown_env_warnings
 
 # name -> "module:attribute" of a click command, or of a `register(group)` function
 # that adds a command of that name (modules owned elsewhere keep their own style).
@@ -45,6 +45,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "galleryrank.consumer.cli.serve:register",
     "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
     "model-server": "galleryrank.consumer.cli.model_server:model_server",
+    "labels": "galleryrank.consumer.cli.labels:labels",
     # The model tool-chain (models/cli.py): importing it imports galleryrank.models, i.e. torch,
     # so `galleryrank --help` lists these with the short help below instead of loading them.
     "train": "galleryrank.models.cli:train_group",
@@ -62,6 +63,8 @@ MODEL_COMMANDS = {
 
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use (see LAZY_COMMANDS)."""
+
+    command_class = SettingsCommand  # --help groups the settings flags (options.py)
 
     def __init__(self, *args, lazy: dict[str, str] | None = None, lazy_help: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -101,12 +104,12 @@ class LazyGroup(click.Group):
         except ImportError:  # a slim install without that module's extras: the command is absent
             return
         if isinstance(target, click.Command):
-            self.add_command(target, name)
+            self.add_command(grouped_help(target), name)
         else:  # register(group): let it add its commands to a scratch group, keep the one asked for
             scratch = click.Group()
             target(scratch)
             if name in scratch.commands:
-                self.add_command(scratch.commands[name], name)
+                self.add_command(grouped_help(scratch.commands[name]), name)
 
 
 @click.group(
@@ -117,10 +120,25 @@ class LazyGroup(click.Group):
 )
 def cli() -> None:
     """galleryrank: keep every hotel gallery in its best order, from a Kafka stream of image events."""
+    for line in unknown_env_warnings():  # a misspelt GALLERYRANK_* would otherwise be ignored silently
+        click.echo(line, err=True)
 
 
 @cli.command()
-@settings_options
+@settings(
+    "kafka",
+    "topics",
+    "group",
+    "redis",
+    "state",
+    "batching",
+    "download",
+    "decode",
+    "model",
+    "ranking",
+    "service",
+    "logging",
+)
 def consume(**kwargs) -> None:
     """Run the streaming scorer (the live service); --processes N runs N of them under a supervisor."""
     settings, _ = split_settings(kwargs)
@@ -152,7 +170,7 @@ def consume(**kwargs) -> None:
 )
 @click.option("--hotels", type=int, default=4, show_default=True, help="Number of demo hotels")
 @click.option("--per-hotel", type=int, default=6, show_default=True, help="Photos per demo hotel")
-@settings_options
+@settings("topics", "namespace", "state", "batching", "download", "decode", "model", "ranking", "serve", "logging")
 def demo(images_dir, hotels, per_hotel, **kwargs) -> None:
     """Run the whole pipeline on embedded Kafka (Tansu) and Redis, print the ranked galleries."""
     quiet = kwargs.get("log_level") is None  # the demo prints tables; logs only on request
@@ -166,7 +184,7 @@ def demo(images_dir, hotels, per_hotel, **kwargs) -> None:
 @cli.command("create-topics")
 @click.option("--partitions", type=int, default=12, show_default=True, help="Partitions of the input topic and DLQ")
 @click.option("--replication", type=int, default=1, show_default=True, help="Replication factor")
-@settings_options
+@settings("kafka", "topics")
 def create_topics_cmd(partitions, replication, **kwargs) -> None:
     """Create the input topic and the dead-letter topic if missing."""
     settings, _ = split_settings(kwargs)

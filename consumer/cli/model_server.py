@@ -23,6 +23,8 @@ from pathlib import Path
 
 import click
 
+from .options import SettingsCommand, settings, split_settings
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repo (editable install) or site-packages/galleryrank
 SERVER_SCRIPT = PACKAGE_ROOT / "models" / "model_server.py"
 
@@ -58,26 +60,17 @@ def ensure_repository(checkpoint: str | None, cache_dir: str, device: str) -> Pa
     return root
 
 
-@click.command("model-server")
+@click.command("model-server", cls=SettingsCommand)
 @click.option(
     "--repository",
     type=click.Path(file_okay=False),
     default=None,
     help="Triton model repository from `galleryrank export --triton`; default: exported into the model cache",
 )
-@click.option("--checkpoint", default=None, help="Model checkpoint (default: the shipped default model)")
-@click.option("--model-cache-dir", default="~/.cache/galleryrank", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other hosts")
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True, help="Triton's Prometheus metrics")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto")
-@click.option(
-    "--backend",
-    default="auto",
-    show_default=True,
-    help="onnxruntime (CPU), torch-fp16 or torch-bf16 (CUDA, needs torch in the server's Python), auto",
-)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
 @click.option("--preferred-batch-sizes", default="16,32,64", show_default=True)
 @click.option(
@@ -88,22 +81,22 @@ def ensure_repository(checkpoint: str | None, cache_dir: str, device: str) -> Pa
     help="Longest a request waits for others to batch with",
 )
 @click.option("--python", "python_path", default=None, help="Interpreter with nvidia-pytriton (see --help above)")
+@settings("checkpoint", "model_cache_dir", "device", "backend")
 def model_server(
     repository,
-    checkpoint,
-    model_cache_dir,
     host,
     grpc_port,
     http_port,
     metrics_port,
-    device,
-    backend,
     threads,
     preferred_batch_sizes,
     queue_delay_us,
     python_path,
+    **kwargs,
 ) -> None:
     """A local Triton model server with dynamic batching (PyTriton); consumers use --model-server grpc://HOST:PORT."""
+    cfg, _ = split_settings(kwargs)
+    checkpoint, model_cache_dir, device, backend = cfg.checkpoint, cfg.model_cache_dir, cfg.device, cfg.backend
     python = server_python(python_path)
     if device == "auto":
         import torch

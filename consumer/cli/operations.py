@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import click
 
 from ..logs import setup_logging
-from .options import settings_options, split_settings
+from .options import deprecated_alias, settings, split_settings
 
 if TYPE_CHECKING:
     from ..interfaces import RedisClient
@@ -56,20 +56,22 @@ async def _with_redis(settings: Settings, work: Callable[[RedisClient], Awaitabl
     help="End: 'now' (the log end when the replay starts) or an ISO-8601 time (inclusive)",
 )
 @click.option(
-    "--model",
-    "checkpoint",
+    "--replay-group",
+    "replay_group",
     default=None,
-    help="Checkpoint to score with [default: --checkpoint / GALLERYRANK_CHECKPOINT, else the shipped model]",
+    help="Consumer group of this replay [default: <group-id>-replay-<namespace>; --group-id is the live scorers']",
 )
-@click.option("--group", "group_id", default=None, help="Consumer group [default: <group-id>-replay-<namespace>]")
+@deprecated_alias("--model", "--checkpoint")
+@deprecated_alias("--group", "--replay-group", "the replay's own group; --group-id names the live scorers' group")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr")
-@settings_options
-def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
+@settings("kafka", "topics", "group", "redis", "state", "batching", "download", "decode", "model", "ranking", "logging")
+def replay(from_, to, replay_group, progress, **kwargs) -> None:
     """Rescore the topic from --from to --to into namespace --namespace (required), without touching the active one."""
-    namespace = kwargs.get("namespace")
+    namespace = kwargs.get("namespace")  # the flag: replaying into the env's namespace would be an accident
     if not namespace:
         _fail("--namespace is required: the namespace to replay into (a new one, e.g. v2)")
-    settings, _ = split_settings(kwargs)
+    settings, rest = split_settings(kwargs)
+    replay_group = replay_group or rest.get("replay_group")
     setup_logging(settings.log_level, settings.log_json)
     from ..bluegreen.namespaces import NamespaceError, validate_name
     from ..bluegreen.replay import ReplayError, parse_time, run_replay
@@ -81,7 +83,7 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
         to_ms = parse_time(to, open_value="now")
     except (NamespaceError, ReplayError) as exc:
         _fail(str(exc))
-    checkpoint = checkpoint or settings.checkpoint
+    checkpoint = settings.checkpoint
     launched = time.monotonic()
     model = load_model(settings, checkpoint)  # with the ONNX export on the first use of a model
     loading_s = time.monotonic() - launched
@@ -95,7 +97,7 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
             from_ms=from_ms,
             to_ms=to_ms,
             checkpoint=checkpoint,
-            group_id=group_id,
+            group_id=replay_group,
             progress=progress,
         )
 
@@ -141,7 +143,7 @@ def replay(from_, to, checkpoint, group_id, progress, **kwargs) -> None:
     show_default=True,
     help="Seconds to wait for the live consumers to catch TARGET up (they complete the switch later if longer)",
 )
-@settings_options
+@settings("redis", "group_id", "topic")
 def promote(target, force, wait_s, **kwargs) -> None:
     """Make TARGET the namespace the website reads, once it holds every event the active one shows.
 
@@ -176,7 +178,7 @@ def promote(target, force, wait_s, **kwargs) -> None:
 
 
 @click.command("namespaces")
-@settings_options
+@settings("redis")
 def list_cmd(**kwargs) -> None:
     """List namespaces: active, hotels, keys, model version, created, status."""
     settings, _ = split_settings(kwargs)
@@ -208,7 +210,7 @@ def list_cmd(**kwargs) -> None:
 @click.argument("new")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Positions that count as 'the top'")
 @click.option("--sample", type=click.IntRange(1), default=1000, show_default=True, help="Hotels sampled from each side")
-@settings_options
+@settings("redis")
 def compare(old, new, top, sample, **kwargs) -> None:
     """Compare namespace NEW with OLD before promoting: missing hotels, image sets, hero and top-k changes."""
     settings, _ = split_settings(kwargs)
@@ -241,7 +243,7 @@ def compare(old, new, top, sample, **kwargs) -> None:
 @click.command()
 @click.argument("target")
 @click.option("--yes", is_flag=True, help="Really delete (without it: a dry run that prints the key count, exit 0)")
-@settings_options
+@settings("redis")
 def drop(target, yes, **kwargs) -> None:
     """Delete namespace TARGET (not the active one): SCAN + UNLINK in batches of 500 keys."""
     settings, _ = split_settings(kwargs)
@@ -279,7 +281,7 @@ def drop(target, yes, **kwargs) -> None:
     "--strategy", default=None, help="Ranking strategy [default: --ranking-strategy / GALLERYRANK_RANKING_STRATEGY]"
 )
 @click.option("--diversity", type=click.FloatRange(0, 1), default=None, help="Quality/diversity trade-off in [0, 1]")
-@settings_options
+@settings("redis", "ranking")
 def rerank(hotels, strategy, diversity, **kwargs) -> None:
     """Rebuild gallery documents from stored scores (no download, no model) after a ranking change.
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from ..logs import setup_logging
-from .options import settings_options, split_settings
+from .options import settings, split_settings
 
 
 def register(group: click.Group) -> None:
     @group.command()
-    @settings_options
+    @settings("redis", "serve", "model", "download", "decode", "logging")
     def serve(**kwargs) -> None:
         """Serve the read API (GET /hotels/{id}/gallery) and the gallery page on serve_host:serve_port."""
         settings, _ = split_settings(kwargs)

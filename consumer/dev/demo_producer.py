@@ -14,7 +14,7 @@ import random
 
 import click
 
-from ..cli.options import settings_options, split_settings
+from ..cli.options import settings, split_settings
 from ..logs import setup_logging
 from ..stream.produce import publish, upserted
 from .samples import ImageServer, folder_images, skimage_jpegs
@@ -60,7 +60,7 @@ def register(group: click.Group) -> None:
     @click.option("--public-base-url", default=None, help="Base URL the scorer uses to reach this server")
     @click.option("--serve-seconds", type=float, default=0, show_default=True, help="Stop after this long (0 = never)")
     @click.option("--seed", type=int, default=7, show_default=True)
-    @settings_options
+    @settings("kafka", "topic", "logging")
     def demo_producer(images_dir, hotels, per_hotel, listen_host, port, public_base_url, serve_seconds, seed, **kwargs):
         """Serve sample photos over HTTP and publish events that point at them."""
         settings, _ = split_settings(kwargs)

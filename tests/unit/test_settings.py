@@ -20,8 +20,8 @@ def test_readme_lists_every_setting_with_env_var_and_flag():
         assert f"`--{name.replace('_', '-')}`" in readme, name
 
 
-def test_every_setting_is_a_flag_of_consume():
-    out = CliRunner().invoke(cli, ["consume", "--help"]).output
+def test_every_setting_is_a_flag_of_consume_or_serve():
+    out = CliRunner().invoke(cli, ["consume", "--help"]).output + CliRunner().invoke(cli, ["serve", "--help"]).output
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in out, name
 
