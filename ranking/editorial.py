@@ -24,6 +24,7 @@ import numpy as np
 
 from .duplicates import duplicate_representatives
 from .gallery import Gallery, build_gallery
+from .pipeline import confident, hero_columns, pick_hero
 from .registry import get_strategy
 from .types import Candidate, RankingConfig
 
@@ -32,8 +33,10 @@ from .types import Candidate, RankingConfig
 REASONS = {
     "pinned": "pinned",
     "hero_best": "hero: best score",
-    "hero_area": "hero: best {area}",
+    "hero_area": "hero: best {area} (hero area)",
     "hero_first": "hero: first {area}",
+    "hero_fallback_best": "hero: best score (no confident hero-area photo)",
+    "hero_fallback_first": "hero: first {area} (no confident hero-area photo)",
     "first_area": "first {area}",
     "next_best": "next best",
     "moved_back": "moved back: variety first",
@@ -102,8 +105,10 @@ def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared
     Read from the order itself, so it holds for any strategy:
     pinned rows are "pinned"; a near duplicate set aside by the shared pipeline
     is "near-duplicate of <the image shown for it>"; position 0 is the hero
-    (best score, the hero rule's area, or the first of its area); an image whose
-    area was not shown before is "first <area>"; an image placed after a
+    (the hero rule's area; else best score or the first of its area, saying so
+    when the hero rule found no confident hero-area photo); an image confidently
+    tagged (``area_confidence``) whose area no confident tag showed before is
+    "first <area>"; an image placed after a
     lower-scoring automatic image was "moved back" (by an area cap when its
     area had reached it, else for variety); the rest are the "next best".
     """
@@ -129,8 +134,8 @@ def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared
     normal = counted & ~pinned_at
     top = gallery.top_area[rows] if n else np.zeros(m, dtype=np.int64)
     score = gallery.aesthetic[rows]
-    first_of_area = np.zeros(m, dtype=bool)  # no counted row before it shows its area
-    shown = np.flatnonzero(counted)
+    first_of_area = np.zeros(m, dtype=bool)  # no confident counted row before it shows its area
+    shown = np.flatnonzero(counted & confident(gallery, config.area_confidence)[rows])
     if shown.size:
         _, first = np.unique(top[shown], return_index=True)
         first_of_area[shown[first]] = True
@@ -154,8 +159,15 @@ def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared
     code[pinned_at] = PIN
     code[duplicate_at] = DUP
     hero = REASONS["hero_best"] if normal[0] and score[0] >= best_auto else None
+    fallback = False
     if normal[0]:
         code[0] = HERO
+        if shared_pipeline and not gallery.pinned and hero_columns(gallery, config):
+            if int(rows[0]) == pick_hero(gallery, config, rep != np.arange(n)):
+                hero = REASONS["hero_area"].format(area=gallery.areas[top[0]])
+            else:
+                fallback = True
+                hero = REASONS["hero_fallback_best"] if hero is not None else None
 
     templates = {
         FIRST: REASONS["first_area"],
@@ -174,8 +186,8 @@ def explain(gallery: Gallery, config: RankingConfig, rows: np.ndarray, *, shared
         if kind == HERO:
             if hero is not None:
                 texts.append(hero)
-            elif area in config.hero_areas:
-                texts.append(REASONS["hero_area"].format(area=area))
+            elif fallback:
+                texts.append(REASONS["hero_fallback_first"].format(area=area))
             else:
                 texts.append(REASONS["hero_first"].format(area=area))
         elif kind == DUP:

@@ -14,6 +14,8 @@ index per image (``(N,)`` ints) or a binary ``(N, C)`` matrix.
   counted in the first min(k, number of distinct photos) positions: a gallery
   of 10 images with one copy must show that copy at position 10.
 - position shift: mean |position change| of existing images after an update.
+- longest run: longest stretch of one area; share deviation: total-variation
+  distance between the head's area shares and the gallery's.
 """
 
 from __future__ import annotations
@@ -112,3 +114,26 @@ def position_shift(before: Sequence[str], after: Sequence[str]) -> float:
     after_position = {image_id: p for p, image_id in enumerate(after)}
     moves = [abs(after_position[image_id] - p) for p, image_id in enumerate(before) if image_id in after_position]
     return float(np.mean(moves)) if moves else 0.0
+
+
+def longest_run(labels: Sequence[object]) -> int:
+    """Longest stretch of equal consecutive labels (e.g. the areas of the first k positions)."""
+    best = run = 0
+    previous: object = object()
+    for label in labels:
+        run = run + 1 if label == previous else 1
+        best = max(best, run)
+        previous = label
+    return best
+
+
+def share_deviation(order: Sequence[int], labels: np.ndarray, k: int, target: np.ndarray | None = None) -> float:
+    """Total-variation distance between the area shares of the first k positions and
+    ``target`` (default: the gallery's own shares): 0 = exactly proportional, 1 = disjoint."""
+    labels = np.asarray(labels)
+    n_areas = int(labels.max()) + 1 if labels.size else 0
+    if target is None:
+        target = np.bincount(labels, minlength=n_areas) / max(labels.size, 1)
+    head = labels[np.asarray(order[:k], dtype=np.int64)]
+    shares = np.bincount(head, minlength=n_areas) / max(head.size, 1)
+    return float(0.5 * np.abs(shares - target).sum())

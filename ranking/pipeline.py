@@ -3,9 +3,14 @@
 0. rows an editor pinned (``gallery.pinned``) take the first positions, in
    their order, and count as shown for the rest (coverage, caps, duplicates);
 1. near duplicates of a better image are set aside (they go last);
-2. the optional hero rule seeds position 0 (not when something is pinned);
+2. the hero rule seeds position 0 (not when something is pinned): the best
+   photo confidently tagged with a hero area (``config.hero_areas``, tag
+   probability >= ``hero_confidence``) within ``hero_tolerance`` of the best
+   score; when there is none, the strategy picks position 0 itself;
 3. the strategy's greedy selector fills the head (``config.head_size``
-   positions), respecting per-area caps;
+   positions), respecting per-area caps and the run limit (``max_run``: no
+   area more than that many times in a row while another area still has a
+   photo to show);
 4. the remaining non-duplicates follow in aesthetic order, then the
    duplicates in aesthetic order.
 
@@ -37,9 +42,25 @@ class HeadState:
         self.size = min(config.head_size + len(gallery.pinned), int((~excluded).sum()))
         self.caps = _area_caps(gallery.areas, config)
         self.area_counts = np.zeros(len(gallery.areas), dtype=np.int64)
+        self.max_run = config.max_run
 
     def is_open(self) -> bool:
         return len(self.selected) < self.size and not self.blocked.all()
+
+    def closed(self) -> np.ndarray:
+        """Rows the next position may not take: ``blocked``, plus the area of the last
+        ``max_run`` positions when they all show one area and another area is still open."""
+        run = self.max_run
+        if run is None or len(self.selected) < run or self.area_counts.size == 0:
+            return self.blocked
+        top = self.gallery.top_area
+        area = top[self.selected[-1]]
+        if any(top[row] != area for row in self.selected[-run:]):
+            return self.blocked
+        same = top == area
+        if (~self.blocked & ~same).any():
+            return self.blocked | same
+        return self.blocked
 
     def take(self, row: int) -> None:
         self.selected.append(int(row))
@@ -89,14 +110,32 @@ def quality_order(gallery: Gallery, config: RankingConfig, state: HeadState) -> 
         state.take(int(np.argmin(state.blocked)))  # first unblocked row
 
 
+def confident(gallery: Gallery, floor: float) -> np.ndarray:
+    """(N,) bool: the row's top-area tag has probability >= ``floor``."""
+    if gallery.size == 0 or not gallery.areas:
+        return np.zeros(gallery.size, dtype=bool)
+    return gallery.area_probs[np.arange(gallery.size), gallery.top_area] >= floor
+
+
+def coverage_probs(gallery: Gallery, config: RankingConfig) -> np.ndarray:
+    """(N, C) P(a|d) for covering areas: zero rows for unsure tags (below
+    ``area_confidence``), which rank on quality alone and cover nothing."""
+    probs = gallery.area_probs.astype(np.float64)
+    return probs * confident(gallery, config.area_confidence)[:, None]
+
+
+def hero_columns(gallery: Gallery, config: RankingConfig) -> list[int]:
+    return [gallery.areas.index(a) for a in config.hero_areas if a in gallery.areas]
+
+
 def pick_hero(gallery: Gallery, config: RankingConfig, excluded: np.ndarray) -> int | None:
-    """Best non-duplicate whose top area is a hero area, if within tolerance of the best."""
+    """Best non-duplicate confidently tagged with a hero area, if within tolerance of the best."""
     if not config.hero_areas or gallery.size == 0:
         return None
-    hero_columns = [gallery.areas.index(a) for a in config.hero_areas if a in gallery.areas]
-    if not hero_columns:
+    columns = hero_columns(gallery, config)
+    if not columns:
         return None
-    eligible = np.isin(gallery.top_area, hero_columns) & ~excluded
+    eligible = np.isin(gallery.top_area, columns) & ~excluded & confident(gallery, config.hero_confidence)
     best = gallery.aesthetic[~excluded].max(initial=-np.inf)
     rows = np.flatnonzero(eligible & (gallery.aesthetic >= best - config.hero_tolerance))
     return int(rows[0]) if rows.size else None

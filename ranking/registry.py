@@ -16,7 +16,7 @@ StrategyFn = Callable[[Gallery, RankingConfig], np.ndarray]
 STRATEGIES: dict[str, StrategyFn] = {}
 
 # What RankingConfig(strategy="default") runs; chosen by bench/ranking_bench.py.
-DEFAULT_STRATEGY = "xquad"
+DEFAULT_STRATEGY = "seats"
 
 
 def register(name: str) -> Callable[[StrategyFn], StrategyFn]:

@@ -22,6 +22,11 @@ class Candidate:
     phash: int | None = None  # 64-bit perceptual hash (imagehash dhash/phash as int); None if unknown
 
 
+# Hero areas of hotel practice under the names models use: facade/exterior,
+# bedroom/room, pool, view, lobby (the default tagger's "foyer").
+HERO_AREAS = ("facade", "exterior", "bedroom", "room", "swimming_pool", "pool", "view", "lobby", "foyer")
+
+
 @dataclass(frozen=True)
 class RankingConfig:
     """How to order a gallery. Defaults are the ones chosen by ``bench/ranking_bench.py``.
@@ -51,11 +56,21 @@ class RankingConfig:
     # not named weigh 1.0. Only areas present in the gallery count.
     area_weights: Mapping[str, float] = field(default_factory=dict)
 
-    # Hero rule: the first image is the best one whose top area is in
-    # ``hero_areas`` when it scores within ``hero_tolerance`` aesthetic points of
-    # the best image. Empty tuple = no hero rule.
-    hero_areas: tuple[str, ...] = ()
-    hero_tolerance: float = 0.5
+    # Hero rule (hotel practice: exterior, a room, the pool, the view, the lobby
+    # first): the first image is the best one whose top area is in ``hero_areas``,
+    # tagged with probability >= ``hero_confidence``, when it scores within
+    # ``hero_tolerance`` aesthetic points of the best image; otherwise the strategy
+    # picks it. Names the model lacks are ignored. Empty tuple = no hero rule.
+    hero_areas: tuple[str, ...] = HERO_AREAS
+    hero_tolerance: float = 1.0
+    hero_confidence: float = 0.7
+
+    # A tag counts as showing its area ("first <area>", coverage, seats) only at
+    # probability >= ``area_confidence``; an unsure photo still ranks on quality.
+    area_confidence: float = 0.6
+    # Inside the head no area more than ``max_run`` times in a row while another
+    # area still has a photo to show (None = no limit).
+    max_run: int | None = 2
 
     # Near duplicates (idealo/imagededup practice): CNN embedding cosine >= 0.9,
     # or perceptual-hash Hamming distance <= 10 (imagededup's default
@@ -78,5 +93,9 @@ class RankingConfig:
             raise ValueError("max_per_area must be >= 1 or None")
         if self.hero_tolerance < 0:
             raise ValueError("hero_tolerance must be >= 0")
+        if not 0.0 <= self.hero_confidence <= 1.0 or not 0.0 <= self.area_confidence <= 1.0:
+            raise ValueError("hero_confidence and area_confidence must be in [0, 1]")
+        if self.max_run is not None and self.max_run < 1:
+            raise ValueError("max_run must be >= 1 or None")
         if not 0.0 <= self.duplicate_hamming <= 64:
             raise ValueError("duplicate_hamming must be in [0, 64]")

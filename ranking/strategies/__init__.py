@@ -1,3 +1,3 @@
 """Importing this package registers every strategy in ranking.STRATEGIES."""
 
-from . import baseline, dpp, mmr, pm2, xquad  # noqa: F401
+from . import baseline, dpp, mmr, pm2, seats, xquad  # noqa: F401

@@ -45,7 +45,7 @@ def dpp(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
     for row in list(state.selected):  # the hero, if any
         add(row)
     while state.is_open():
-        gains = np.where(state.blocked, -np.inf, di2)
+        gains = np.where(state.closed(), -np.inf, di2)
         row = int(np.argmax(gains))
         if gains[row] < _EPS:
             return  # nothing independent left: the tail follows in aesthetic order

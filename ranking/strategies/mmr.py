@@ -26,7 +26,7 @@ def mmr(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
         np.maximum(max_sim, features @ features[row], out=max_sim)
     while state.is_open():
         score = relevance - lam * max_sim
-        score[state.blocked] = -np.inf
+        score[state.closed()] = -np.inf
         row = int(np.argmax(score))
         state.take(row)
         np.maximum(max_sim, features @ features[row], out=max_sim)

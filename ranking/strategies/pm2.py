@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gallery import Gallery
-from ..pipeline import HeadState, area_weights, diversified
+from ..pipeline import HeadState, area_weights, coverage_probs, diversified
 from ..registry import register
 from ..types import RankingConfig
 
@@ -25,7 +25,7 @@ PM2_FOCUS = 0.5  # the paper's lambda between the area whose turn it is and the 
 @diversified
 def pm2(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
     lam = config.diversity
-    probs = gallery.area_probs.astype(np.float64)
+    probs = coverage_probs(gallery, config)  # unsure tags cover nothing
     relevance = (1.0 - lam) * gallery.quality(config.quality_scale)
     weights = area_weights(gallery, config)
     if not weights.any():
@@ -39,7 +39,7 @@ def pm2(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
         mix = (1.0 - PM2_FOCUS) * quotient
         mix[turn] = PM2_FOCUS * quotient[turn]
         score = relevance + lam * (probs @ mix) / quotient[turn]
-        score[state.blocked] = -np.inf
+        score[state.closed()] = -np.inf
         row = int(np.argmax(score))
         state.take(row)
         seats += probs[row]

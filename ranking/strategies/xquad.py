@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gallery import Gallery
-from ..pipeline import HeadState, area_weights, diversified
+from ..pipeline import HeadState, area_weights, coverage_probs, diversified
 from ..registry import register
 from ..types import RankingConfig
 
@@ -21,7 +21,7 @@ from ..types import RankingConfig
 @diversified
 def xquad(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
     lam = config.diversity
-    probs = gallery.area_probs.astype(np.float64)
+    probs = coverage_probs(gallery, config)  # unsure tags cover nothing
     relevance = (1.0 - lam) * gallery.quality(config.quality_scale)
     weights = area_weights(gallery, config)
     not_covered = np.ones(len(gallery.areas))  # prod over shown of (1 - P(a|s))
@@ -29,7 +29,7 @@ def xquad(gallery: Gallery, config: RankingConfig, state: HeadState) -> None:
         not_covered *= 1.0 - probs[row]
     while state.is_open():
         score = relevance + lam * (probs @ (weights * not_covered))
-        score[state.blocked] = -np.inf
+        score[state.closed()] = -np.inf
         row = int(np.argmax(score))
         state.take(row)
         not_covered *= 1.0 - probs[row]

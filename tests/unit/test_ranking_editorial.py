@@ -44,7 +44,7 @@ def test_without_overrides_the_order_is_rank_and_every_position_has_a_reason():
 
 def test_default_reasons_name_the_hero_the_first_of_each_area_and_what_moved_back():
     assert shown(rank_gallery(GALLERY, AREAS)) == [
-        ("b1", "hero: best score"),
+        ("b1", "hero: best bedroom (hero area)"),  # bedroom is a default hero area
         ("p1", "first swimming_pool"),
         ("w1", "first bathroom"),
         ("f1", "first facade"),
@@ -92,7 +92,7 @@ def test_hidden_images_are_left_out_and_the_rest_is_ranked_as_without_them():
     assert "b1" not in ids and "p1" not in ids and len(ids) == 4
     rest = [c for c in GALLERY if c.image_id not in ("b1", "p1")]
     assert ids == [rest[i].image_id for i in rank(rest, AREAS)]
-    assert result.reasons[0] == "hero: best score"  # b2 is now the best shown
+    assert result.reasons[0] == "hero: best bedroom (hero area)"  # b2 is now the best shown
 
 
 def test_a_hidden_pin_stays_hidden_and_is_reported():
@@ -121,7 +121,7 @@ def test_area_caps_are_named_in_the_reason():
 def test_hero_rule_reason_names_the_area():
     config = RankingConfig(hero_areas=("facade",), hero_tolerance=2.5)
     result = rank_gallery(GALLERY, AREAS, config)
-    assert shown(result)[0] == ("f1", "hero: best facade")
+    assert shown(result)[0] == ("f1", "hero: best facade (hero area)")
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

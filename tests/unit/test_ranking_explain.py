@@ -12,6 +12,7 @@ from galleryrank.ranking import RankingConfig, get_strategy
 from galleryrank.ranking.duplicates import duplicate_representatives
 from galleryrank.ranking.editorial import REASONS, explain, rank_gallery
 from galleryrank.ranking.gallery import Gallery, build_gallery
+from galleryrank.ranking.pipeline import pick_hero
 from galleryrank.ranking.synthetic import synthetic_gallery
 from galleryrank.ranking.types import Candidate
 
@@ -35,19 +36,21 @@ def reference(gallery: Gallery, config: RankingConfig, rows, *, shared_pipeline:
         top = int(gallery.top_area[row])
         area = gallery.areas[top] if gallery.areas else "photo"
         score = gallery.aesthetic[row]
+        sure = bool(gallery.areas) and gallery.area_probs[row, top] >= config.area_confidence
         if row in pinned:
             reason = REASONS["pinned"]
         elif rep[row] != row:
             reasons.append(REASONS["duplicate"].format(image_id=gallery.image_ids[rep[row]]))
             continue
         elif position == 0:
-            if score >= best_auto:
-                reason = REASONS["hero_best"]
-            elif area in config.hero_areas:
+            rule = shared_pipeline and not pinned and any(a in gallery.areas for a in config.hero_areas)
+            if rule and row == pick_hero(gallery, config, rep != np.arange(n)):
                 reason = REASONS["hero_area"].format(area=area)
+            elif score >= best_auto:
+                reason = REASONS["hero_fallback_best" if rule else "hero_best"]
             else:
-                reason = REASONS["hero_first"].format(area=area)
-        elif top not in shown_areas:
+                reason = REASONS["hero_fallback_first" if rule else "hero_first"].format(area=area)
+        elif top not in shown_areas and sure:
             reason = REASONS["first_area"].format(area=area)
         elif score > lowest_auto:
             cap = config.area_caps.get(area, default_cap) if shared_pipeline else None
@@ -56,7 +59,8 @@ def reference(gallery: Gallery, config: RankingConfig, rows, *, shared_pipeline:
         else:
             reason = REASONS["next_best"]
         reasons.append(reason)
-        shown_areas.add(top)
+        if sure:  # an unsure tag shows no area
+            shown_areas.add(top)
         area_counts[top] = area_counts.get(top, 0) + 1
         if row not in pinned:
             lowest_auto = min(lowest_auto, score)
@@ -65,6 +69,8 @@ def reference(gallery: Gallery, config: RankingConfig, rows, *, shared_pipeline:
 
 CONFIGS = [
     RankingConfig(),
+    RankingConfig(hero_areas=()),
+    RankingConfig(strategy="xquad", area_confidence=0.0, max_run=None),
     RankingConfig(strategy="aesthetic"),
     RankingConfig(strategy="mmr", max_per_area=2),
     RankingConfig(strategy="pm2", area_caps={"bedroom": 1, "bathroom": 2}, hero_areas=("facade", "bedroom")),
