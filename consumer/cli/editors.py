@@ -88,9 +88,3 @@ def unhide(hotel_id, image_ids, dry_run, **kwargs) -> None:
     from ..stream.produce import unhidden
 
     _publish(kwargs, [unhidden(hotel_id, i) for i in image_ids], dry_run)
-
-
-def register(group: click.Group) -> None:
-    """Add the four commands to `group` (for a main that mounts command modules)."""
-    for command in (pin, unpin, hide, unhide):
-        group.add_command(command)

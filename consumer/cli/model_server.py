@@ -137,7 +137,3 @@ def model_server(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(python, args)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(model_server)

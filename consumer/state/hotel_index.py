@@ -51,15 +51,6 @@ def add(pipe: RedisPipeline, namespace: str, hotel_ids: Iterable[str]) -> None:
         pipe.eval(_TO_ZSET_LUA, 1, keys.hotels_key(namespace), *ids)
 
 
-async def migrate(redis: RedisClient, namespace: str) -> bool:
-    """Turn an old SET index into the sorted set; True when there was one to convert."""
-    key = keys.hotels_key(namespace)
-    if _text(await redis.type(key)) != "set":
-        return False
-    await redis.eval(_TO_ZSET_LUA, 1, key)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-    return True
-
-
 async def _kind(redis: RedisClient, key: str) -> str:
     return _text(await redis.type(key))
 
@@ -106,7 +97,7 @@ async def search(redis: RedisClient, namespace: str, prefix: str, limit: int) ->
         low, high = (b"[" + raw, b"(" + raw + b"\xff") if raw else (b"-", b"+")
         found = [_text(m) for m in await redis.zrangebylex(key, low, high, start=0, num=limit + 1)]
         return found[:limit], len(found) > limit
-    if kind == "set":  # an index written before the sorted set: a full scan, until migrate() or the next write
+    if kind == "set":  # an index written before the sorted set: a full scan, until the next write converts it
         glob = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
         found = sorted({_text(m) async for m in redis.sscan_iter(key, match=glob, count=1000)})
         return found[:limit], len(found) > limit

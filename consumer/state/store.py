@@ -42,7 +42,7 @@ from .. import metrics
 from ..interfaces import RedisClient, RedisPipeline
 from . import hotel_index, keys
 from .hotel import HotelState
-from .overrides import HotelOverrides, OverrideChange, decode_overrides, encode_overrides
+from .overrides import OverrideChange, encode_overrides
 from .records import ImageState, decode_record
 
 log = logging.getLogger(__name__)
@@ -337,9 +337,6 @@ class GalleryStore:
         key = keys.images_key(namespace, hotel_id)
         fields: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         return {k.decode(): decode_record(k.decode(), v) for k, v in fields.items()}
-
-    async def hotel_overrides(self, namespace: str, hotel_id: str) -> HotelOverrides:
-        return decode_overrides(await self.redis.get(keys.overrides_key(namespace, hotel_id)))
 
     async def rerank(self, namespace: str, hotel_ids: Iterable[str]) -> int:
         """Rebuild gallery documents from stored state (no download, no model), e.g. after a
