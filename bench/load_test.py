@@ -36,7 +36,7 @@ from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis
 from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs
 from galleryrank.consumer.runtime import caught_up, load_model
 from galleryrank.consumer.settings import Settings
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.events import encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_producer
 from galleryrank.consumer.stream.produce import upserted
@@ -250,7 +250,7 @@ def _labelled(counter):
 async def drop(redis, settings: Settings) -> None:
     from galleryrank.consumer.state import keys
 
-    for pattern in (keys.namespace_pattern(settings.namespace), marker_pattern(settings.group_id)):
+    for pattern in (keys.namespace_pattern(settings.namespace), dlq_marker_pattern(settings.group_id)):
         async for key in redis.scan_iter(match=pattern, count=500):
             await redis.unlink(key)
 

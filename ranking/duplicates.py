@@ -20,17 +20,6 @@ from .gallery import Gallery
 _BLOCK = 512  # rows per block: bounds the temporary (block x N) matrices
 _UPPER = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), k=1)  # i < j inside a block (sliced, never written)
 
-if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-
-    def _popcount(x: np.ndarray) -> np.ndarray:
-        return np.bitwise_count(x)
-
-else:  # pragma: no cover - numpy 1.26
-    _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-    def _popcount(x: np.ndarray) -> np.ndarray:
-        return _BYTE_BITS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1)
-
 
 def hamming(a: int, b: int) -> int:
     return (int(a) ^ int(b)).bit_count()
@@ -45,7 +34,9 @@ def near_duplicate_pairs(gallery: Gallery, cosine: float, max_hamming: int) -> n
         pairs.append(emb_rows[local])
     hash_rows = np.flatnonzero(gallery.has_phash)
     if hash_rows.size > 1:
-        local = _close_pairs(gallery.phash[hash_rows], lambda a, b: _popcount(a[:, None] ^ b[None, :]) <= max_hamming)
+        local = _close_pairs(
+            gallery.phash[hash_rows], lambda a, b: np.bitwise_count(a[:, None] ^ b[None, :]) <= max_hamming
+        )
         pairs.append(hash_rows[local])
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
@@ -157,7 +148,7 @@ def int8_pairs(
         pairs.append(rows[_close_pairs(index, close)])
     rows = np.flatnonzero(has_phash)
     if rows.size > 1:
-        local = _close_pairs(phash[rows], lambda a, b: _popcount(a[:, None] ^ b[None, :]) <= max_hamming)
+        local = _close_pairs(phash[rows], lambda a, b: np.bitwise_count(a[:, None] ^ b[None, :]) <= max_hamming)
         pairs.append(rows[local])
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 

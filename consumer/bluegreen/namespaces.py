@@ -151,9 +151,9 @@ class NamespaceInfo:
 async def _discover(redis: RedisClient) -> set[str]:
     """Namespaces that have a meta hash or a hotel index."""
     found: set[str] = set()
-    for pattern, suffix in (("galleryrank:*:meta", ":meta"), ("galleryrank:*:hotels", ":hotels")):
+    for pattern in keys.namespace_marker_patterns():
         async for key in redis.scan_iter(match=pattern, count=DROP_BATCH):
-            name = _text(key)[len("galleryrank:") : -len(suffix)]
+            name = keys.namespace_of(_text(key))
             if _NAME.fullmatch(name) and name not in RESERVED:
                 found.add(name)
     return found

@@ -1,6 +1,7 @@
 """Operator commands: replay, compare, promote, namespaces, drop, rerank.
 
-Mounted into `galleryrank` by consumer/cli/main.py through `register(group)`.
+Each is a click command that consumer/cli/main.py's `LAZY_COMMANDS` names and
+imports on first use.
 The walk-through (retrain -> replay -> compare -> promote -> drop) is in
 docs/operations.md.
 """

@@ -49,6 +49,26 @@ def namespace_pattern(namespace: str) -> str:
     return f"galleryrank:{namespace}:*"
 
 
+def namespace_marker_patterns() -> tuple[str, ...]:
+    """SCAN patterns of the keys whose presence makes a namespace exist: its meta hash, its hotel index."""
+    return meta_key("*"), hotels_key("*")
+
+
+def namespace_of(key: str) -> str:
+    """The namespace part of a per-namespace key (``galleryrank:<ns>:...``; names hold no colon)."""
+    return key.split(":", 2)[1]
+
+
+def dlq_marker_key(group_id: str, topic: str, partition: int, offset: int) -> str:
+    """String "this source record is already in the DLQ" (stream/dlq_dedupe.py), with a TTL."""
+    return f"galleryrank:dlq-sent:{group_id}:{topic}:{partition}:{offset}"
+
+
+def dlq_marker_pattern(group_id: str) -> str:
+    """All DLQ markers of one consumer group (tests and operators clean up with SCAN on it)."""
+    return f"galleryrank:dlq-sent:{group_id}:*"
+
+
 # --- reviewers and labels (docs/labelling.md); not per namespace: people and labels outlive models ---
 # Hash reviewer id -> JSON {role, salt, hash (scrypt of the token's secret), created_at, revoked_at}.
 REVIEWERS_KEY = "galleryrank:reviewers"

@@ -24,6 +24,7 @@ import logging
 from redis.exceptions import RedisError
 
 from ..interfaces import RedisClient
+from ..state.keys import dlq_marker_key
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,6 @@ log = logging.getLogger(__name__)
 MARKER_TTL_S = 7 * 24 * 3600
 # A marker lookup must never hold the DLQ up for long; on timeout we send (fail open).
 MARKER_TIMEOUT_S = 2.0
-
-
-def marker_key(group_id: str, topic: str, partition: int, offset: int) -> str:
-    return f"galleryrank:dlq-sent:{group_id}:{topic}:{partition}:{offset}"
-
-
-def marker_pattern(group_id: str) -> str:
-    """All markers of one group (tests and operators clean up with SCAN on it)."""
-    return f"galleryrank:dlq-sent:{group_id}:*"
 
 
 class DlqMarks:
@@ -57,7 +49,7 @@ class DlqMarks:
     async def already_sent(self, topic: str, partition: int, offset: int) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return bool(await self.redis.exists(marker_key(self.group_id, topic, partition, offset)))
+                return bool(await self.redis.exists(dlq_marker_key(self.group_id, topic, partition, offset)))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("DLQ marker lookup failed (%s); sending anyway (at-least-once)", type(exc).__name__)
             return False
@@ -65,6 +57,6 @@ class DlqMarks:
     async def mark_sent(self, topic: str, partition: int, offset: int) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self.redis.set(marker_key(self.group_id, topic, partition, offset), b"1", ex=self.ttl_s)
+                await self.redis.set(dlq_marker_key(self.group_id, topic, partition, offset), b"1", ex=self.ttl_s)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("DLQ marker write failed (%s); a redo may dead-letter this record twice", type(exc).__name__)

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from galleryrank.consumer.images import decode
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.crash_harness import REPO_ROOT, settings_env
@@ -61,7 +61,7 @@ class BodyServer:
 
 async def _cleanup(redis, s) -> None:
     await drop_namespace(redis, s.namespace)
-    async for key in redis.scan_iter(match=marker_pattern(s.group_id), count=500):
+    async for key in redis.scan_iter(match=dlq_marker_pattern(s.group_id), count=500):
         await redis.unlink(key)
 
 

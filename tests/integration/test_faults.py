@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from galleryrank.consumer import metrics
 from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
+from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.crash_harness import ConsumerProcess, kill_schedule
@@ -48,7 +48,7 @@ def report(name: str, **figures) -> None:
 
 
 async def drop_markers(redis, group_id: str) -> None:
-    async for key in redis.scan_iter(match=marker_pattern(group_id), count=500):
+    async for key in redis.scan_iter(match=dlq_marker_pattern(group_id), count=500):
         await redis.unlink(key)
 
 

@@ -21,8 +21,8 @@ from galleryrank.consumer.images.decode import decode_image
 from galleryrank.consumer.images.download import DownloadError, ImageDownloader
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state import keys
+from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.state.records import decode_record
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.fault_support import peak_rss_mb, trimmed_rss_mb
@@ -196,7 +196,7 @@ async def test_hostile_corpus_through_the_real_consumer(settings, model, redis, 
         )
     finally:
         await drop_namespace(redis, s.namespace)
-        async for key in redis.scan_iter(match=marker_pattern(s.group_id), count=500):
+        async for key in redis.scan_iter(match=dlq_marker_pattern(s.group_id), count=500):
             await redis.unlink(key)
 
 

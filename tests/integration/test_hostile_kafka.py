@@ -13,8 +13,8 @@ import hashlib
 import orjson
 import pytest
 
+from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.dlq import TRUNCATED_VALUE_BYTES
-from galleryrank.consumer.stream.dlq_dedupe import marker_pattern
 from galleryrank.consumer.stream.events import encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_producer
 from galleryrank.consumer.stream.produce import upserted
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 async def _cleanup(redis, s) -> None:
     await drop_namespace(redis, s.namespace)
-    async for key in redis.scan_iter(match=marker_pattern(s.group_id), count=500):
+    async for key in redis.scan_iter(match=dlq_marker_pattern(s.group_id), count=500):
         await redis.unlink(key)
 
 
