@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     topic: str = Field("hotel-images", description="Input topic with image events")
     dlq_topic: str = Field("hotel-images.dlq", description="Dead-letter topic for events that cannot be applied")
+    backfill_topic: str | None = Field(
+        None,
+        description="Topic of bulk catalogue events (galleryrank publish), consumed behind the live topic; "
+        "unset = '<topic>.backfill' (hotel-images.backfill)",
+    )
     labels_topic: str = Field(
         "hotel-images.labels", description="Reviewers' label events (label.area, label.rating; docs/labelling.md)"
     )
@@ -87,6 +92,11 @@ class Settings(BaseSettings):
     )
     max_in_flight: int = Field(
         512, ge=1, description="Events held between fetch and commit; above it partitions are paused"
+    )
+    backfill_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Backfill events inside the pipeline at once; none start while live events are in flight",
     )
 
     # --- Downloads -----------------------------------------------------------

@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
 from ..settings import Settings
+from .priority import subscribed_topics
 
 
 def common_kwargs(settings: Settings) -> dict[str, Any]:
@@ -46,12 +47,13 @@ def make_consumer(settings: Settings, group_id: str | None, **extra: Any) -> AIO
 
 
 async def create_topics(settings: Settings, partitions: int, replication: int = 1) -> list[str]:
-    """Create the input topic and the DLQ if missing; returns the names created."""
+    """Create every subscribed topic (stream/priority.py: live, labels, backfill) and the DLQ if missing;
+    returns the names created."""
     admin = AIOKafkaAdminClient(**common_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in (settings.topic, settings.dlq_topic, settings.labels_topic) if t not in existing]
+        wanted = [t for t in (*subscribed_topics(settings), settings.dlq_topic) if t not in existing]
         if wanted:
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=replication) for t in wanted]

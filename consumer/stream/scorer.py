@@ -57,6 +57,8 @@ from .events import (
 )
 from .events import NOT_PROPERTY as _NOT_PROPERTY
 from .offsets import OffsetTracker
+from .priority import PriorityGate, subscribed_topics
+from .redelivery import KnownEvents
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ class GalleryScorer:
         self.dlq = DeadLetters(self.producer, settings.dlq_topic)
         self.dlq_marks = DlqMarks(redis, group_id or settings.group_id)  # one DLQ record per source record
         self.tracker = OffsetTracker()
+        # Live topics first, backfill in the room they leave (stream/priority.py).
+        self.priority = PriorityGate(subscribed_topics(settings), settings.backfill_max_in_flight)
+        # A re-published catalogue row (same event_id) is not downloaded again (stream/redelivery.py).
+        self.known = KnownEvents(redis, getattr(self.store, "cache", None))
         self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
         self.writer = StateWriter(self.store, self._write_namespace, coalesce_s=settings.write_coalesce_ms / 1000)
         # Decodes run in killable worker processes under a CPU-time and a byte budget
@@ -314,6 +320,9 @@ class GalleryScorer:
             self.summary.hotels.add(event.hotel_id)
             metrics.EVENTS.labels(outcome="label").inc()
             return
+        if await self.known.applied(await self._write_namespace(), event):
+            self.summary.stale += 1  # a re-delivery: the fence would refuse it after the download
+            return
         decoded = await self._download_and_decode(record, event)
         if decoded is None:
             return
@@ -367,7 +376,8 @@ class GalleryScorer:
 
     async def _run_record(self, record: KafkaRecord, tp: TopicPartition) -> None:
         try:
-            await self._process(record)
+            async with self.priority.slot(record.topic):  # live first (stream/priority.py)
+                await self._process(record)
         except asyncio.CancelledError:
             raise  # not done: the offset stays uncommitted and is redone
         except DeadLetterFailed as exc:  # the DLQ is gone: stop, the offset stays uncommitted
@@ -389,6 +399,7 @@ class GalleryScorer:
 
     def _spawn_batch(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
         """Start one fetched batch of `tp`: the bookkeeping once per batch, then one task per record."""
+        self.priority.fetched(tp, records[-1].offset + 1)
         accept = self.control.accept
         records = [r for r in records if accept(self, r)]
         if not records:
@@ -435,6 +446,7 @@ class GalleryScorer:
             self._tasks.pop(tp, None)
         # Their hotels are the next owner's to write: drop our copies (Redis has everything).
         self.store.forget((tp.topic, tp.partition) for tp in partitions)
+        self.priority.forget(partitions)
 
     # --- backpressure -------------------------------------------------------
     def _apply_backpressure(self) -> None:
@@ -492,9 +504,8 @@ class GalleryScorer:
         started = time.monotonic()
         await self.producer.start()
         await self.downloader.__aenter__()
-        # The labels topic next to the live one (issue 25 owns the multi-topic subscription).
-        topics = list(dict.fromkeys([self.settings.topic, self.settings.labels_topic]))
-        self.consumer.subscribe(topics, listener=_Rebalance(self))
+        # Every topic of stream/priority.py's SUBSCRIPTIONS (live, labels, backfill).
+        self.consumer.subscribe(self.priority.topics, listener=_Rebalance(self))
         await self.consumer.start()
         self.batcher.start()
         if self.gpu_decoder is not None:
@@ -504,6 +515,7 @@ class GalleryScorer:
             while not self._stopping.is_set():
                 self.last_loop_at = time.monotonic()
                 self._apply_backpressure()
+                await self.priority.steer(self.consumer, paused_for_backpressure=self._paused)
                 room = max(1, self.settings.max_in_flight - self.tracker.in_flight())
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=min(room, 500))
                 for tp, records in batches.items():

@@ -55,6 +55,7 @@ READS: dict[str, set[str]] = {
     "unhide": {"kafka", "topic"},
     "serve": {"redis", "serve", "model", "download", "decode", "logging"},
     "demo-producer": {"kafka", "topic", "logging"},
+    "publish": {"kafka", "topics", "logging"},
     "model-server": {"checkpoint", "model_cache_dir", "device", "backend"},
 }
 SETTING_FLAGS = {"--" + f.replace("_", "-"): f for f in Settings.model_fields}
