@@ -120,8 +120,13 @@ async def search_hotels(request: web.Request) -> web.Response:
         return _error(400, "bad_limit", "limit must be an integer")
     if len(prefix) > SEARCH_PREFIX_MAX_CHARS:
         return _error(400, "bad_query", f"q is longer than {SEARCH_PREFIX_MAX_CHARS} characters")
-    found, truncated = await hotel_index.search(request.app[REDIS_KEY], namespace, prefix, limit)
+    after = request.query.get("after", "")  # paging: the last id of the previous page
+    if len(after) > SEARCH_PREFIX_MAX_CHARS:
+        return _error(400, "bad_query", f"after is longer than {SEARCH_PREFIX_MAX_CHARS} characters")
+    found, truncated = await hotel_index.search(request.app[REDIS_KEY], namespace, prefix, limit, after=after)
     body = {"namespace": namespace, "hotels": found, "truncated": truncated}
+    if truncated and found:
+        body["next"] = found[-1]  # pass as ?after= for the next page
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -27,7 +27,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from ..logs import setup_logging
-from .options import SettingsCommand, grouped_help, settings, split_settings, unknown_env_warnings
+from .options import ConfigUsageError, SettingsCommand, grouped_help, settings, split_settings, unknown_env_warnings
 
 # name -> "module:attribute" of a click command, or of a `register(group)` function
 # that adds a command of that name (modules owned elsewhere keep their own style).
@@ -43,6 +43,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "unpin": "galleryrank.consumer.cli.editors:unpin",
     "hide": "galleryrank.consumer.cli.editors:hide",
     "unhide": "galleryrank.consumer.cli.editors:unhide",
+    "reviewers": "galleryrank.consumer.cli.reviewers:reviewers",
     "serve": "galleryrank.consumer.cli.serve:register",
     "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
     "model-server": "galleryrank.consumer.cli.model_server:model_server",
@@ -167,19 +168,29 @@ def consume(**kwargs) -> None:
     "images_dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="Folder of photos to use instead of the scikit-image samples",
+    help="Your photos instead of the scikit-image samples: DIR/*.jpg, or DIR/<area>/*.jpg (the sub-folder is "
+    "shown as your label)",
 )
 @click.option("--hotels", type=int, default=4, show_default=True, help="Number of demo hotels")
 @click.option("--per-hotel", type=int, default=6, show_default=True, help="Photos per demo hotel")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Then keep broker, Redis and photos up and serve the read API and gallery page (--serve-port) until Ctrl-C",
+)
 @settings("topics", "namespace", "state", "batching", "download", "decode", "model", "ranking", "serve", "logging")
-def demo(images_dir, hotels, per_hotel, **kwargs) -> None:
+def demo(images_dir, hotels, per_hotel, serve, **kwargs) -> None:
     """Run the whole pipeline on embedded Kafka (Tansu) and Redis, print the ranked galleries."""
     quiet = kwargs.get("log_level") is None  # the demo prints tables; logs only on request
     settings, _ = split_settings(kwargs)
     setup_logging("WARNING" if quiet else settings.log_level, settings.log_json)
-    from ..dev.demo import main
+    from ..dev.demo import load_photos, run_demo
 
-    sys.exit(main(settings, images_dir, hotels, per_hotel))
+    try:
+        images = load_photos(images_dir)
+    except ValueError as exc:  # a folder without photos: one line, the cause and the layouts
+        raise ConfigUsageError(str(exc)) from None
+    sys.exit(asyncio.run(run_demo(settings, images, hotels, per_hotel, serve, own=images_dir is not None)))
 
 
 @cli.command("create-topics")

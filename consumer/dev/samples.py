@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -60,11 +61,26 @@ def skimage_jpegs(quality: int = 90) -> dict[str, bytes]:
 
 
 def folder_images(folder: str | Path) -> dict[str, bytes]:
+    """A user's photos by name: a flat folder (``DIR/*.jpg``: the file name) or one folder per
+    area as `train tagger` wants it (``DIR/<area>/*.jpg``: ``<area>/<file>``, so same-named files
+    in different folders never collide; ``photo_label`` reads the area back)."""
     root = Path(folder)
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        p
+        for p in [*root.iterdir(), *(c for d in root.iterdir() if d.is_dir() for c in d.iterdir())]
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
-    return {p.name: p.read_bytes() for p in files}
+        raise ValueError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root} or its sub-folders "
+            "(flat DIR/*.jpg, or DIR/<area>/*.jpg)"
+        )
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
+
+
+def photo_label(name: str) -> str:
+    """The sub-folder of a photo named by folder_images ('' for a flat folder)."""
+    return name.rsplit("/", 1)[0] if "/" in name else ""
 
 
 _CONTENT_TYPES = {
@@ -93,7 +109,7 @@ class ImageServer:
         return f"http://{self.host}:{self.port}"
 
     def url(self, name: str) -> str:
-        return f"{self.base_url}/images/{name}"
+        return f"{self.base_url}/images/{quote(name)}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -105,7 +121,7 @@ class ImageServer:
 
     async def start(self) -> ImageServer:
         app = web.Application()
-        app.router.add_get("/images/{name}", self._handle)
+        app.router.add_get("/images/{name:.+}", self._handle)  # <area>/<file> names have a slash
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -224,7 +224,8 @@ def _check_url(url: URL, allow: tuple[IPNetwork, ...]) -> URL:
     if verdict is not None:
         if not verdict:
             raise DownloadError(
-                "blocked_address", f"host {host} is address {verdict.address}, refused ({verdict.category})"
+                "blocked_address",
+                f"host {host} is address {verdict.address}, refused ({verdict.category}){ALLOW_HINT}",
             )
         if ":" not in host and str(verdict.address) != host:
             # 2130706433, 0177.0.0.1, 127.1: aiohttp refuses these legacy forms too.
@@ -456,13 +457,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return delay if delay > 0 else None
 
 
+# Loopback and private addresses are refused on purpose (SSRF); a demo or test photo server on
+# 127.0.0.1 is the usual way a new user meets the refusal, so the reason names the way out.
+ALLOW_HINT = "; to allow it, add its network to GALLERYRANK_DOWNLOAD_ALLOW_NETWORKS (e.g. 127.0.0.0/8)"
+
+
 def _classify_client_error(exc: aiohttp.ClientError, url: URL) -> DownloadError:
     """Map an aiohttp error to a DownloadError with a stable reason."""
     where = redact_url(url)
     blocked = _find_blocked(exc)
     if blocked is not None or "is refused (" in str(exc):
         what = f"{blocked.host or ''} -> {blocked.verdict.address} ({blocked.verdict.category})" if blocked else ""
-        return DownloadError("blocked_address", f"GET {where}: address refused {what}".rstrip())
+        return DownloadError("blocked_address", f"GET {where}: address refused {what}".rstrip() + ALLOW_HINT)
     if isinstance(exc, TimeoutError):  # ServerTimeoutError, ConnectionTimeoutError
         return DownloadError("timeout", f"GET {where} timed out ({type(exc).__name__})", True)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):

@@ -87,18 +87,24 @@ async def sample(redis: RedisClient, namespace: str, n: int) -> set[str]:
     return set()
 
 
-async def search(redis: RedisClient, namespace: str, prefix: str, limit: int) -> tuple[list[str], bool]:
-    """(the first ``limit`` hotel ids starting with ``prefix``, in byte order; whether there are more)."""
+async def search(
+    redis: RedisClient, namespace: str, prefix: str, limit: int, after: str = ""
+) -> tuple[list[str], bool]:
+    """(the first ``limit`` hotel ids starting with ``prefix`` and sorting after ``after``, in byte
+    order; whether there are more). ``after`` = the last id of the previous page (paging)."""
     key = keys.hotels_key(namespace)
     kind = await _kind(redis, key)
     if kind == "zset":
         raw = prefix.encode()
         # UTF-8 never contains the byte 0xFF: every id starting with the prefix sorts below prefix + 0xFF.
         low, high = (b"[" + raw, b"(" + raw + b"\xff") if raw else (b"-", b"+")
+        if after and after.encode() >= raw:
+            low = b"(" + after.encode()
         found = [_text(m) for m in await redis.zrangebylex(key, low, high, start=0, num=limit + 1)]
         return found[:limit], len(found) > limit
     if kind == "set":  # an index written before the sorted set: a full scan, until the next write converts it
         glob = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
         found = sorted({_text(m) async for m in redis.sscan_iter(key, match=glob, count=1000)})
+        found = [h for h in found if h.encode() > after.encode()] if after else found
         return found[:limit], len(found) > limit
     return [], False

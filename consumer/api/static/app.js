@@ -236,8 +236,40 @@ els.camImage.addEventListener("error", () => {
 els.camArea.addEventListener("change", () => showCam(els.camArea.value));
 els.dialog.addEventListener("click", (ev) => { if (ev.target === els.dialog) els.dialog.close(); });
 
+// ---- landing view: every hotel, a page at a time (GET /hotels?q=&after=) ------------
+const HOTELS_PER_PAGE = 50;
+const list = { section: $("hotel-list"), items: $("hotel-list-items"), more: $("hotel-list-more"), next: "" };
+
+async function listHotels(after = "") {
+  let body;
+  try {
+    const resp = await fetch(apiUrl("/hotels", { q: "", limit: HOTELS_PER_PAGE, after }));
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    body = await resp.json();
+  } catch (err) {
+    return setStatus(`Hotel list failed: ${err.message}`, true);
+  }
+  els.namespace.textContent = `namespace: ${body.namespace}`;
+  if (!after && !body.hotels.length) return setStatus("No hotels in this namespace yet.");
+  setStatus(after ? els.status.textContent : "Pick a hotel, or type its id above.");
+  for (const id of body.hotels) {
+    const li = el("li");
+    const a = el("a", "", id);
+    a.href = `?hotel=${encodeURIComponent(id)}${pinnedNamespace ? `&namespace=${encodeURIComponent(pinnedNamespace)}` : ""}`;
+    a.addEventListener("click", (ev) => { ev.preventDefault(); list.section.hidden = true; pick(id); });
+    li.append(a);
+    list.items.append(li);
+  }
+  list.next = body.next || "";
+  list.more.hidden = !list.next;
+  list.section.hidden = false;
+}
+list.more.addEventListener("click", () => listHotels(list.next));
+
 // ---- start ------------------------------------------------------------------
 if (params.get("hotel")) {
   els.input.value = params.get("hotel");
   loadGallery(params.get("hotel"));
+} else {
+  listHotels();
 }
