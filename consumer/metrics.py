@@ -78,3 +78,15 @@ DECODE_KILLED = Gauge(
 DECODE_PEAK_RSS = Gauge(
     "galleryrank_decode_worker_peak_rss_bytes", "Largest peak RSS any decode worker reported", registry=REGISTRY
 )
+DECODE_PATH = Gauge(
+    "galleryrank_decode_path",
+    "The decode path this scorer runs (value 1): hardware, nvjpeg or cpu, and why (consumer/images/decode_path.py)",
+    ["path", "reason"],
+    registry=REGISTRY,
+)
+DECODE_FALLBACKS = Counter(
+    "galleryrank_decode_fallbacks_total",
+    "Images a GPU decode path handed to the CPU decoder, by path and reason",
+    ["path", "reason"],
+    registry=REGISTRY,
+)

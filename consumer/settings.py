@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         ge=64,
         description="Memory all concurrent decodes may hold, estimated per image from its header; above it they wait",
     )
+    decode_path: Literal["auto", "hardware", "nvjpeg", "cpu", "nvimgcodec-cpu"] = Field(
+        "auto",
+        description="Image decoder: auto = the GPU's hardware JPEG decoder where it exists (extra [gpu]), else "
+        "nvJPEG on CUDA, else the CPU pool; or force one (consumer/images/decode_path.py)",
+    )
 
     # --- Model -----------------------------------------------------------------
     device: str = Field("auto", description="'auto' (cuda if available), 'cuda', 'cuda:N' or 'cpu'")

@@ -111,19 +111,29 @@ class ScoringModel:
             raise ValueError(f"batch must have shape (N, 3, {s}, {s}), got {batch.shape}")
         return np.ascontiguousarray(batch)
 
-    def score(self, batch: np.ndarray) -> ScoreOutput:
-        batch = self._check(batch)
-        if len(batch) == 0:
-            c, d = len(self.areas), self.embedding_dim
-            z = np.zeros
-            return _make_output(z((0, 10)), z((0, c)), z((0, d)))
-        if self._session is not None:
-            dist, area, emb = self._session.run(None, {"images": batch})
-            return _make_output(dist, area, emb)
-        x = torch.from_numpy(batch)
+    def score(self, batch: np.ndarray | torch.Tensor) -> ScoreOutput:
+        """Scores of a uint8 (N, 3, S, S) batch: host numpy, or a tensor (on the device: the hardware
+        decode path hands its pixels over without a trip through the host)."""
         cuda = self.device.startswith("cuda")
-        if cuda:
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        if isinstance(batch, torch.Tensor):
+            s = self.input_size
+            if batch.dtype != torch.uint8 or batch.ndim != 4 or tuple(batch.shape[1:]) != (3, s, s):
+                raise ValueError(f"batch must be uint8 (N, 3, {s}, {s}), got {batch.dtype} {tuple(batch.shape)}")
+            if self._session is not None or len(batch) == 0:
+                return self.score(batch.cpu().numpy())
+            x = batch.to(self.device, non_blocking=True)
+        else:
+            batch = self._check(batch)
+            if len(batch) == 0:
+                c, d = len(self.areas), self.embedding_dim
+                z = np.zeros
+                return _make_output(z((0, 10)), z((0, c)), z((0, d)))
+            if self._session is not None:
+                dist, area, emb = self._session.run(None, {"images": batch})
+                return _make_output(dist, area, emb)
+            x = torch.from_numpy(batch)
+            if cuda:
+                x = x.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
             if self.backend in AUTOCAST_DTYPES:
                 x = x.contiguous(memory_format=torch.channels_last)

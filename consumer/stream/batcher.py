@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     from galleryrank.models.scoring import ScoreOutput
 
 
+def _stack(pixels: list[Any]) -> Any:
+    """numpy pixels -> one numpy batch; device tensors (the hardware decode path) -> one device batch."""
+    if isinstance(pixels[0], np.ndarray):
+        return np.stack(pixels)
+    import torch  # only a GPU decode path hands over tensors
+
+    return torch.stack(pixels)
+
+
 @dataclass(frozen=True)
 class ImageScores:
     aesthetic: float
@@ -98,7 +107,7 @@ class MicroBatcher:
             batch = [(px, fut) for px, fut in batch if not fut.cancelled()]
             if not batch:
                 continue
-            stacked = np.stack([px for px, _ in batch])
+            stacked = _stack([px for px, _ in batch])
             started = time.perf_counter()
             try:
                 out = await loop.run_in_executor(self._executor, self._score_batch, stacked)

@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
+from ..images import decode_path
 from ..images.decode import DecodedImage, DecodeError
 from ..images.decode_pool import DecodePool, available_cpus
 from ..images.download import DownloadError, ImageDownloader
-from ..images.gpu_decode import GpuDecoder, gpu_decode_available
 from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state.document import ranking_config
@@ -199,14 +199,14 @@ class GalleryScorer:
             memory_budget_bytes=settings.decode_memory_mb << 20,
             max_pixels=settings.max_image_pixels,
         )
-        # On a CUDA model JPEGs are decoded in batches by nvJPEG (consumer/images/gpu_decode.py):
-        # a CPU thread decodes ~150 1600x1200 JPEGs/s, the GPU scores thousands. Batches
+        # On a CUDA model JPEGs are decoded in batches on the GPU (settings.decode_path: the hardware
+        # decoder, else nvJPEG; consumer/images/decode_path.py); None = the pool above. Batches
         # are bounded by the fetch slots below: raise download_concurrency on a GPU.
-        self.gpu_decoder = (
-            GpuDecoder(model.device, model.input_size, settings.max_image_pixels, max_batch=settings.batch_size)
-            if gpu_decode_available(str(getattr(model, "device", "cpu")))
-            else None
-        )
+        self.gpu_decoder = decode_path.build(
+            settings.decode_path, model, settings.max_image_pixels, settings.batch_size,
+            fallback=lambda data: self.decode_pool.decode(data, model.input_size),
+            max_bytes=settings.decode_memory_mb << 20,
+        )  # fmt: skip
         # Bounded stages. max_in_flight bounds records (a few hundred bytes each);
         # these bound the big objects: at most download_concurrency image bodies
         # (~0.3-3 MB) and 2 x batch_size decoded images (150 KB at 224 px) exist at
