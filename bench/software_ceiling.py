@@ -329,7 +329,7 @@ def markdown(out: dict) -> str:
 
 # --- py-spy collapsed stacks -> where the GIL time goes ---------------------------------------
 STAGES = (
-    ("ranking", ("ranking/", "build_document", "state/document.py")),
+    ("ranking", ("ranking/", "render_document", "state/document.py")),
     ("state records (de)serialisation", ("state/records.py", "orjson", "encode_record", "decode_record", "_embedding")),
     ("state store / writer", ("state/",)),
     ("redis client", ("redis/",)),

@@ -1,24 +1,22 @@
-"""The gallery document the website reads (docs/architecture.md, "The gallery document").
+"""The gallery document the website reads (docs/architecture.md, "The gallery document"): its bytes.
 
-One way to build it: ``hotel.HotelState.render``. The functions here are that
-path for callers holding records (tools, tests): the records as they read back
-from Redis, ranked with the editors' pins and hidden images applied and a
-reason per position (``ranking.rank_gallery`` semantics).
+``image_entry`` serialises an image's entry once, when the image changes (``HotelState``
+keeps it); ``render_document`` joins a ranked hotel's entries, each with the reason for its
+position, into the document, byte for byte what ``orjson.dumps`` of it gives. The order is
+decided by ``state/hotel.py`` (``HotelState.render``) with the ranking ``ranking_config``
+builds from the settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-from typing import TYPE_CHECKING
+import itertools
+from collections.abc import Iterable, Sequence
+
+import orjson
 
 from galleryrank.ranking.types import RankingConfig
 
-from .hotel import HotelState
 from .records import ImageState
-
-if TYPE_CHECKING:
-    from .overrides import HotelOverrides
 
 
 def ranking_config(strategy: str = "default", diversity: float | None = None) -> RankingConfig:
@@ -31,32 +29,49 @@ def ranking_config(strategy: str = "default", diversity: float | None = None) ->
     )
 
 
-def explain_records(
-    records: Iterable[ImageState], config: RankingConfig | None = None, overrides: HotelOverrides | None = None
-) -> tuple[list[ImageState], list[str], list[str]]:
-    """(shown images in display order, a reason per position, pinned ids not shown)."""
-    records = list(records)
-    state = HotelState.from_records("", records, config or RankingConfig(), overrides)
-    ids, reasons, missing = state.ranked()
-    by_id = {r.image_id: r for r in records}
-    return [by_id[i] for i in ids], reasons, missing
+def image_entry(rec: ImageState, label: str | None = None) -> bytes:
+    """The image's entry of the document, serialised, without its closing brace (the reason follows).
+    With a reviewer's area ``label`` the entry shows it, and the model's area beside it."""
+    body: dict[str, object] = {
+        "image_id": rec.image_id,
+        "url": rec.url,
+        "area": rec.area if label is None else label,
+        "area_confidence": round(rec.area_confidence, 3) if label is None else 1.0,
+        "aesthetic": round(rec.aesthetic, 3),
+    }
+    if label is not None:
+        body["model_area"] = rec.area
+        body["model_area_confidence"] = round(rec.area_confidence, 3)
+    return orjson.dumps(body)[:-1]
 
 
-def order_records(records: Iterable[ImageState], config: RankingConfig | None = None) -> list[ImageState]:
-    """Live (not deleted) images in display order (no overrides)."""
-    return explain_records(records, config)[0]
-
-
-def build_document(
+def render_document(
     hotel_id: str,
-    records: Iterable[ImageState],
-    config: RankingConfig | None = None,
-    now: datetime | None = None,
-    overrides: HotelOverrides | None = None,
+    model_version: str,
+    updated_at: str,
+    entries: Iterable[bytes],
+    reasons: Sequence[str],
+    pinned_missing: list[str],
 ) -> bytes:
-    """The gallery JSON. Beyond the read contract's fields, additive: each image's
-    ``reason`` for its position and the document's ``pinned_missing`` (pinned ids
-    with no image shown: never uploaded, deleted or hidden). ``updated_at`` is
-    ``now`` when given, else the time of the newest change the records show."""
-    state = HotelState.from_records(hotel_id, list(records), config or RankingConfig(), overrides)
-    return state.render(now)
+    """The document: ``entries`` (``image_entry``) in display order, each with its reason.
+    Beyond the read contract's fields, additive: ``reason`` and ``pinned_missing`` (pinned
+    ids with no image shown: never uploaded, deleted or hidden)."""
+    # Each entry is followed by its reason and "}," (the last comma dropped below): joined
+    # in C (map/zip/chain), no per-image Python work.
+    tails = {reason: b',"reason":' + orjson.dumps(reason) + b"}," for reason in set(reasons)}
+    images = b"".join(itertools.chain.from_iterable(zip(entries, map(tails.__getitem__, reasons))))[:-1]
+    return b"".join(
+        (
+            b'{"hotel_id":',
+            orjson.dumps(hotel_id),
+            b',"model_version":',
+            orjson.dumps(model_version),
+            b',"updated_at":',
+            orjson.dumps(updated_at),
+            b',"images":[',
+            images,
+            b'],"pinned_missing":',
+            orjson.dumps(pinned_missing),
+            b"}",
+        )
+    )

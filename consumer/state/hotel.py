@@ -13,8 +13,8 @@ partitions this process owns. It holds exactly what Redis holds, decoded:
 - the Redis version counter and gallery document it corresponds to.
 
 ``apply`` decides one change against the fences and, when it is newer,
-changes the state and returns what Redis must store for it; ``render`` builds
-the gallery document. Everything a change does is derived from the stored
+changes the state and returns what Redis must store for it; ``render`` ranks
+the hotel and has ``document.py`` serialise the gallery document. Everything a change does is derived from the stored
 form of its record (encode, then decode), so a state rebuilt from Redis
 (``from_redis``) equals the state that wrote it, and renders the same bytes.
 """
@@ -22,7 +22,6 @@ form of its record (encode, then decode), so a state rebuilt from Redis
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import math
 from collections import Counter
@@ -30,13 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 
 from galleryrank.ranking.duplicates import DuplicateGraph, int8_close, int8_pairs
 from galleryrank.ranking.editorial import rank_prepared
 from galleryrank.ranking.gallery import ordered_gallery
 from galleryrank.ranking.types import RankingConfig
 
+from .document import image_entry, render_document
 from .overrides import AreaChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
 from .records import NOTHING, Applied, ImageState, decode_stored, encode_record, with_applied
 
@@ -53,22 +52,6 @@ NOT_PROPERTY_REASON = "not a photo of the property (area set by an editor)"
 
 def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def image_entry(rec: ImageState, label: str | None = None) -> bytes:
-    """The image's entry of the document, serialised, without its closing brace (the reason follows).
-    With a reviewer's area ``label`` the entry shows it, and the model's area beside it."""
-    body: dict[str, object] = {
-        "image_id": rec.image_id,
-        "url": rec.url,
-        "area": rec.area if label is None else label,
-        "area_confidence": round(rec.area_confidence, 3) if label is None else 1.0,
-        "aesthetic": round(rec.aesthetic, 3),
-    }
-    if label is not None:
-        body["model_area"] = rec.area
-        body["model_area_confidence"] = round(rec.area_confidence, 3)
-    return orjson.dumps(body)[:-1]
 
 
 @dataclass(frozen=True)
@@ -438,8 +421,8 @@ class HotelState:
         return {i: position[self.row[i]] for i in linked if self.row[i] in position}
 
     def render(self, now: datetime | None = None) -> bytes:
-        """The gallery document (docs/architecture.md, "The gallery document"), byte for byte
-        what ``orjson.dumps`` of it gives."""
+        """The gallery document of the hotel as it is now (ranked here, serialised by
+        ``document.render_document``)."""
         rows, reasons, missing = self._ranked_rows()
         if missing != self._missing_logged:  # once per change, not at every write of the hotel
             if missing:
@@ -448,24 +431,5 @@ class HotelState:
         models = Counter(self._models[r] for r in rows) if self.overrides.hidden else self._model_counts
         model_version = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if models else ""
         updated = now.isoformat(timespec="milliseconds").replace("+00:00", "Z") if now else iso_ms(self.updated_ms)
-        # Each entry is followed by its reason and "}," (the last comma dropped below): joined
-        # in C (map/zip/chain), no per-image Python work.
-        tails = {reason: b',"reason":' + orjson.dumps(reason) + b"}," for reason in set(reasons)}
-        images = b"".join(
-            itertools.chain.from_iterable(zip(map(self._entries.__getitem__, rows), map(tails.__getitem__, reasons)))
-        )[:-1]
-        return b"".join(
-            (
-                b'{"hotel_id":',
-                orjson.dumps(self.hotel_id),
-                b',"model_version":',
-                orjson.dumps(model_version),
-                b',"updated_at":',
-                orjson.dumps(updated),
-                b',"images":[',
-                images,
-                b'],"pinned_missing":',
-                orjson.dumps(missing),
-                b"}",
-            )
-        )
+        entries = map(self._entries.__getitem__, rows)
+        return render_document(self.hotel_id, model_version, updated, entries, reasons, missing)

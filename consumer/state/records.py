@@ -403,9 +403,3 @@ def _decode_legacy(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | 
         applied=applied,
     )
     return rec, q
-
-
-def normalise_scores(rec: ImageState) -> ImageState:
-    """The change as it reads back from Redis (rounded, quantised), keeping its fence: rank on this."""
-    back = decode_record(rec.image_id, encode_record(rec))
-    return replace(back, fence=rec.fence, event_id=rec.event_id, applied=rec.applied)

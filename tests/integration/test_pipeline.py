@@ -11,10 +11,11 @@ import pytest
 from aiohttp import web
 
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
+from galleryrank.ranking.types import RankingConfig
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,8 @@ async def test_events_become_ranked_galleries_per_read_contract(settings, model,
     hotels = {f"h-{i}": names[i : i + 4] for i in range(3)}
     events = [upserted(h, f"img-{j}", image_server.url(n)) for h, ns in hotels.items() for j, n in enumerate(ns)]
     await publish(settings, events)
+    assert settings.namespace != "live"  # the fixture's own namespace, so a write to live would show
+    live_before = await redis.get(keys.gallery_key("live", "h-0"))
     try:
         summary = await run_until_caught_up(settings, model, redis)
         assert summary.applied == 12 and summary.dead_lettered == 0
@@ -47,9 +50,10 @@ async def test_events_become_ranked_galleries_per_read_contract(settings, model,
                 assert img["area"] in model.areas
             # Display order is exactly the ranking of the stored per-image state.
             records = await store.hotel_records(settings.namespace, hid)
-            assert [r.image_id for r in order_records(records.values())] == [i["image_id"] for i in doc["images"]]
-        # The consumer followed the namespace it was given, not the active one.
-        assert await redis.get(keys.gallery_key("live", "h-0")) is None or settings.namespace == "live"
+            ranked = HotelState.from_records(hid, records.values(), RankingConfig()).ranked()[0]
+            assert ranked == [i["image_id"] for i in doc["images"]]
+        # The consumer followed the namespace it was given, not the active one: live is untouched.
+        assert await redis.get(keys.gallery_key("live", "h-0")) == live_before
     finally:
         await drop_namespace(redis, settings.namespace)
 

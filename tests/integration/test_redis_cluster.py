@@ -19,7 +19,7 @@ from redis.crc import key_slot
 
 from galleryrank.consumer.runtime import redis_client
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.records import Fence, ImageState
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.produce import publish, upserted
@@ -88,6 +88,11 @@ def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageState]:
     return out
 
 
+def ranked(hotel_id: str, records: dict) -> list[str]:
+    """Display order of the stored per-image state, ranked afresh."""
+    return HotelState.from_records(hotel_id, records.values(), RankingConfig()).ranked()[0]
+
+
 async def drop_everywhere(nodes, namespace: str) -> None:
     for node in nodes:
         async for key in node.scan_iter(match=keys.namespace_pattern(namespace), count=1000):
@@ -131,7 +136,7 @@ async def test_store_apply_replay_and_rerank_on_cluster(rc, nodes):
         for hid, doc in docs.items():
             records = await store.hotel_records(ns, hid)
             assert doc["hotel_id"] == hid and doc["model_version"] == "cluster-test"
-            assert [i["image_id"] for i in doc["images"]] == [r.image_id for r in order_records(records.values())]
+            assert [i["image_id"] for i in doc["images"]] == ranked(hid, records)
         assert await store.hotel_ids(ns) == sorted(HOTELS)  # the index SET lives in its own slot
 
         # Replaying the same events changes nothing: counted stale, documents byte-identical.
@@ -217,7 +222,7 @@ async def test_scorer_end_to_end_on_cluster(
         for hid, doc in docs.items():
             assert doc["model_version"] == model.model_version
             records = await store.hotel_records(ns, hid)
-            assert [i["image_id"] for i in doc["images"]] == [r.image_id for r in order_records(records.values())]
+            assert [i["image_id"] for i in doc["images"]] == ranked(hid, records)
             assert {i["image_id"] for i in doc["images"]} == {f"img-{j}" for j in range(3)}
         # The three galleries really are on three different masters.
         held = await keys_by_node(nodes, f"galleryrank:{ns}:gallery:*")

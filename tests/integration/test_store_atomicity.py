@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.state.document import order_records
+from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.records import Fence, ImageState, decode_record
 from galleryrank.consumer.state.store import GalleryStore
+from galleryrank.ranking.types import RankingConfig
 from tests.helpers import drop_namespace
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ async def test_concurrent_readers_only_see_whole_gallery_updates(redis, settings
                 continue
             records = [decode_record(k.decode(), v) for k, v in fields.items()]
             doc_ids = [i["image_id"] for i in orjson.loads(doc_raw)["images"]]
-            expected = [r.image_id for r in order_records(records)]
+            expected = HotelState.from_records(hid, records, RankingConfig()).ranked()[0]
             if doc_ids != expected:
                 problems.append(f"{hid}: doc {doc_ids[:5]}... != state {expected[:5]}...")
             snapshots += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from galleryrank.consumer.state.document import build_document, order_records
+from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.overrides import (
     HideChange,
     HotelOverrides,
@@ -13,6 +13,7 @@ from galleryrank.consumer.state.overrides import (
     encode_overrides,
 )
 from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.ranking.types import RankingConfig
 
 
 def record(image_id: str, aesthetic: float, area: str, offset: int, deleted: bool = False) -> ImageState:
@@ -71,9 +72,15 @@ def test_overrides_round_trip_through_their_stored_form():
     assert decode_overrides(None) == HotelOverrides() and decode_overrides(b"") == HotelOverrides()
 
 
+def build_document(hotel_id, records, overrides=None) -> bytes:
+    """The document of a hotel holding ``records`` as they read back from Redis."""
+    return HotelState.from_records(hotel_id, records, RankingConfig(), overrides).render()
+
+
 def test_document_without_overrides_keeps_the_order_and_adds_reasons():
     doc = orjson.loads(build_document("h-1", RECORDS))
-    assert [i["image_id"] for i in doc["images"]] == [r.image_id for r in order_records(RECORDS)]
+    ranked = HotelState.from_records("h-1", RECORDS, RankingConfig()).ranked()[0]
+    assert [i["image_id"] for i in doc["images"]] == ranked
     assert all(isinstance(i["reason"], str) and i["reason"] for i in doc["images"])
     assert doc["images"][0]["reason"].startswith("hero: ")  # the hero rule names its rule (issue 22)
     assert doc["pinned_missing"] == []

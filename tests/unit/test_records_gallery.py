@@ -7,15 +7,20 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
-from galleryrank.consumer.state.document import build_document
+from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.records import (
     NOTHING,
     Fence,
     ImageState,
     decode_record,
     encode_record,
-    normalise_scores,
 )
+from galleryrank.ranking.types import RankingConfig
+
+
+def build_document(hotel_id, records, now=None, config=None) -> bytes:
+    """The document of a hotel holding ``records`` as they read back from Redis."""
+    return HotelState.from_records(hotel_id, records, config or RankingConfig()).render(now)
 
 
 def record(image_id, aesthetic, area, offset=1, emb_seed=0, deleted=False):
@@ -63,13 +68,10 @@ def test_record_round_trip_is_compact_and_stable():
 def test_gallery_document_follows_the_read_contract():
     now = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     recs = [
-        normalise_scores(r)
-        for r in (
-            record("a", 5.0, "bedroom", emb_seed=1),
-            record("b", 7.0, "facade", emb_seed=2),
-            record("c", 6.0, "bathroom", emb_seed=3),
-            record("d", 9.0, "other", deleted=True),
-        )
+        record("a", 5.0, "bedroom", emb_seed=1),
+        record("b", 7.0, "facade", emb_seed=2),
+        record("c", 6.0, "bathroom", emb_seed=3),
+        record("d", 9.0, "other", deleted=True),
     ]
     doc = orjson.loads(build_document("h-1", recs, now=now))
     assert doc["hotel_id"] == "h-1" and doc["model_version"] == "m1"
@@ -84,10 +86,7 @@ def test_gallery_document_follows_the_read_contract():
 
 def test_gallery_is_deterministic_for_the_same_state():
     now = datetime(2026, 11, 28, tzinfo=UTC)
-    recs = [
-        normalise_scores(record(f"i{k}", 5 + (k % 3), ["bedroom", "facade", "bathroom"][k % 3], emb_seed=k))
-        for k in range(20)
-    ]
+    recs = [record(f"i{k}", 5 + (k % 3), ["bedroom", "facade", "bathroom"][k % 3], emb_seed=k) for k in range(20)]
     assert build_document("h", recs, now=now) == build_document("h", list(reversed(recs)), now=now)
 
 
@@ -103,8 +102,8 @@ def test_ranking_config_from_settings_refuses_unknown_strategies_early():
 
 
 def test_pure_aesthetic_setting_orders_by_score_only():
-    from galleryrank.consumer.state.document import order_records, ranking_config
+    from galleryrank.consumer.state.document import ranking_config
 
-    recs = [normalise_scores(record(f"i{k}", 3 + k * 0.5, "bedroom", emb_seed=k)) for k in range(6)]
-    ordered = order_records(recs, ranking_config("aesthetic"))
-    assert [r.aesthetic for r in ordered] == sorted((r.aesthetic for r in recs), reverse=True)
+    recs = [record(f"i{k}", 3 + k * 0.5, "bedroom", emb_seed=k) for k in range(6)]
+    ordered = HotelState.from_records("h", recs, ranking_config("aesthetic")).ranked()[0]
+    assert ordered == [r.image_id for r in sorted(recs, key=lambda r: r.aesthetic, reverse=True)]
