@@ -167,6 +167,18 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field("127.0.0.1", description="Read API / gallery page bind address")
     serve_port: int = Field(8080, ge=0, le=65535, description="Read API / gallery page port")
+    review_rate_per_minute: int = Field(
+        60, ge=1, description="Writes (labels, ratings, pins, hides) one reviewer may make per minute"
+    )
+    review_raters: int = Field(3, ge=1, le=50, description="Different reviewers who rate each photo (review queue)")
+    review_trusted_header: str = Field(
+        "",
+        description="Header naming the reviewer, set by an authenticating reverse proxy (e.g. X-Forwarded-User); "
+        "empty = off (docs/labelling.md)",
+    )
+    review_trusted_proxies: str = Field(
+        "", description="Comma-separated networks (CIDR) whose requests may carry review_trusted_header"
+    )
     processes: int = Field(
         0,
         ge=0,

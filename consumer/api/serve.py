@@ -19,6 +19,9 @@ Endpoints (all read-only):
   ``CAM_MAX_WAITING`` waiting (more: 503 + Retry-After), and each request has
   ``CAM_TIME_BUDGET_S`` (then 504): serve's memory and CPU stay bounded under load.
 - ``GET /healthz`` -> 200 when Redis answers, else 503.
+- The review API (consumer/api/review.py, docs/labelling.md): authenticated writes (area labels,
+  ratings, editors' pins and hides, each published as an event) and ``GET /review/queue``.
+  The read endpoints above need no token and are unchanged.
 - ``GET /`` -> the gallery page (consumer/api/static/, no build step, no CDN).
 
 Every data endpoint takes ``?namespace=``; without it the namespace is
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from ..ids import ID_RULE, valid_id
 from ..interfaces import RedisClient
@@ -336,6 +340,9 @@ def create_app(
         redis = redis_client(settings)
     app[REDIS_KEY] = redis
     app[CAM_KEY] = CamRenderer(settings, scoring_model)
+    from .review import add_routes
+
+    add_routes(app, settings, redis, resolve_namespace, _checked_ids)
 
     async def _close(app: web.Application) -> None:
         await app[CAM_KEY].close()
@@ -352,10 +359,25 @@ def create_app(
     return app
 
 
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access lines without query strings or headers: a token sent where it must not be (a URL)
+    is refused by the review API and never written to the log either."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1e3
+        )
+
+
 def run(settings: Settings) -> None:
     """Serve until interrupted (the `galleryrank serve` command; consumer/cli/serve.py)."""
     # Access lines only at DEBUG: a busy read API would drown the service's own log.
     access_log = logging.getLogger("aiohttp.access") if settings.log_level.upper() == "DEBUG" else None
     web.run_app(
-        create_app(settings), host=settings.serve_host, port=settings.serve_port, print=None, access_log=access_log
+        create_app(settings),
+        host=settings.serve_host,
+        port=settings.serve_port,
+        print=None,
+        access_log=access_log,
+        access_log_class=PathOnlyAccessLogger,
     )

@@ -44,6 +44,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "hide": "galleryrank.consumer.cli.editors:hide",
     "unhide": "galleryrank.consumer.cli.editors:unhide",
     "reviewers": "galleryrank.consumer.cli.reviewers:reviewers",
+    "reviewers": "galleryrank.consumer.cli.reviewers:reviewers",
     "serve": "galleryrank.consumer.cli.serve:register",
     "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
     "model-server": "galleryrank.consumer.cli.model_server:model_server",

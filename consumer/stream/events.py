@@ -66,6 +66,7 @@ class GalleryPinned:
     hotel_id: str
     image_ids: tuple[str, ...]
     occurred_at: str | None
+    author: str | None = None  # the reviewer who published it through the write API
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class GalleryUnpinned:
     hotel_id: str
     image_ids: tuple[str, ...]
     occurred_at: str | None
+    author: str | None = None  # the reviewer who published it through the write API
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ImageHidden:
     hotel_id: str
     image_id: str
     occurred_at: str | None
+    author: str | None = None  # the reviewer who published it through the write API
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ImageUnhidden:
     hotel_id: str
     image_id: str
     occurred_at: str | None
+    author: str | None = None  # the reviewer who published it through the write API
 
 
 @dataclass(frozen=True)
@@ -196,16 +200,22 @@ def parse_event(key: bytes | None, value: bytes | None) -> Event | InvalidEvent:
 
     if kind == DELETED:
         return ImageDeleted(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+    author: str | None = None
+    if kind in (HIDDEN, UNHIDDEN, PINNED, UNPINNED) and obj.get("author") is not None:
+        checked = _id_field(obj, "author")  # optional: who published it through the write API
+        if isinstance(checked, InvalidEvent):
+            return InvalidEvent(checked.reason, checked.detail, event_id)
+        author = checked
     if kind == HIDDEN:
-        return ImageHidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+        return ImageHidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at, author)
     if kind == UNHIDDEN:
-        return ImageUnhidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at)
+        return ImageUnhidden(event_id, fields["hotel_id"], fields["image_id"], occurred_at, author)
     if kind in (PINNED, UNPINNED):
         image_ids = _image_ids(obj, required=kind == PINNED)
         if isinstance(image_ids, InvalidEvent):
             return InvalidEvent(image_ids.reason, image_ids.detail, event_id)
         cls = GalleryPinned if kind == PINNED else GalleryUnpinned
-        return cls(event_id, fields["hotel_id"], image_ids, occurred_at)
+        return cls(event_id, fields["hotel_id"], image_ids, occurred_at, author)
 
     url = _url(obj, kind)
     if isinstance(url, InvalidEvent):
@@ -314,4 +324,6 @@ def encode_event(event: Event) -> tuple[bytes, bytes]:
             body["rating"] = event.rating
     if event.occurred_at is not None:
         body["occurred_at"] = event.occurred_at
+    if isinstance(event, OverrideEvent) and event.author is not None:
+        body["author"] = event.author
     return event.hotel_id.encode(), orjson.dumps(body)

@@ -17,6 +17,10 @@ const els = {
   camCaption: $("cam-caption"), camFrame: document.querySelector(".cam-frame"),
 };
 let current = null; // {hotelId, doc}
+// Review mode: the bearer token lives in this tab's sessionStorage only, and is sent in the
+// Authorization header (never in a URL, never as a cookie).
+const TOKEN_KEY = "galleryrank.reviewToken";
+let reviewer = null; // {reviewer, role, areas}
 let camImage = null; // image shown in the dialog
 
 function apiUrl(path, extra = {}) {
@@ -129,6 +133,7 @@ async function loadGallery(hotelId) {
   if (ns) els.namespace.textContent = `namespace: ${ns}`;
   current = { hotelId, doc };
   renderGallery(doc);
+  if (token()) startReview(); // the hotel's areas for the review panels
 }
 
 function showError(text) {
@@ -199,9 +204,136 @@ function card(img, position) {
     why.addEventListener("keydown", (ev) => ev.stopPropagation());
     li.append(why, text);
   }
+  if (reviewer) li.append(reviewPanel(img, position));
   li.addEventListener("click", () => openCam(img));
   li.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); openCam(img); } });
   return li;
+}
+
+// ---- review mode -------------------------------------------------------------
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+async function reviewFetch(path, body) {
+  const init = { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(apiUrl(path), init);
+  const answer = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(`${resp.status} ${answer.error || ""}: ${answer.detail || ""}`);
+  return answer;
+}
+
+async function startReview() {
+  if (!token()) return;
+  const extra = current ? `?hotel=${encodeURIComponent(current.hotelId)}` : "";
+  try {
+    reviewer = await reviewFetch(`/review/me${extra}`);
+  } catch (err) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    reviewer = null;
+    setStatus(`Review mode refused: ${err.message}`, true);
+  }
+  showReviewer();
+  if (current) renderGallery(current.doc);
+}
+
+function showReviewer() {
+  $("review-who").hidden = !reviewer;
+  $("review-stop").hidden = !reviewer;
+  $("review-token").hidden = !!reviewer;
+  $("review-start").hidden = !!reviewer;
+  $("review-who").textContent = reviewer ? `reviewing as ${reviewer.reviewer} (${reviewer.role})` : "";
+  document.body.classList.toggle("reviewing", !!reviewer);
+}
+
+$("review-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const value = $("review-token").value.trim();
+  $("review-token").value = "";
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  startReview();
+});
+$("review-stop").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  reviewer = null;
+  showReviewer();
+  if (current) renderGallery(current.doc);
+});
+
+function reviewPanel(img, position) {
+  const panel = el("div", "review-panel");
+  panel.dataset.testid = "review";
+  // Clicks and keys in the panel review; they do not open the CAM.
+  panel.addEventListener("click", (ev) => ev.stopPropagation());
+  panel.addEventListener("keydown", (ev) => ev.stopPropagation());
+  if (img.model_area) panel.append(el("span", "model-area", `model: ${img.model_area} ${(100 * img.model_area_confidence).toFixed(0)} %`));
+  const areas = (reviewer.areas && reviewer.areas.length) ? reviewer.areas : [img.area, "not_property"];
+  const area = el("select", "label-area");
+  area.setAttribute("aria-label", `area of ${img.image_id}`);
+  for (const a of areas) {
+    const opt = el("option", "", a === "not_property" ? "not a photo of the property" : a.replace(/_/g, " "));
+    opt.value = a;
+    area.append(opt);
+  }
+  area.value = img.area;
+  const setArea = el("button", "set-area", "Set area");
+  setArea.type = "button";
+  setArea.addEventListener("click", () => write(img, "area", { area: area.value }));
+  const rating = el("select", "rating");
+  rating.setAttribute("aria-label", `rating of ${img.image_id}`);
+  for (let r = 1; r <= 10; r++) { const o = el("option", "", String(r)); o.value = String(r); rating.append(o); }
+  rating.value = String(Math.min(10, Math.max(1, Math.round(img.aesthetic))));
+  const rate = el("button", "rate", "Rate");
+  rate.type = "button";
+  rate.addEventListener("click", () => write(img, "rating", { rating: Number(rating.value) }));
+  panel.append(area, setArea, rating, rate);
+  if (reviewer.role === "editor") {
+    const hide = el("button", "hide", "Hide");
+    hide.type = "button";
+    hide.addEventListener("click", () => write(img, "hide", {}));
+    const pin = el("button", "pin", position === 1 ? "Pin" : "Pin first");
+    pin.type = "button";
+    const pinned = (current.doc.images || []).filter((i) => i.reason === "pinned" && i.image_id !== img.image_id).map((i) => i.image_id);
+    pin.addEventListener("click", () => writeHotel("pins", { image_ids: [img.image_id, ...pinned] }));
+    panel.append(hide, pin);
+  }
+  return panel;
+}
+
+async function write(img, action, body) {
+  const path = `/hotels/${encodeURIComponent(current.hotelId)}/images/${encodeURIComponent(img.image_id)}/${action}`;
+  await send(path, body, `${action} of ${img.image_id}`);
+}
+
+async function writeHotel(action, body) {
+  await send(`/hotels/${encodeURIComponent(current.hotelId)}/${action}`, body, action);
+}
+
+async function send(path, body, what) {
+  const before = current.doc.updated_at;
+  try {
+    await reviewFetch(path, body);
+  } catch (err) {
+    return setStatus(`Could not save ${what}: ${err.message}`, true);
+  }
+  setStatus(`Saved ${what}; waiting for the gallery…`);
+  // The scorer applies the event within a second or so: follow the gallery until it moved.
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    const resp = await fetch(apiUrl(`/hotels/${encodeURIComponent(current.hotelId)}/gallery`), { cache: "no-store" });
+    if (!resp.ok) continue;
+    const doc = await resp.json();
+    if (doc.updated_at !== before) {
+      current.doc = doc;
+      renderGallery(doc);
+      return setStatus(`Saved ${what}.`);
+    }
+  }
+  setStatus(`Saved ${what}; the gallery has not changed yet (ratings do not move it).`);
 }
 
 // ---- CAM dialog -------------------------------------------------------------
@@ -272,4 +404,5 @@ if (params.get("hotel")) {
   loadGallery(params.get("hotel"));
 } else {
   listHotels();
+  startReview();
 }
