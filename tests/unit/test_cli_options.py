@@ -57,6 +57,7 @@ READS: dict[str, set[str]] = {
     "demo-producer": {"kafka", "topic", "logging"},
     "publish": {"kafka", "topics", "logging"},
     "model-server": {"checkpoint", "model_cache_dir", "device", "backend"},
+    "labels": set(),  # a group: its subcommands' settings are in LABELS_READS
 }
 SETTING_FLAGS = {"--" + f.replace("_", "-"): f for f in Settings.model_fields}
 
