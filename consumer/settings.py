@@ -17,9 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Namespaces are written by our own tools (live, replay-<ts>, test-<tag>); they end up in
-# Redis keys, so anything else (':', '*', spaces, a trailing newline) is refused.
-NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+from .state.namespace import validate_name
+
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]{1,2})?")
 _HOST_PORT_RE = re.compile(r"\[?[A-Za-z0-9_.:-]+\]?:[0-9]{1,5}")
 
@@ -215,9 +214,8 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str | None) -> str | None:
-        if v is not None and not NAMESPACE_RE.fullmatch(v):
-            raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)")
-        return v
+        # The namespace module's rule, reserved names included (GALLERYRANK_NAMESPACE=active is refused).
+        return None if v is None else validate_name(v)
 
     @field_validator("download_allow_networks")
     @classmethod

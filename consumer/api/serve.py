@@ -44,8 +44,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..ids import ID_RULE, valid_id
 from ..interfaces import RedisClient
-from ..settings import NAMESPACE_RE, Settings
+from ..settings import Settings
 from ..state import hotel_index, keys
+from ..state.namespace import active_namespace, is_valid_name
 
 if TYPE_CHECKING:
     from ..images.decode_pool import DecodePool
@@ -78,15 +79,13 @@ async def resolve_namespace(request: web.Request) -> str:
     """?namespace= > settings.namespace > GET galleryrank:active > 'live'."""
     asked = request.query.get("namespace") or request.app[SETTINGS_KEY].namespace
     if asked:
-        # fullmatch (the settings' rule): `$` would let "live\n" into a key.
-        if not NAMESPACE_RE.fullmatch(asked):
+        if not is_valid_name(asked):  # the settings' rule (state/namespace.py)
             raise web.HTTPBadRequest(
                 text=orjson.dumps({"error": "bad_namespace", "detail": asked[:80]}).decode(),
                 content_type="application/json",
             )
         return asked
-    active = await request.app[REDIS_KEY].get(keys.ACTIVE_KEY)
-    return active.decode() if active else keys.DEFAULT_NAMESPACE
+    return await active_namespace(request.app[REDIS_KEY])
 
 
 def _checked_ids(request: web.Request, *names: str) -> list[str]:

@@ -36,36 +36,16 @@ from datetime import UTC, datetime
 import orjson
 
 from ..interfaces import RedisClient
-from ..settings import NAMESPACE_RE
 from ..state import hotel_index, keys
 
-# A namespace becomes part of key names and of a SCAN pattern (drop): keep it
-# to characters that are neither ':' (key structure) nor glob syntax (* ? [ ] \).
-# fullmatch, never match with `$`: that accepts a trailing newline ("live\n").
-_NAME = NAMESPACE_RE
-# `galleryrank:active` is the pointer; `galleryrank:promoting` a requested promote;
-# `galleryrank:handover:*` holds the live consumer's per-partition markers
-# (consumer/bluegreen/handover.py); `galleryrank:dlq-sent:*` the DLQ's sent marks.
-# A namespace of those names would mix with them (and drop them).
-RESERVED = {"active", "promoting", "handover", "dlq-sent"}
+# The name rule and the active namespace have one owner, state/namespace.py.
+from ..state.namespace import NamespaceError, active_namespace, is_valid_name, validate_name
+
 PROMOTING_KEY = keys.PROMOTING_KEY
 # Keys per UNLINK call and SCAN page: big enough for few round trips, small
 # enough that one call never blocks Redis noticeably.
 DROP_BATCH = 500
 END_PREFIX = "end:"
-
-
-class NamespaceError(ValueError):
-    """An operation on a namespace that must not be done (invalid, active, empty...)."""
-
-
-def validate_name(namespace: str) -> str:
-    if not _NAME.fullmatch(namespace or "") or namespace in RESERVED:
-        raise NamespaceError(
-            f"invalid namespace {namespace!r}: use 1-64 letters, digits, '.', '_' or '-' "
-            f"(not {', '.join(sorted(RESERVED))})"
-        )
-    return namespace
 
 
 def utc_now() -> str:
@@ -74,11 +54,6 @@ def utc_now() -> str:
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def active_namespace(redis: RedisClient) -> str:
-    value = await redis.get(keys.ACTIVE_KEY)
-    return value.decode() if value else keys.DEFAULT_NAMESPACE
 
 
 async def requested_namespace(redis: RedisClient) -> str | None:
@@ -154,7 +129,7 @@ async def _discover(redis: RedisClient) -> set[str]:
     for pattern in keys.namespace_marker_patterns():
         async for key in redis.scan_iter(match=pattern, count=DROP_BATCH):
             name = keys.namespace_of(_text(key))
-            if _NAME.fullmatch(name) and name not in RESERVED:
+            if is_valid_name(name):
                 found.add(name)
     return found
 

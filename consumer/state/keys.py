@@ -6,6 +6,9 @@ from __future__ import annotations
 
 ACTIVE_KEY = "galleryrank:active"
 DEFAULT_NAMESPACE = "live"
+# First segments of the keys that belong to no namespace (below): no namespace may be named
+# so (state/namespace.py), or it would mix with them and `drop` would delete them.
+GLOBAL_SEGMENTS = frozenset({"active", "promoting", "handover", "dlq-sent", "reviewers", "labels", "review"})
 # A promote asked for but not done yet: the live consumers catch this namespace up,
 # then ACTIVE_KEY is set to it (consumer/bluegreen/namespaces.py, handover.py).
 PROMOTING_KEY = "galleryrank:promoting"

@@ -40,7 +40,7 @@ from galleryrank.ranking.types import RankingConfig
 
 from .. import metrics
 from ..interfaces import RedisClient, RedisPipeline
-from . import hotel_index, keys
+from . import hotel_index, keys, namespace
 from .hotel import HotelState
 from .overrides import OverrideChange, encode_overrides
 from .records import ImageState, decode_record
@@ -162,8 +162,7 @@ class GalleryStore:
         limit_blas_threads()
 
     async def active_namespace(self) -> str:
-        value = await self.redis.get(keys.ACTIVE_KEY)
-        return value.decode() if value else keys.DEFAULT_NAMESPACE
+        return await namespace.active_namespace(self.redis)
 
     # --- the cache ---------------------------------------------------------------------------
     def forget(self, partitions: Iterable[tuple[str, int]] | None = None) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 from galleryrank.consumer.ids import valid_id
 from galleryrank.consumer.images.download import parse_retry_after
-from galleryrank.consumer.settings import NAMESPACE_RE
+from galleryrank.consumer.state.namespace import NAMESPACE_RE
 
 
 @pytest.mark.parametrize(
