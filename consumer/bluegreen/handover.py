@@ -116,22 +116,6 @@ def _check_explicit_checkpoint(settings: Settings, namespace: str, meta: dict[st
     )
 
 
-def load_namespace_model(settings: Settings, checkpoint: str | None) -> ScoringBackend:
-    """The model a namespace's meta names ("" / None = the shipped default model), in this process.
-
-    The default loader; the service passes runtime.load_namespace_model (the
-    composition root), which also knows the model server.
-    """
-    from galleryrank.models import load_scoring_model
-
-    return load_scoring_model(
-        checkpoint=checkpoint or None,
-        device=settings.device,
-        backend=settings.backend,
-        cache_dir=settings.model_cache_dir,
-    )
-
-
 class Handover(ScorerControl):
     """The live consumer's scorer control: which namespace it writes, and the switch."""
 
@@ -140,13 +124,16 @@ class Handover(ScorerControl):
         settings: Settings,
         redis: RedisClient,
         group_id: str | None = None,
-        load_model: Callable[[str | None], ScoringBackend] | None = None,
+        *,
+        load_model: Callable[[str | None], ScoringBackend],
     ):
+        """``load_model(checkpoint)``: the model a namespace's meta names ("" = the shipped default);
+        the composition root passes runtime.load_namespace_model, which also knows the model server."""
         self.settings = settings
         self.redis = redis
         self.group_id = group_id or settings.group_id
         self.topic = settings.topic
-        self._load_model = load_model or (lambda checkpoint: load_namespace_model(settings, checkpoint))
+        self._load_model = load_model
         self.current: str = ""
         self.switches = 0
         self._pending: dict[TopicPartition, int | None] = {}  # marker to set after committing this offset

@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from click.testing import CliRunner
 
 from galleryrank.consumer.bluegreen import namespaces
-from galleryrank.consumer.bluegreen.handover import load_namespace_model, markers_key
+from galleryrank.consumer.bluegreen.handover import markers_key
 from galleryrank.consumer.bluegreen.replay import make_plan, run_replay
-from galleryrank.consumer.runtime import run_scorer
+from galleryrank.consumer.runtime import load_namespace_model, run_scorer
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
@@ -456,7 +456,8 @@ async def test_handover_keeps_the_running_model_when_the_checkpoint_is_unreadabl
     live_settings = settings.model_copy(update={"namespace": None, "redis_url": private_redis_url})
     try:
         with caplog.at_level("ERROR", logger="galleryrank.consumer.bluegreen.handover"):
-            running = await Handover(live_settings, private_redis).start(model)
+            loader = lambda ckpt: load_namespace_model(live_settings, ckpt)  # noqa: E731
+            running = await Handover(live_settings, private_redis, load_model=loader).start(model)
         assert running is model
         assert any(
             "/nonexistent/v9.pt" in r.getMessage() and "keeping the current model" in r.getMessage()
