@@ -49,9 +49,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from .netguard import (
+    AddressCheck,
     BlockedAddressError,
     IPNetwork,
-    Verdict,
     check_address,
     check_host_literal,
     parse_allow_networks,
@@ -180,7 +180,7 @@ _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 
 
 @functools.lru_cache(maxsize=8192)
-def _host_literal_verdict(host: str, allow: tuple[IPNetwork, ...]) -> Verdict | None:
+def _host_literal_verdict(host: str, allow: tuple[IPNetwork, ...]) -> AddressCheck | None:
     """check_host_literal, memoised: a pure function of (host, allow-list), and most events
     name a host seen before (parsing the literal was ~10 % of a download's CPU)."""
     return check_host_literal(host, allow)

@@ -55,7 +55,7 @@ NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AddressCheck:
     """The outcome of checking one address: ``allowed`` or the category that refused it."""
 
     address: IPAddress
@@ -74,7 +74,7 @@ class BlockedAddressError(OSError):
     the downloader can recognise the refusal and report ``blocked_address``.
     """
 
-    def __init__(self, verdict: Verdict, host: str | None = None) -> None:
+    def __init__(self, verdict: AddressCheck, host: str | None = None) -> None:
         self.verdict = verdict
         self.host = host
         where = f"{host} -> {verdict.address}" if host and host != str(verdict.address) else str(verdict.address)
@@ -181,7 +181,7 @@ def _allow_listed(address: IPAddress, allow: Sequence[IPNetwork]) -> bool:
     return False
 
 
-def check_address(value: str | IPAddress, allow: Sequence[IPNetwork] = ()) -> Verdict:
+def check_address(value: str | IPAddress, allow: Sequence[IPNetwork] = ()) -> AddressCheck:
     """Judge one address. ``value`` may be text (IPv4, IPv6, with scope id) or an ipaddress object.
 
     Raises ``ValueError`` if ``value`` is not an IP address.
@@ -203,12 +203,12 @@ def check_address(value: str | IPAddress, allow: Sequence[IPNetwork] = ()) -> Ve
             continue
         refusals.append(category)
     if refusals:
-        return Verdict(address, False, refusals[-1])  # the embedded IPv4's reason is the more telling one
+        return AddressCheck(address, False, refusals[-1])  # the embedded IPv4's reason is the more telling one
     listed = any(_refusal_category(c) is not None for c in candidates)
-    return Verdict(address, True, "allow_listed" if listed else "allowed")
+    return AddressCheck(address, True, "allow_listed" if listed else "allowed")
 
 
-def check_host_literal(host: str, allow: Sequence[IPNetwork] = ()) -> Verdict | None:
+def check_host_literal(host: str, allow: Sequence[IPNetwork] = ()) -> AddressCheck | None:
     """Judge a URL host that is an IP literal (any notation); None if it is a DNS name."""
     try:
         return check_address(host, allow)

@@ -55,7 +55,7 @@ def iso_ms(ms: int) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ChangeOutcome:
     """What one change did: ``applied`` (it was newer), and what Redis must store for it."""
 
     applied: bool
@@ -172,14 +172,14 @@ class HotelState:
         self.graph.edges = {k: set(v) for k, v in neighbours.items()}
 
     # --- changes -----------------------------------------------------------------------------
-    def apply(self, change: ImageState | OverrideChange) -> Verdict:
+    def apply(self, change: ImageState | OverrideChange) -> ChangeOutcome:
         """Decide one change against the fences; when newer, apply it. Returns what Redis must store."""
         self.sources.add((change.fence.topic, change.fence.partition))
         if isinstance(change, ImageState):
             return self._apply_image(change)
         return self._apply_override(change)
 
-    def _apply_override(self, change: OverrideChange) -> Verdict:
+    def _apply_override(self, change: OverrideChange) -> ChangeOutcome:
         refused = self.overrides.refused
         if self.overrides.apply(change):
             self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
@@ -188,21 +188,21 @@ class HotelState:
                 self._remove(change.image_id)
                 rec, q = decode_stored(change.image_id, self.raw[change.image_id])
                 self._insert(rec, q, link=True)
-            return Verdict(True, overrides=True)
-        return Verdict(False, overrides=self.overrides.refused != refused)
+            return ChangeOutcome(True, overrides=True)
+        return ChangeOutcome(False, overrides=self.overrides.refused != refused)
 
-    def _apply_image(self, change: ImageState) -> Verdict:
+    def _apply_image(self, change: ImageState) -> ChangeOutcome:
         image_id = change.image_id
         previous = self.applied.get(image_id, NOTHING)
         if not previous.admits(change.fence, change.event_id):
             if previous.knows(change.event_id):
-                return Verdict(False)  # a re-delivery
+                return ChangeOutcome(False)  # a re-delivery
             # It lost (older), and a producer retry of it would come at a later offset:
             # remember its id in the record, so the retry loses too.
             applied = previous.refuse(change.fence, change.event_id)
             self.applied[image_id] = applied
             self.raw[image_id] = with_applied(image_id, self.raw[image_id], applied)
-            return Verdict(False, self.raw[image_id])
+            return ChangeOutcome(False, self.raw[image_id])
         applied = previous.after(change.fence, change.event_id)
         raw = encode_record(change, applied)
         if image_id in self.row:
@@ -213,7 +213,7 @@ class HotelState:
         self.applied[image_id] = applied
         self.raw[image_id] = raw
         self.updated_ms = max(self.updated_ms, applied.changed_at)
-        return Verdict(True, raw)
+        return ChangeOutcome(True, raw)
 
     # --- the columns -----------------------------------------------------------------------
     def _grow(self, need_areas: int, dim: int) -> None:
