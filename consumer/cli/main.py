@@ -38,6 +38,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "namespaces": "galleryrank.consumer.cli.operations:list_cmd",
     "drop": "galleryrank.consumer.cli.operations:drop",
     "rerank": "galleryrank.consumer.cli.operations:rerank",
+    "sheet": "galleryrank.consumer.cli.sheet:sheet",
     "publish": "galleryrank.consumer.cli.publish:publish",
     "pin": "galleryrank.consumer.cli.editors:pin",
     "unpin": "galleryrank.consumer.cli.editors:unpin",

@@ -49,6 +49,7 @@ READS: dict[str, set[str]] = {
     "compare": {"redis"},
     "drop": {"redis"},
     "rerank": {"redis", "ranking"},
+    "sheet": {"redis", "download"},
     "pin": {"kafka", "topic"},
     "unpin": {"kafka", "topic"},
     "hide": {"kafka", "topic"},
