@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from galleryrank.consumer.images.decode import DecodeError, decode_image
 from galleryrank.consumer.images.download import DownloadError, ImageDownloader
 from galleryrank.consumer.settings import Settings
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import ImageDeleted, InvalidEvent, parse_event
 from galleryrank.consumer.stream.kafka import make_consumer
@@ -47,7 +47,7 @@ async def run_naive(settings: Settings, model, redis, namespace: str, max_events
                         failed += 1
                     else:
                         out = model.score(decoded.pixels[None])  # batch of 1
-                        rec = ImageState(
+                        rec = ImageChange(
                             image_id=event.image_id,
                             fence=Fence(record.partition, record.offset),
                             event_id=event.event_id,

@@ -102,15 +102,18 @@ class Events:
 
 def make_change(e: dict):
     """The scored change of event ``e`` in the galleryrank this process imports (old or new)."""
-    from galleryrank.consumer.state.records import Fence, ImageState
+    from galleryrank.consumer.state import records
 
+    Fence = records.Fence
+    # This tree's incoming change; dccda32 had one ImageState for a change and a record.
+    change = getattr(records, "ImageChange", None) or records.ImageState
     if len(dataclasses.fields(Fence)) == 2:  # dccda32: fenced by (partition, offset) only
         fence = Fence(0, e["offset"])
     else:
         fence = Fence(0, e["offset"], TOPIC, (e["ts"] - 1000) * 1000, e["ts"])
     if e.get("deleted"):
-        return ImageState(e["image_id"], fence, e["event_id"], deleted=True)
-    return ImageState(
+        return change(e["image_id"], fence, e["event_id"], deleted=True)
+    return change(
         image_id=e["image_id"],
         fence=fence,
         event_id=e["event_id"],

@@ -36,8 +36,6 @@ from ..ids import valid_id
 from ..interfaces import RedisClient
 from ..settings import ConfigError, Settings
 from ..state import keys
-from ..state.document import ranking_config
-from ..state.hotel import HotelState
 from ..state.records import decode_stored
 from ..state.reviewers import Reviewer, TokenChecker
 from ..state.reviewers import get as get_reviewer
@@ -66,13 +64,10 @@ log = logging.getLogger(__name__)
 
 # Query parameters that would carry a credential: refused on every request to this API.
 TOKEN_PARAMS = frozenset({"token", "access_token", "bearer", "auth", "authorization", "api_key", "apikey", "key"})
-QUEUE_LIMIT_DEFAULT = 10
-QUEUE_LIMIT_MAX = 50
 MAX_BODY_BYTES = 16 * 1024
-SEEN_TTL_S = 90 * 86_400  # a person's "already shown" list forgets after three months
 
 
-def _fail(cls: type[web.HTTPException], error: str, detail: str, **headers: str) -> web.HTTPException:
+def fail(cls: type[web.HTTPException], error: str, detail: str, **headers: str) -> web.HTTPException:
     body = orjson.dumps({"error": error, "detail": detail}).decode()
     return cls(text=body, content_type="application/json", headers=headers or None)
 
@@ -162,7 +157,7 @@ class Reviewing:
     async def person(self, request: web.Request, editor: bool = False) -> Reviewer:
         """The authenticated person allowed to do this; raises 401/403 otherwise."""
         if any(k.lower() in TOKEN_PARAMS or v.startswith("grv1.") for k, v in request.query.items()):
-            raise _fail(
+            raise fail(
                 web.HTTPUnauthorized,
                 "token_in_query",
                 "tokens are accepted only in the Authorization header, never in the URL; revoke a token that was sent so",
@@ -172,28 +167,28 @@ class Reviewing:
         if auth:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise _fail(web.HTTPUnauthorized, "bad_authorization", "use 'Authorization: Bearer <token>'")
+                raise fail(web.HTTPUnauthorized, "bad_authorization", "use 'Authorization: Bearer <token>'")
             person = await self.tokens.authenticate(token.strip())
             if person is None:
                 log.info("refused a write: unknown, revoked or malformed token from %s", request.remote)
-                raise _fail(web.HTTPUnauthorized, "invalid_token", "the token is unknown or revoked")
+                raise fail(web.HTTPUnauthorized, "invalid_token", "the token is unknown or revoked")
         elif self.header and request.headers.get(self.header):
             if not self._from_proxy(request):
                 log.warning("refused %s header from %s (not a trusted proxy)", self.header, request.remote)
-                raise _fail(web.HTTPUnauthorized, "untrusted_proxy", f"{self.header} is only accepted from the proxy")
+                raise fail(web.HTTPUnauthorized, "untrusted_proxy", f"{self.header} is only accepted from the proxy")
             name = request.headers[self.header].strip()
             person = await get_reviewer(self.redis, name) if valid_id(name) else None
             if person is None or not person.active:
-                raise _fail(web.HTTPForbidden, "not_a_reviewer", f"{name[:80]!r} is not an active reviewer")
+                raise fail(web.HTTPForbidden, "not_a_reviewer", f"{name[:80]!r} is not an active reviewer")
         if person is None:
-            raise _fail(
+            raise fail(
                 web.HTTPUnauthorized,
                 "unauthenticated",
                 "send 'Authorization: Bearer <token>'",
                 **{"WWW-Authenticate": "Bearer"},
             )
         if editor and not person.can_edit:
-            raise _fail(
+            raise fail(
                 web.HTTPForbidden, "forbidden", f"{person.reviewer_id!r} is a {person.role}; this needs an editor"
             )
         return person
@@ -201,7 +196,7 @@ class Reviewing:
     def limit(self, person: Reviewer) -> None:
         wait = self.limiter.retry_after(person.reviewer_id)
         if wait:
-            raise _fail(
+            raise fail(
                 web.HTTPTooManyRequests,
                 "rate_limited",
                 f"at most {self.limiter.per_minute} writes a minute",
@@ -212,12 +207,12 @@ class Reviewing:
         key, value = encode_event(event)
         checked = parse_event(key, value)  # what the scorer would refuse is never sent
         if isinstance(checked, InvalidEvent):
-            raise _fail(web.HTTPBadRequest, checked.reason, checked.detail)
+            raise fail(web.HTTPBadRequest, checked.reason, checked.detail)
         try:
             partition, offset = await self.publisher.send(topic, key, value)
         except Exception as exc:  # the broker: the write did not happen, the client may retry
             log.warning("could not publish %s: %s", event.event_id, type(exc).__name__)
-            raise _fail(
+            raise fail(
                 web.HTTPServiceUnavailable, "broker_unavailable", type(exc).__name__, **{"Retry-After": "2"}
             ) from None
         return {"event": orjson.loads(value), "topic": topic, "partition": partition, "offset": offset}
@@ -229,7 +224,7 @@ REVIEW_KEY = web.AppKey("reviewing", Reviewing)
 # --------------------------------------------------------------------------- #
 # Requests
 # --------------------------------------------------------------------------- #
-async def _namespace(request: web.Request) -> str:
+async def namespace_of(request: web.Request) -> str:
     return await request.app[REVIEW_KEY].resolve_namespace(request)  # serve.py's rule, for reads and writes
 
 
@@ -240,29 +235,29 @@ def _ids(request: web.Request, *names: str) -> list[str]:
 async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         # A cross-site form cannot send JSON without a CORS preflight, which this API never grants.
-        raise _fail(web.HTTPUnsupportedMediaType, "json_only", "send Content-Type: application/json")
+        raise fail(web.HTTPUnsupportedMediaType, "json_only", "send Content-Type: application/json")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
-        raise _fail(web.HTTPRequestEntityTooLarge, "too_large", f"at most {MAX_BODY_BYTES} bytes")
+        raise fail(web.HTTPRequestEntityTooLarge, "too_large", f"at most {MAX_BODY_BYTES} bytes")
     try:
         body = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
-        raise _fail(web.HTTPBadRequest, "invalid_json", "the body is not JSON") from None
+        raise fail(web.HTTPBadRequest, "invalid_json", "the body is not JSON") from None
     if not isinstance(body, dict):
-        raise _fail(web.HTTPBadRequest, "not_an_object", "the body must be a JSON object")
+        raise fail(web.HTTPBadRequest, "not_an_object", "the body must be a JSON object")
     return body
 
 
 async def _stored_image(request: web.Request, hotel_id: str, image_id: str):
     """The photo's record as Redis holds it (404 when the hotel has no such live photo)."""
-    namespace = await _namespace(request)
+    namespace = await namespace_of(request)
     redis = request.app[REVIEW_KEY].redis
     raw = await redis.hget(keys.images_key(namespace, hotel_id), image_id)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     if raw is None:
-        raise _fail(web.HTTPNotFound, "not_found", f"hotel {hotel_id!r} has no image {image_id!r} in {namespace!r}")
+        raise fail(web.HTTPNotFound, "not_found", f"hotel {hotel_id!r} has no image {image_id!r} in {namespace!r}")
     rec, _ = decode_stored(image_id, raw)
     if rec.deleted:
-        raise _fail(web.HTTPNotFound, "not_found", f"image {image_id!r} of hotel {hotel_id!r} was deleted")
+        raise fail(web.HTTPNotFound, "not_found", f"image {image_id!r} of hotel {hotel_id!r} was deleted")
     return rec
 
 
@@ -276,7 +271,7 @@ async def label_area(request: web.Request) -> web.Response:
     area = body.get("area")
     areas = sorted(rec.area_probs or {"other": 1.0})
     if not isinstance(area, str) or (area not in areas and area != NOT_PROPERTY):
-        raise _fail(web.HTTPBadRequest, "bad_area", f"area must be one of {', '.join(areas)} or {NOT_PROPERTY}")
+        raise fail(web.HTTPBadRequest, "bad_area", f"area must be one of {', '.join(areas)} or {NOT_PROPERTY}")
     event = LabelArea(
         _event_id(), hotel_id, image_id, person.reviewer_id, rec.model_version or "unknown", rec.url, area, _now()
     )
@@ -294,7 +289,7 @@ async def label_rating(request: web.Request) -> web.Response:
     rec = await _stored_image(request, hotel_id, image_id)
     rating = body.get("rating")
     if not isinstance(rating, int) or isinstance(rating, bool) or not RATING_MIN <= rating <= RATING_MAX:
-        raise _fail(web.HTTPBadRequest, "bad_rating", f"rating must be an integer {RATING_MIN}-{RATING_MAX}")
+        raise fail(web.HTTPBadRequest, "bad_rating", f"rating must be an integer {RATING_MIN}-{RATING_MAX}")
     event = LabelRating(
         _event_id(), hotel_id, image_id, person.reviewer_id, rec.model_version or "unknown", rec.url, rating, _now()
     )
@@ -320,7 +315,7 @@ def _override(kind: str):
         else:
             image_ids = body.get("image_ids", [])
             if not isinstance(image_ids, list) or not all(isinstance(i, str) for i in image_ids):
-                raise _fail(web.HTTPBadRequest, "bad_image_ids", "image_ids must be a list of image ids")
+                raise fail(web.HTTPBadRequest, "bad_image_ids", "image_ids must be a list of image ids")
             pin_cls = GalleryPinned if kind == PINNED else GalleryUnpinned
             event = pin_cls(_event_id(), hotel_id, tuple(image_ids), _now(), person.reviewer_id)
         result = await review.publish(review.settings.topic, event)
@@ -338,7 +333,7 @@ async def whoami(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"reviewer": person.reviewer_id, "role": person.role}
     hotel_id = request.query.get("hotel", "")
     if valid_id(hotel_id):
-        namespace = await _namespace(request)
+        namespace = await namespace_of(request)
         fields = await review.redis.hgetall(keys.images_key(namespace, hotel_id))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         areas: set[str] = set()
         for image_id, raw in fields.items():
@@ -360,137 +355,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# --------------------------------------------------------------------------- #
-# The review queue
-# --------------------------------------------------------------------------- #
-# Expected value of a person's look at a photo (docs/labelling.md, "The review queue"):
-SUSPECT_WEIGHT = 10.0  # `labels suspects` thinks its label is wrong: first
-UNCERTAIN_WEIGHT = 3.0  # x (1 - margin between the model's two best areas)
-HERO_WEIGHT = 2.0  # the gallery's first photo: a wrong tag costs most there
-FIRST_AREA_WEIGHT = 1.0  # "first <area>": the top photo of its area
-DISAGREE_WEIGHT = 1.5  # a near duplicate of it is tagged another area
-UNRATED_WEIGHT = 1.0  # no one rated it yet
-UNDER_RATED_WEIGHT = 0.5  # fewer than review_raters ratings
-
-
-def queue_items(
-    state: HotelState,
-    document: dict[str, Any],
-    suspects: dict[str, float],
-    me: str,
-    seen: set[str],
-    raters: int,
-) -> list[dict[str, Any]]:
-    """The photos of one hotel worth this person's look, best first (pure: tests call it)."""
-    entries = {e["image_id"]: (k, e) for k, e in enumerate(document.get("images", []))}
-    ov = state.overrides
-    shown_area = {i: e["area"] for i, (_, e) in entries.items()}
-    items = []
-    for image_id, (position, entry) in entries.items():
-        if image_id in seen:
-            continue
-        label = ov.areas.get(image_id)
-        votes = ov.ratings.get(image_id, {})
-        if me in votes or (label is not None and label.reviewer == me):
-            continue  # never the same person twice on one photo
-        if label is not None and len(votes) >= raters and image_id not in suspects:
-            continue  # labelled, and rated by enough people
-        rec, _ = decode_stored(image_id, state.raw[image_id])
-        probs = sorted((rec.area_probs or {"other": 1.0}).values(), reverse=True)
-        margin = probs[0] - (probs[1] if len(probs) > 1 else 0.0)
-        score, why = 0.0, []
-        if image_id in suspects:
-            score += SUSPECT_WEIGHT * (1.0 + suspects[image_id])
-            why.append(f"suspected label error ({suspects[image_id]:.2f})")
-        if label is None:
-            score += UNCERTAIN_WEIGHT * (1.0 - margin)
-            if margin < 0.5:
-                why.append(f"uncertain area (margin {margin:.2f})")
-        reason = str(entry.get("reason", ""))
-        if position == 0:
-            score += HERO_WEIGHT
-            why.append("hero")
-        elif reason.startswith("first "):
-            score += FIRST_AREA_WEIGHT
-            why.append(reason.split(" (")[0])
-        neighbours = state.graph.edges.get(image_id, ())
-        if any(shown_area.get(n, shown_area[image_id]) != shown_area[image_id] for n in neighbours):
-            score += DISAGREE_WEIGHT
-            why.append("near duplicates tagged differently")
-        if not votes:
-            score += UNRATED_WEIGHT
-            why.append("unrated")
-        elif len(votes) < raters:
-            score += UNDER_RATED_WEIGHT
-            why.append(f"{len(votes)} of {raters} ratings")
-        items.append(
-            {
-                "hotel_id": state.hotel_id,
-                "image_id": image_id,
-                "url": entry["url"],
-                "position": position + 1,
-                "area": entry["area"],
-                "model_area": rec.area,
-                "area_confidence": round(rec.area_confidence, 3),
-                "margin": round(margin, 3),
-                "areas": sorted(rec.area_probs or {"other": 1.0}),
-                "ratings": len(votes),
-                "labelled": label is not None,
-                "model_version": rec.model_version,
-                "score": round(score, 3),
-                "why": why,
-            }
-        )
-    items.sort(key=lambda item: (-item["score"], item["position"]))
-    return items
-
-
-async def review_queue(request: web.Request) -> web.Response:
-    """GET /review/queue?hotel=<id>&limit=<n>: the next photos for this person (each shown once)."""
-    review = request.app[REVIEW_KEY]
-    person = await review.person(request)
-    namespace = await _namespace(request)
-    hotel_id = request.query.get("hotel", "")
-    if not valid_id(hotel_id):
-        raise _fail(web.HTTPBadRequest, "bad_hotel", "?hotel=<hotel id> is required")
-    try:
-        limit = min(max(int(request.query.get("limit", QUEUE_LIMIT_DEFAULT)), 1), QUEUE_LIMIT_MAX)
-    except ValueError:
-        raise _fail(web.HTTPBadRequest, "bad_limit", "limit must be an integer") from None
-    redis = review.redis
-    pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(keys.images_key(namespace, hotel_id))
-    pipe.get(keys.overrides_key(namespace, hotel_id))
-    pipe.get(keys.version_key(namespace, hotel_id))
-    pipe.get(keys.gallery_key(namespace, hotel_id))
-    pipe.smembers(keys.review_seen_key(person.reviewer_id))
-    fields, overrides, version, document, seen_raw = await pipe.execute()
-    if document is None:
-        raise _fail(web.HTTPNotFound, "not_found", f"no gallery for hotel {hotel_id!r} in namespace {namespace!r}")
-    prefix = f"{hotel_id} "
-    suspects: dict[str, float] = {}
-    image_ids = sorted(k.decode() for k in fields)
-    if image_ids:  # `labels suspects`' scores of this hotel's photos (one ZMSCORE)
-        scores = await redis.zmscore(keys.LABEL_SUSPECTS_KEY, [prefix + i for i in image_ids])  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-        suspects = {i: float(score) for i, score in zip(image_ids, scores) if score is not None}
-    seen = {m.decode()[len(prefix) :] for m in seen_raw if m.decode().startswith(prefix)}
-    config = ranking_config(review.settings.ranking_strategy, review.settings.ranking_diversity)
-
-    def build() -> list[dict[str, Any]]:
-        state = HotelState.from_redis(hotel_id, config, fields, overrides, version, document)
-        return queue_items(
-            state, orjson.loads(document), suspects, person.reviewer_id, seen, review.settings.review_raters
-        )
-
-    items = (await asyncio.to_thread(build))[:limit]
-    if items:
-        seen_key = keys.review_seen_key(person.reviewer_id)
-        await redis.sadd(seen_key, *(f"{prefix}{i['image_id']}" for i in items))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-        await redis.expire(seen_key, SEEN_TTL_S)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-    body = {"reviewer": person.reviewer_id, "role": person.role, "namespace": namespace, "items": items}
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
-
-
 def add_routes(
     app: web.Application,
     settings: Settings,
@@ -509,7 +373,6 @@ def add_routes(
     app.on_cleanup.append(_close)
     image = "/hotels/{hotel_id}/images/{image_id}"
     app.router.add_get("/review/me", whoami)
-    app.router.add_get("/review/queue", review_queue)
     app.router.add_post(f"{image}/area", label_area)
     app.router.add_post(f"{image}/rating", label_rating)
     app.router.add_post(f"{image}/hide", _override(HIDDEN))

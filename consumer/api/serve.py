@@ -339,9 +339,10 @@ def create_app(
         redis = redis_client(settings)
     app[REDIS_KEY] = redis
     app[CAM_KEY] = CamRenderer(settings, scoring_model)
-    from .review import add_routes
+    from . import review, review_queue
 
-    add_routes(app, settings, redis, resolve_namespace, _checked_ids)
+    review.add_routes(app, settings, redis, resolve_namespace, _checked_ids)
+    review_queue.add_routes(app)
 
     async def _close(app: web.Application) -> None:
         await app[CAM_KEY].close()

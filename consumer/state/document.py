@@ -16,7 +16,7 @@ import orjson
 
 from galleryrank.ranking.types import RankingConfig
 
-from .records import ImageState
+from .records import ImageRecord
 
 
 def ranking_config(strategy: str = "default", diversity: float | None = None) -> RankingConfig:
@@ -29,7 +29,7 @@ def ranking_config(strategy: str = "default", diversity: float | None = None) ->
     )
 
 
-def image_entry(rec: ImageState, label: str | None = None) -> bytes:
+def image_entry(rec: ImageRecord, label: str | None = None) -> bytes:
     """The image's entry of the document, serialised, without its closing brace (the reason follows).
     With a reviewer's area ``label`` the entry shows it, and the model's area beside it."""
     body: dict[str, object] = {

@@ -37,7 +37,7 @@ from galleryrank.ranking.types import RankingConfig
 
 from .document import image_entry, render_document
 from .overrides import AreaChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
-from .records import NOTHING, Applied, ImageState, decode_stored, encode_record, with_applied
+from .records import NOTHING, Applied, ImageChange, ImageRecord, decode_stored, encode_record, with_applied
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class HotelState:
         for key, raw in sorted(fields.items()):
             image_id = key.decode()
             rec, q = decode_stored(image_id, raw)
-            applied = rec.applied or NOTHING
+            applied = rec.applied
             state.updated_ms = max(state.updated_ms, applied.changed_at)
             state.applied[image_id] = applied
             state.raw[image_id] = raw
@@ -172,10 +172,10 @@ class HotelState:
         self.graph.edges = {k: set(v) for k, v in neighbours.items()}
 
     # --- changes -----------------------------------------------------------------------------
-    def apply(self, change: ImageState | OverrideChange) -> ChangeOutcome:
+    def apply(self, change: ImageChange | OverrideChange) -> ChangeOutcome:
         """Decide one change against the fences; when newer, apply it. Returns what Redis must store."""
         self.sources.add((change.fence.topic, change.fence.partition))
-        if isinstance(change, ImageState):
+        if isinstance(change, ImageChange):
             return self._apply_image(change)
         return self._apply_override(change)
 
@@ -191,7 +191,7 @@ class HotelState:
             return ChangeOutcome(True, overrides=True)
         return ChangeOutcome(False, overrides=self.overrides.refused != refused)
 
-    def _apply_image(self, change: ImageState) -> ChangeOutcome:
+    def _apply_image(self, change: ImageChange) -> ChangeOutcome:
         image_id = change.image_id
         previous = self.applied.get(image_id, NOTHING)
         if not previous.admits(change.fence, change.event_id):
@@ -240,7 +240,7 @@ class HotelState:
         if len(self._area_live) < new_areas:
             self._area_live = grown(self._area_live, (new_areas,))
 
-    def _insert(self, rec: ImageState, q: np.ndarray | None, link: bool) -> None:
+    def _insert(self, rec: ImageRecord, q: np.ndarray | None, link: bool) -> None:
         image_id = rec.image_id
         labelled = self.overrides.areas.get(image_id)
         label = labelled.area if labelled is not None else None

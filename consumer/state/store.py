@@ -43,11 +43,11 @@ from ..interfaces import RedisClient, RedisPipeline
 from . import hotel_index, keys, namespace
 from .hotel import HotelState
 from .overrides import OverrideChange, encode_overrides
-from .records import ImageState, decode_record
+from .records import ImageChange, ImageRecord, decode_record
 
 log = logging.getLogger(__name__)
 
-Change = ImageState | OverrideChange
+Change = ImageChange | OverrideChange
 
 # KEYS: images hash, gallery, version, overrides.  ARGV: expected version ("" =
 # none yet), gallery JSON ("" = unchanged), overrides JSON ("" = unchanged), then
@@ -251,7 +251,7 @@ class GalleryStore:
                         applied += 1
                     else:
                         stale += 1
-                    if verdict.record is not None and isinstance(change, ImageState):
+                    if verdict.record is not None and isinstance(change, ImageChange):
                         fields[change.image_id] = verdict.record
                     overrides_changed |= verdict.overrides
                 if not fields and not overrides_changed:
@@ -332,7 +332,7 @@ class GalleryStore:
         """The hotel as Redis holds it now (not the cache)."""
         return (await self._load(namespace, [hotel_id]))[hotel_id]
 
-    async def hotel_records(self, namespace: str, hotel_id: str) -> dict[str, ImageState]:
+    async def hotel_records(self, namespace: str, hotel_id: str) -> dict[str, ImageRecord]:
         key = keys.images_key(namespace, hotel_id)
         fields: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
         return {k.decode(): decode_record(k.decode(), v) for k, v in fields.items()}

@@ -37,12 +37,13 @@ from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state.document import ranking_config
 from ..state.overrides import AreaChange, HideChange, LabelChange, OverrideChange, PinChange, RatingChange
-from ..state.records import Fence, ImageState
+from ..state.records import Fence, ImageChange
 from ..state.store import GalleryStore
 from ..state.writer import HotelStore, StateWriter
 from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
 from .dlq_dedupe import DlqMarks
+from .events import NOT_PROPERTY as _NOT_PROPERTY
 from .events import (
     GalleryPinned,
     GalleryUnpinned,
@@ -55,7 +56,6 @@ from .events import (
     OverrideEvent,
     parse_event,
 )
-from .events import NOT_PROPERTY as _NOT_PROPERTY
 from .offsets import OffsetTracker
 from .priority import PriorityGate, subscribed_topics
 from .redelivery import KnownEvents
@@ -298,7 +298,7 @@ class GalleryScorer:
             return
         fence = Fence.of(record, event.occurred_at)
         if isinstance(event, ImageDeleted):
-            await self.writer.write(event.hotel_id, ImageState(event.image_id, fence, event.event_id, deleted=True))
+            await self.writer.write(event.hotel_id, ImageChange(event.image_id, fence, event.event_id, deleted=True))
             self.summary.deleted += 1
             self.summary.hotels.add(event.hotel_id)
             metrics.EVENTS.labels(outcome="deleted").inc()
@@ -330,7 +330,7 @@ class GalleryScorer:
             scores = await self.batcher.score(decoded.pixels)
         finally:
             self._model_slots.release()
-        rec = ImageState(
+        rec = ImageChange(
             image_id=event.image_id,
             fence=fence,
             event_id=event.event_id,

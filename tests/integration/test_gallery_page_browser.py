@@ -25,7 +25,7 @@ from galleryrank.consumer.api.serve import create_app
 from galleryrank.consumer.images.decode import decode_image
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
 
@@ -54,13 +54,13 @@ pytestmark = [
 async_api = pytest.importorskip("playwright.async_api", reason="playwright not installed (pip install -e .[test])")
 
 
-def scored_records(model, photos: dict[str, bytes], urls: dict[str, str]) -> list[ImageState]:
+def scored_records(model, photos: dict[str, bytes], urls: dict[str, str]) -> list[ImageChange]:
     """What the scorer stores for these photos: the real decode and the real model."""
     names = sorted(photos)
     decoded = [decode_image(photos[n], model.input_size) for n in names]
     out = model.score(np.stack([d.pixels for d in decoded]))
     return [
-        ImageState(
+        ImageChange(
             image_id=f"img-{Path(n).stem}",
             fence=Fence(0, i),
             event_id=f"e-{i}",

@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from galleryrank.consumer.runtime import redis_client
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.state.hotel import HotelState
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.produce import publish, upserted
 from galleryrank.ranking.types import RankingConfig
@@ -63,7 +63,7 @@ async def keys_by_node(nodes, pattern: str) -> list[set[str]]:
     return [{k.decode() async for k in node.scan_iter(match=pattern, count=1000)} for node in nodes]
 
 
-def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageState]:
+def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageChange]:
     """What the scorer stores: distinct areas and aesthetics, random embeddings."""
     rng = np.random.default_rng(hotel_index)
     out = []
@@ -73,7 +73,7 @@ def scored_records(hotel_index: int, offset_base: int = 0) -> list[ImageState]:
         emb = rng.normal(size=16).astype(np.float32)
         dist = rng.dirichlet(np.ones(10))
         out.append(
-            ImageState(
+            ImageChange(
                 image_id=f"img-{i}",
                 fence=Fence(0, offset_base + i),
                 event_id=f"e-{hotel_index}-{i}",

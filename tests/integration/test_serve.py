@@ -24,7 +24,7 @@ from galleryrank.consumer.api.serve import create_app
 from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state import hotel_index, keys
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import GalleryStore
 from tests.helpers import drop_namespace
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 AREAS = ("bathroom", "bedroom", "facade", "swimming_pool")
 
 
-def records(urls: list[str], seed: int = 0) -> list[ImageState]:
+def records(urls: list[str], seed: int = 0) -> list[ImageChange]:
     """Scored records with distinct areas and aesthetics (what the scorer would store)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -44,7 +44,7 @@ def records(urls: list[str], seed: int = 0) -> list[ImageState]:
         dist = np.zeros(10)
         dist[3 + i % 5] = 1.0
         out.append(
-            ImageState(
+            ImageChange(
                 image_id=f"img-{i}",
                 fence=Fence(0, i),
                 event_id=f"e-{i}",

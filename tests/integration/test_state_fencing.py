@@ -30,7 +30,7 @@ import pytest
 
 from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import ImageDeleted, ImageUpserted, encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer, make_producer
@@ -175,13 +175,13 @@ _FOREIGN = textwrap.dedent(
     import asyncio, sys
     import numpy as np
     import redis.asyncio as aioredis
-    from galleryrank.consumer.state.records import Fence, ImageState
+    from galleryrank.consumer.state.records import Fence, ImageChange
     from galleryrank.consumer.state.store import GalleryStore
 
     async def main(url, ns, hotel):
         client = aioredis.Redis.from_url(url)
         emb = np.ones(128, np.float32) / np.sqrt(128)
-        rec = ImageState("img-foreign", Fence(0, 7, "other-topic"), "ev-foreign", url="https://x/f.jpg",
+        rec = ImageChange("img-foreign", Fence(0, 7, "other-topic"), "ev-foreign", url="https://x/f.jpg",
                          aesthetic=9.5, area_probs={"facade": 1.0}, embedding=emb, model_version="m")
         result = await GalleryStore(client).apply(ns, [(hotel, rec)])
         await client.aclose()
@@ -192,12 +192,12 @@ _FOREIGN = textwrap.dedent(
 )
 
 
-def record(image_id: str, offset: int, aesthetic: float) -> ImageState:
+def record(image_id: str, offset: int, aesthetic: float) -> ImageChange:
     import numpy as np
 
     rng = np.random.default_rng(offset)
     emb = rng.normal(size=128).astype(np.float32)
-    return ImageState(
+    return ImageChange(
         image_id,
         Fence(0, offset, "t-store"),
         f"ev-{image_id}-{offset}",

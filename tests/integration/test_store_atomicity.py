@@ -19,7 +19,7 @@ import pytest
 
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.state.hotel import HotelState
-from galleryrank.consumer.state.records import Fence, ImageState, decode_record
+from galleryrank.consumer.state.records import Fence, ImageChange, decode_record
 from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.ranking.types import RankingConfig
 from tests.helpers import drop_namespace
@@ -29,13 +29,13 @@ pytestmark = pytest.mark.integration
 AREAS = ["bedroom", "bathroom", "facade", "swimming_pool", "other"]
 
 
-def _record(rng: random.Random, image_id: str, offset: int, deleted: bool = False) -> ImageState:
+def _record(rng: random.Random, image_id: str, offset: int, deleted: bool = False) -> ImageChange:
     if deleted:
-        return ImageState(image_id, Fence(0, offset), f"e{offset}", deleted=True)
+        return ImageChange(image_id, Fence(0, offset), f"e{offset}", deleted=True)
     probs = np.array([rng.random() for _ in AREAS])
     probs /= probs.sum()
     emb = np.array([rng.gauss(0, 1) for _ in range(16)], np.float32)
-    return ImageState(
+    return ImageChange(
         image_id,
         Fence(0, offset),
         f"e{offset}",

@@ -7,7 +7,7 @@ import pytest
 
 from galleryrank.consumer.state.hotel import AREA_SET, NOT_PROPERTY_REASON, HotelState
 from galleryrank.consumer.state.overrides import AreaChange, HotelOverrides, RatingChange, decode_overrides
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.stream.events import InvalidEvent, LabelArea, LabelRating, encode_event, parse_event
 from galleryrank.consumer.stream.produce import label_area, label_rating
 from galleryrank.ranking.types import RankingConfig
@@ -94,8 +94,8 @@ def test_area_labels_are_fenced_per_image_and_ratings_count_each_reviewer_once()
     assert not back.apply(AreaChange("a", Fence(0, 9, "labels"), "l0", "kitchen", "bob"))
 
 
-def _image(image_id: str, offset: int, aesthetic: float, probs: dict[str, float]) -> ImageState:
-    return ImageState(
+def _image(image_id: str, offset: int, aesthetic: float, probs: dict[str, float]) -> ImageChange:
+    return ImageChange(
         image_id, Fence(0, offset, "hotel-images"), f"e{offset}", url=f"http://p/{image_id}.jpg",
         aesthetic=aesthetic, area_probs=probs, model_version="m-1",
     )  # fmt: skip

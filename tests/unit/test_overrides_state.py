@@ -12,14 +12,14 @@ from galleryrank.consumer.state.overrides import (
     decode_overrides,
     encode_overrides,
 )
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.ranking.types import RankingConfig
 
 
-def record(image_id: str, aesthetic: float, area: str, offset: int, deleted: bool = False) -> ImageState:
+def record(image_id: str, aesthetic: float, area: str, offset: int, deleted: bool = False) -> ImageChange:
     if deleted:
-        return ImageState(image_id, Fence(0, offset), f"e{offset}", deleted=True)
-    return ImageState(
+        return ImageChange(image_id, Fence(0, offset), f"e{offset}", deleted=True)
+    return ImageChange(
         image_id,
         Fence(0, offset),
         f"e{offset}",

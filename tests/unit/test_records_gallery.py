@@ -11,7 +11,7 @@ from galleryrank.consumer.state.hotel import HotelState
 from galleryrank.consumer.state.records import (
     NOTHING,
     Fence,
-    ImageState,
+    ImageChange,
     decode_record,
     encode_record,
 )
@@ -29,7 +29,7 @@ def record(image_id, aesthetic, area, offset=1, emb_seed=0, deleted=False):
     emb /= np.linalg.norm(emb)
     probs = {"bedroom": 0.05, "bathroom": 0.05, "facade": 0.05, "other": 0.05}
     probs[area] = 0.85
-    return ImageState(
+    return ImageChange(
         image_id,
         Fence(0, offset),
         f"e-{image_id}",

@@ -16,7 +16,7 @@ from galleryrank.consumer.state.records import (
     MAX_EVENT_IDS,
     NOTHING,
     Fence,
-    ImageState,
+    ImageChange,
     decode_record,
     decode_stored,
     encode_record,
@@ -114,13 +114,13 @@ def test_once_an_event_loses_it_loses_forever():
 
 
 # --- records ------------------------------------------------------------------------------------------
-def image(image_id: str, offset: int, aesthetic: float, area: str, emb: np.ndarray | None = None, **kw) -> ImageState:
+def image(image_id: str, offset: int, aesthetic: float, area: str, emb: np.ndarray | None = None, **kw) -> ImageChange:
     rng = np.random.default_rng(offset)
     probs = {a: 0.05 for a in AREAS}
     probs[area] = 0.8
     if emb is None:
         emb = rng.normal(size=32).astype(np.float32)
-    return ImageState(
+    return ImageChange(
         image_id,
         kw.pop("fence", Fence(0, offset, "t", None, 1_700_000_000_000 + offset)),
         kw.pop("event_id", f"e-{image_id}-{offset}"),
@@ -235,7 +235,7 @@ def _random_changes(seed: int, count: int = 160):
             changes.append(image(image_id, k, round(rng.uniform(2, 9), 3), rng.choice(AREAS), emb, fence=fence))
             live.add(image_id)
         elif roll < 0.8:
-            changes.append(ImageState(image_id, fence, f"d{k}", deleted=True))
+            changes.append(ImageChange(image_id, fence, f"d{k}", deleted=True))
         elif roll < 0.87:
             changes.append(HideChange(image_id, fence, f"h{k}", hidden=rng.random() < 0.7))
         elif roll < 0.93:
@@ -274,7 +274,7 @@ def test_events_of_one_partition_in_any_order_end_in_the_same_state():
             fence = Fence(0, k, "t", T + k * 1000 if timed else None, 1_700_000_000_000 + k)
             image_id = f"i{k % 7}"
             if k % 5 == 4:
-                changes.append(ImageState(image_id, fence, f"d{k}", deleted=True))
+                changes.append(ImageChange(image_id, fence, f"d{k}", deleted=True))
             else:
                 changes.append(image(image_id, k, 2 + (k % 9) * 0.7, AREAS[k % 5], fence=fence))
         docs, records = set(), []

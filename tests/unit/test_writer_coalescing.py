@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from galleryrank.consumer.state.records import Fence, ImageState
+from galleryrank.consumer.state.records import Fence, ImageChange
 from galleryrank.consumer.state.store import ApplyResult
 from galleryrank.consumer.state.writer import MAX_HOTELS_PER_WRITE, StateWriter
 
@@ -25,8 +25,8 @@ class RecordingStore:
         return ApplyResult(applied=len(changes), hotels_written=len({h for h, _ in changes}))
 
 
-def change(image_id: str, offset: int = 0) -> ImageState:
-    return ImageState(image_id, Fence(0, offset), f"e-{image_id}", deleted=True)
+def change(image_id: str, offset: int = 0) -> ImageChange:
+    return ImageChange(image_id, Fence(0, offset), f"e-{image_id}", deleted=True)
 
 
 async def _ns() -> str:

@@ -213,14 +213,14 @@ function card(img, position) {
 // ---- review mode -------------------------------------------------------------
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
-async function reviewFetch(path, body) {
+async function reviewFetch(path, body, extra = {}) {
   const init = { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" };
   if (body !== undefined) {
     init.method = "POST";
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const resp = await fetch(apiUrl(path), init);
+  const resp = await fetch(apiUrl(path, extra), init);
   const answer = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new Error(`${resp.status} ${answer.error || ""}: ${answer.detail || ""}`);
   return answer;
@@ -228,9 +228,8 @@ async function reviewFetch(path, body) {
 
 async function startReview() {
   if (!token()) return;
-  const extra = current ? `?hotel=${encodeURIComponent(current.hotelId)}` : "";
   try {
-    reviewer = await reviewFetch(`/review/me${extra}`);
+    reviewer = await reviewFetch("/review/me", undefined, current ? { hotel: current.hotelId } : {});
   } catch (err) {
     sessionStorage.removeItem(TOKEN_KEY);
     reviewer = null;
