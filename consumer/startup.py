@@ -19,9 +19,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .failures import Backoff, is_environment, retry
 from .health import ServiceStatus, start_health_server
 from .interfaces import RedisClient
 from .settings import Settings, mask_password
@@ -30,7 +29,12 @@ from .stream.kafka import common_kwargs
 log = logging.getLogger(__name__)
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 10.0
-_UNREACHABLE = (OSError, TimeoutError, KafkaError, RedisConnectionError, RedisTimeoutError)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The error model's environment (consumer/failures.py), plus any Kafka error while the
+    broker is still coming up (a fresh broker answers metadata requests with errors first)."""
+    return is_environment(exc) or isinstance(exc, KafkaError)
 
 
 async def start_probes(settings: Settings, status: ServiceStatus) -> web.AppRunner | None:
@@ -44,23 +48,25 @@ async def wait_until_reachable(
     name: str, where: str, attempt: Callable[[], Awaitable[object]], status: ServiceStatus
 ) -> None:
     """``await attempt()`` until it succeeds, backing off 0.5 s -> 10 s; readiness names what fails."""
-    delay = BACKOFF_START_S
     tries = 0
-    while True:
-        try:
-            await attempt()
-        except _UNREACHABLE as exc:
-            tries += 1
-            why = f"{where} unreachable: {type(exc).__name__}: {str(exc)[:160]}"
-            status.wait(name, why)
-            log.warning("%s (try %d); retrying in %.1f s", why, tries, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
-        else:
-            if tries:
-                log.info("%s at %s reachable after %d failed tries", name, where, tries)
-            status.ok(name)
-            return
+
+    def on_retry(exc: BaseException, delay: float, count: int) -> None:
+        nonlocal tries
+        tries = count
+        why = f"{where} unreachable: {type(exc).__name__}: {str(exc)[:160]}"
+        status.wait(name, why)
+        log.warning("%s (try %d); retrying in %.1f s", why, count, delay)
+
+    await retry(
+        attempt,
+        name,
+        retry_if=_unreachable,
+        backoff=Backoff(BACKOFF_START_S, BACKOFF_MAX_S, jitter=False),
+        on_retry=on_retry,
+    )
+    if tries:
+        log.info("%s at %s reachable after %d failed tries", name, where, tries)
+    status.ok(name)
 
 
 async def wait_for_redis(redis: RedisClient, settings: Settings, status: ServiceStatus) -> None:

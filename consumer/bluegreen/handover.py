@@ -49,9 +49,8 @@ from typing import TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..failures import Backoff, is_environment, retry
 from ..interfaces import RedisClient, ScoringBackend
 from ..settings import ConfigError, Settings
 from ..stream.scorer import GalleryScorer, ScorerControl
@@ -68,24 +67,24 @@ CHECK_INTERVAL_S = 0.5
 markers_key = namespaces.markers_key
 
 
+def _main(partitions: set[TopicPartition], topic: str) -> set[TopicPartition]:
+    """The main topic's partitions: end offsets (namespaces.end_offsets) are per partition number of
+    the main topic. The other subscribed topics (backfill, labels: stream/priority.py) keep their
+    committed positions across a switch; a replay into the new namespace covers them."""
+    return {tp for tp in partitions if tp.topic == topic}
+
+
 def _field(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _T = TypeVar("_T")
 
 
-async def _retrying(call: Callable[..., Awaitable[_T]], what: str) -> _T:
-    """`await call()` until Redis answers (capped exponential backoff), for reads that must not be skipped."""
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except _REDIS_DOWN as exc:
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+async def _retrying(call: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """`await call()` until Redis takes it (consumer/failures.py: down, or refusing writes with
+    OOM / READONLY / ...), for reads and marker writes that must not be skipped."""
+    return await retry(call, what, backoff=Backoff(0.1, 5.0))
 
 
 def complete_to(ends: dict[int, int], partition: int) -> int | None:
@@ -186,6 +185,7 @@ class Handover(ScorerControl):
 
     # --- partitions taken over ---------------------------------------------------
     async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
+        assigned = _main(assigned, self.topic)
         if not assigned:
             return
         fields = [_field(tp) for tp in sorted(assigned)]
@@ -249,7 +249,9 @@ class Handover(ScorerControl):
                 continue
             try:
                 await self.redis.hset(markers_key(self.group_id), _field(tp), self.current)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-            except _REDIS_DOWN:
+            except Exception as exc:
+                if not is_environment(exc):
+                    raise
                 self._pending[tp] = None  # committed already; only the marker is left to write
 
     # --- the switch ----------------------------------------------------------------
@@ -270,12 +272,14 @@ class Handover(ScorerControl):
                 await self.switch(scorer, target, meta)
             if requested == self.current and active != self.current and not self._pending:
                 await self._catch_up(scorer)
-        except _REDIS_DOWN as exc:
+        except Exception as exc:
+            if not is_environment(exc):
+                raise
             log.warning("hand-over check failed (%s); trying again on the next turn", exc)
 
     async def _catch_up(self, scorer: GalleryScorer) -> None:
         """A requested promote: record how far `current` is complete; switch the site once all are ready."""
-        for tp in scorer.assignment():
+        for tp in _main(scorer.assignment(), self.topic):
             committed = await scorer.committed(tp)
             if committed is not None:
                 await namespaces.raise_end_offset(self.redis, self.current, tp.partition, committed)
@@ -293,6 +297,7 @@ class Handover(ScorerControl):
         assigned = scorer.assignment()
         # In-flight events finish into `old` with the old model; then P = committed position.
         await scorer.drain_and_commit(assigned)
+        assigned = _main(assigned, self.topic)
         positions: dict[TopicPartition, int] = {}
         for tp in assigned:
             committed = await scorer.committed(tp)

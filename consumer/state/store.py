@@ -34,11 +34,12 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from galleryrank.ranking.types import RankingConfig
 
 from .. import metrics
+from ..failures import is_environment
 from ..interfaces import RedisClient, RedisPipeline
 from . import hotel_index, keys, namespace
 from .hotel import HotelState
@@ -89,10 +90,15 @@ class ApplyResult:
     documents_written: int = 0
     loads: int = 0  # hotels read from Redis (first touch, after eviction, or after a conflict)
     conflicts: int = 0  # scripts refused because another writer moved the hotel
+    # hotel -> why its changes were not applied (a bug while loading, deciding, ranking or
+    # rendering it, or an error reply to its script that is not "not now"). Only that
+    # hotel is affected: every other hotel of the call is written (docs/architecture.md).
+    failed: dict[str, BaseException] = field(default_factory=dict, compare=False)
 
     def add(self, other: ApplyResult) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "failed":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class HotelCache:
@@ -183,11 +189,15 @@ class GalleryStore:
             pipe.get(keys.gallery_key(namespace, hid))
         raw = await pipe.execute()
 
-        def decode() -> dict[str, HotelState]:
-            return {
-                hid: HotelState.from_redis(hid, self.ranking, *raw[4 * i : 4 * i + 4])
-                for i, hid in enumerate(hotel_ids)
-            }
+        def decode() -> dict[str, HotelState | Exception]:
+            out: dict[str, HotelState | Exception] = {}
+            for i, hid in enumerate(hotel_ids):
+                try:
+                    out[hid] = HotelState.from_redis(hid, self.ranking, *raw[4 * i : 4 * i + 4])
+                except Exception as exc:  # one unreadable hotel fails alone
+                    log.exception("hotel %s: its stored state could not be loaded", hid)
+                    out[hid] = exc
+            return out
 
         # Decoding a big hotel is milliseconds of Python: off the event loop.
         return await asyncio.to_thread(decode)
@@ -221,11 +231,15 @@ class GalleryStore:
                 result.loads += len(missing)
                 loaded = await self._load(namespace, missing)
                 for hid, state in loaded.items():
+                    if isinstance(state, Exception):
+                        result.failed[hid] = state
+                        continue
                     states[hid] = state
                     self.cache.put((namespace, hid), state, keep)
+                pending = [hid for hid in pending if hid not in result.failed]
             pending = await self._write(namespace, pending, states, by_hotel, result)
-        if pending:
-            raise RuntimeError(f"gave up after {_MAX_CONFLICT_ROUNDS} conflicting writes on hotels {pending[:5]}")
+        for hid in pending:  # still conflicting: those hotels fail (the writer isolates and retries them)
+            result.failed[hid] = RuntimeError(f"gave up after {_MAX_CONFLICT_ROUNDS} conflicting writes on hotel {hid}")
         return result
 
     async def _write(
@@ -238,34 +252,42 @@ class GalleryStore:
     ) -> list[str]:
         """Decide, re-rank and write; returns the hotels to do again (conflicts)."""
 
+        def decide_hotel(hid: str) -> tuple[str, list[bytes | str], int, int, bytes | None]:
+            state = states[hid]
+            fields: dict[str, bytes] = {}
+            overrides_changed = False
+            applied = stale = 0
+            for change in by_hotel[hid]:
+                verdict = state.apply(change)
+                if verdict.applied:
+                    applied += 1
+                else:
+                    stale += 1
+                if verdict.record is not None and isinstance(change, ImageChange):
+                    fields[change.image_id] = verdict.record
+                overrides_changed |= verdict.overrides
+            if not fields and not overrides_changed:
+                return (hid, [], 0, stale, None)
+            doc = state.render() if applied else state.document or state.render()
+            args: list[bytes | str] = [
+                state.version,
+                doc if doc != state.document else "",
+                encode_overrides(state.overrides) if overrides_changed else "",
+            ]
+            for image_id, raw in fields.items():
+                args += [image_id, raw]
+            return (hid, args, applied, stale, doc)
+
+        failed: dict[str, Exception] = {}
+
         def decide() -> list[tuple[str, list[bytes | str], int, int, bytes | None]]:
-            planned: list[tuple[str, list[bytes | str], int, int, bytes | None]] = []
+            planned = []
             for hid in hotel_ids:
-                state = states[hid]
-                fields: dict[str, bytes] = {}
-                overrides_changed = False
-                applied = stale = 0
-                for change in by_hotel[hid]:
-                    verdict = state.apply(change)
-                    if verdict.applied:
-                        applied += 1
-                    else:
-                        stale += 1
-                    if verdict.record is not None and isinstance(change, ImageChange):
-                        fields[change.image_id] = verdict.record
-                    overrides_changed |= verdict.overrides
-                if not fields and not overrides_changed:
-                    planned.append((hid, [], 0, stale, None))
-                    continue
-                doc = state.render() if applied else state.document or state.render()
-                args: list[bytes | str] = [
-                    state.version,
-                    doc if doc != state.document else "",
-                    encode_overrides(state.overrides) if overrides_changed else "",
-                ]
-                for image_id, raw in fields.items():
-                    args += [image_id, raw]
-                planned.append((hid, args, applied, stale, doc))
+                try:
+                    planned.append(decide_hotel(hid))
+                except Exception as exc:  # a bug on this hotel's changes: this hotel only
+                    log.exception("hotel %s: deciding or rendering its changes failed", hid)
+                    failed[hid] = exc
             return planned
 
         # Deciding and ranking are CPU work: one hop off the event loop for the whole batch,
@@ -276,6 +298,9 @@ class GalleryStore:
             for hid in hotel_ids:  # changed in memory but not written: never reuse them
                 self.cache.drop((namespace, hid))
             raise
+        for hid, exc in failed.items():
+            self.cache.drop((namespace, hid))  # changed in memory, not written: never reuse it
+            result.failed[hid] = exc
         pipe = self.redis.pipeline(transaction=False)
         scripted: list[tuple[str, int, int, bytes | None]] = []
         for hid, args, applied, stale, doc in planned:
@@ -296,9 +321,14 @@ class GalleryStore:
         # The index is in another slot (on a cluster, maybe another master), so it
         # cannot join the hotel's script. Stale hotels are re-added too: a redo
         # after a write whose index update was lost heals the index.
-        self._index(pipe, namespace, hotel_ids)
+        self._index(pipe, namespace, [hid for hid in hotel_ids if hid not in result.failed])
         try:
-            replies = await pipe.execute()
+            # Error replies come back per command: one hotel's refused script fails that hotel.
+            replies = await pipe.execute(raise_on_error=False)
+            # "Not now" (OOM, READONLY, ...) on any command: the whole call is the environment's.
+            refused = next((r for r in replies if isinstance(r, Exception) and is_environment(r)), None)
+            if refused is not None:
+                raise refused
         except BaseException:
             for hid, *_ in scripted:  # written or not: unknown, so reload them next time
                 self.cache.drop((namespace, hid))
@@ -306,7 +336,11 @@ class GalleryStore:
         retry = []
         for (hid, applied, stale, doc), reply in zip(scripted, replies):  # the index reply is last
             state = states[hid]
-            if reply:
+            if isinstance(reply, Exception):
+                log.error("hotel %s: its write was refused: %s", hid, reply)
+                self.cache.drop((namespace, hid))
+                result.failed[hid] = reply
+            elif reply:
                 state.version = str(int(reply)).encode()
                 if doc:
                     state.document = doc

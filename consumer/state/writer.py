@@ -10,41 +10,33 @@ up to ``MAX_HOTELS_PER_WRITE`` per pipeline, so a hot hotel (whose next window
 starts when its write begins) never starves the others. A change's future
 resolves only when its write is durable, so offsets are committed after it.
 
-Redis being down is not the event's fault: the writer retries with capped
-exponential backoff until Redis is back, and nothing is committed meanwhile
-(the in-flight cap then pauses the partitions).
+Failures follow the one error model (consumer/failures.py). Redis down or
+refusing writes ("not now": OOM, READONLY, MISCONF, BUSY, ...) is not the
+event's fault: the write is retried with capped, jittered backoff until Redis
+takes it, and nothing is committed meanwhile (the in-flight cap then pauses the
+partitions). A bug on one hotel (``ApplyResult.failed``) leaves the other hotels
+of the chunk written and resolved; that hotel's changes are then applied one at
+a time, each retried alone, and only a change that failed alone
+``BUG_ATTEMPTS`` times resolves with ``IsolatedFailure`` (the scorer
+dead-letters that one record as ``internal_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from .. import metrics
+from ..failures import BUG_ATTEMPTS, Backoff, IsolatedFailure, retry
 from ..tasks import cancel_and_wait
 from .store import ApplyResult, Change
 
 log = logging.getLogger(__name__)
 
-# ClusterDownError/TryAgainError: a Redis Cluster mid-failover or mid-resharding.
-_TRANSIENT = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ClusterDownError,
-    TryAgainError,
-    ConnectionError,
-    OSError,
-)
 # 1,024 changes is ~1 MB of Lua arguments: big enough to amortise round trips,
 # small enough to keep one script well under Redis' 5 s busy threshold.
 MAX_CHANGES_PER_WRITE = 1024
@@ -127,19 +119,20 @@ class StateWriter:
         return sum(len(v) for v in self._pending.values())
 
     async def _apply_with_retry(self, changes: list[tuple[str, Change]]) -> ApplyResult:
-        delay = 0.05
-        while True:
-            try:
-                ns = await self._namespace()
-                started = time.perf_counter()
-                result = await self.store.apply(ns, changes)
-                metrics.STAGE_SECONDS.labels(stage="redis").observe(time.perf_counter() - started)
-                return result
-            except _TRANSIENT as exc:
-                metrics.REDIS_RETRIES.inc()
-                log.warning("redis write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.backoff_max_s)
+        """One store.apply, retried for as long as the environment refuses it (never the events' fault)."""
+
+        async def attempt() -> ApplyResult:
+            ns = await self._namespace()
+            started = time.perf_counter()
+            result = await self.store.apply(ns, changes)
+            metrics.STAGE_SECONDS.labels(stage="redis").observe(time.perf_counter() - started)
+            return result
+
+        def on_retry(exc: BaseException, delay: float, tries: int) -> None:
+            metrics.REDIS_RETRIES.inc()
+            log.warning("redis write failed (%s: %s); retrying in %.2fs", type(exc).__name__, str(exc)[:120], delay)
+
+        return await retry(attempt, "redis write", backoff=Backoff(max_s=self.backoff_max_s), on_retry=on_retry)
 
     def _take_due(self) -> list[tuple[str, Change, asyncio.Future[None]]] | float:
         """The changes of the hotels whose windows ended (at most MAX_HOTELS_PER_WRITE hotels,
@@ -178,15 +171,53 @@ class StateWriter:
     async def _write_chunk(self, live: list[tuple[str, Change, asyncio.Future[None]]]) -> None:
         try:
             result = await self._apply_with_retry([(h, c) for h, c, _ in live])
-        except Exception as exc:  # a non-transient bug: fail these events loudly, keep running
-            log.exception("redis write failed permanently")
-            for _, _, fut in live:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
+        except Exception as exc:  # a bug outside any one hotel: every hotel is tried on its own
+            log.exception("writing a chunk of %d changes failed; isolating its hotels", len(live))
+            result = ApplyResult(failed={h: exc for h, _, _ in live})
+        self._account(result)
+        isolate: dict[str, list[tuple[Change, asyncio.Future[None]]]] = {}
+        for hotel_id, change, fut in live:
+            if hotel_id in result.failed:
+                isolate.setdefault(hotel_id, []).append((change, fut))
+            elif not fut.done():
+                fut.set_result(None)
+        for hotel_id, items in isolate.items():
+            await self._isolate(hotel_id, items)
+
+    def _account(self, result: ApplyResult) -> None:
         self.totals.add(result)
         if result.stale:
             metrics.EVENTS.labels(outcome="stale").inc(result.stale)
-        for _, _, fut in live:
-            if not fut.done():
-                fut.set_result(None)
+
+    async def _isolate(self, hotel_id: str, items: list[tuple[Change, asyncio.Future[None]]]) -> None:
+        """A hotel whose write failed on a bug: its changes one at a time, in order, each retried
+        alone; a change that failed alone BUG_ATTEMPTS times resolves with IsolatedFailure.
+        The hotel is reloaded from Redis for each try (the failed try was dropped from the cache)."""
+        for change, fut in items:
+            if fut.done():
+                continue
+            backoff = Backoff()
+            for attempt in range(1, BUG_ATTEMPTS + 1):
+                try:
+                    result = await self._apply_with_retry([(hotel_id, change)])
+                    failure: BaseException | None = result.failed.get(hotel_id)
+                except Exception as exc:
+                    result, failure = ApplyResult(), exc
+                if failure is None:
+                    self._account(result)
+                    if not fut.done():
+                        fut.set_result(None)
+                    break
+                log.warning(
+                    "hotel %s: a change failed alone (%s: %s), try %d of %d",
+                    hotel_id,
+                    type(failure).__name__,
+                    str(failure)[:160],
+                    attempt,
+                    BUG_ATTEMPTS,
+                )
+                if attempt == BUG_ATTEMPTS:
+                    if not fut.done():
+                        fut.set_exception(IsolatedFailure(failure, attempt))
+                else:
+                    await backoff.sleep()

@@ -25,16 +25,15 @@ is redone after the restart, never lost). Nothing is retried forever.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError
 
 from .. import metrics
+from ..failures import Backoff, RetryBudgetExceeded, is_environment, retry
 from ..settings import ServiceStopped
 
 log = logging.getLogger(__name__)
@@ -47,11 +46,6 @@ _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 
 class DeadLetterFailed(ServiceStopped):
     """The DLQ refused every form of a record, or the broker stayed unreachable past the budget."""
-
-
-def _transient(exc: BaseException) -> bool:
-    """Broker trouble (worth retrying as is), not a problem of the record."""
-    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)) or bool(getattr(exc, "retriable", False))
 
 
 def _digest_headers(name: str, data: bytes | None) -> list[tuple[str, str]]:
@@ -138,20 +132,26 @@ class DeadLetters:
         raise DeadLetterFailed(f"the DLQ refused every form of {topic}[{partition}]@{offset}: {'; '.join(refused)}")
 
     async def _send_retrying(self, key: bytes | None, value: bytes | None, headers: list) -> None:
-        deadline = time.monotonic() + self.retry_budget_s
-        delay = _BACKOFF_START_S
-        while True:
-            try:
-                await self.producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
-                return
-            except KafkaError as exc:
-                if not _transient(exc):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise DeadLetterFailed(
-                        f"DLQ topic {self.topic} unreachable for {self.retry_budget_s:g} s ({type(exc).__name__})"
-                    ) from exc
-                metrics.DLQ_SEND_RETRIES.inc()
-                log.warning("DLQ send failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX_S)
+        """Broker trouble (the error model's environment: consumer/failures.py) is retried for
+        ``retry_budget_s``; an error of the record itself is raised at once (a smaller form)."""
+
+        async def send() -> None:
+            await self.producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
+
+        def on_retry(exc: BaseException, delay: float, tries: int) -> None:
+            metrics.DLQ_SEND_RETRIES.inc()
+            log.warning("DLQ send failed (%s); retrying in %.1fs", exc, delay)
+
+        try:
+            await retry(
+                send,
+                "DLQ send",
+                retry_if=lambda exc: isinstance(exc, KafkaError) and is_environment(exc),
+                backoff=Backoff(_BACKOFF_START_S, _BACKOFF_MAX_S, jitter=False),
+                budget_s=self.retry_budget_s,
+                on_retry=on_retry,
+            )
+        except RetryBudgetExceeded as exc:
+            raise DeadLetterFailed(
+                f"DLQ topic {self.topic} unreachable for {self.retry_budget_s:g} s ({type(exc.last).__name__})"
+            ) from exc

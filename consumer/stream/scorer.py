@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
+from ..failures import BUG_ATTEMPTS, Backoff, EventFault, Fault, IsolatedFailure, classify
 from ..images import decode_path
 from ..images.decode import DecodedImage, DecodeError
 from ..images.decode_pool import DecodePool, available_cpus
@@ -321,8 +322,7 @@ class GalleryScorer:
             metrics.EVENTS.labels(outcome="label").inc()
             return
         if await self.known.applied(await self._write_namespace(), event):
-            self.summary.stale += 1  # a re-delivery: the fence would refuse it after the download
-            return
+            return  # a re-delivery (counted in summary.stale): the fence would refuse it after the download
         decoded = await self._download_and_decode(record, event)
         if decoded is None:
             return
@@ -375,21 +375,47 @@ class GalleryScorer:
         return decoded
 
     async def _run_record(self, record: KafkaRecord, tp: TopicPartition) -> None:
-        try:
-            async with self.priority.slot(record.topic):  # live first (stream/priority.py)
-                await self._process(record)
-        except asyncio.CancelledError:
-            raise  # not done: the offset stays uncommitted and is redone
-        except DeadLetterFailed as exc:  # the DLQ is gone: stop, the offset stays uncommitted
-            self._fail(exc)
-            return
-        except Exception as exc:  # a bug must not stop the service nor lose the event
-            log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
+        """Process one record under the error model (consumer/failures.py): the environment's
+        failures are retried for as long as they last (never committed, never dead-lettered);
+        a bug is retried, and dead-lettered as internal_error once it failed BUG_ATTEMPTS times
+        (the writer has then also tried its change alone); the event's own faults go to the DLQ."""
+        backoff = Backoff()
+        bugs = 0
+        while True:
             try:
-                await self._dead_letter(record, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}", None)
-            except DeadLetterFailed as dlq_exc:
-                self._fail(dlq_exc)
+                async with self.priority.slot(record.topic):  # live first (stream/priority.py)
+                    await self._process(record)
+                break
+            except asyncio.CancelledError:
+                raise  # not done: the offset stays uncommitted and is redone
+            except DeadLetterFailed as exc:  # the DLQ is gone: stop, the offset stays uncommitted
+                self._fail(exc)
                 return
+            except Exception as exc:
+                kind = classify(exc)
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                if kind is Fault.ENVIRONMENT:
+                    delay = backoff.next()
+                    log.warning("%s: %s: %s; retrying in %.2fs", where, type(exc).__name__, str(exc)[:160], delay)
+                    await asyncio.sleep(delay)
+                    continue
+                if kind is Fault.EVENT and isinstance(exc, EventFault):
+                    reason, detail = exc.reason, exc.detail
+                else:
+                    bugs += 1
+                    if not isinstance(exc, IsolatedFailure) and bugs < BUG_ATTEMPTS:
+                        log.warning("%s: unexpected %s (try %d of %d)", where, type(exc).__name__, bugs, BUG_ATTEMPTS)
+                        await backoff.sleep()
+                        continue
+                    # A bug must not stop the service nor hold the partition forever: this one record goes.
+                    log.error("unexpected error on %s, dead-lettered as internal_error", where, exc_info=exc)
+                    reason, detail = "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}"
+                try:
+                    await self._dead_letter(record, reason, detail, None)
+                except DeadLetterFailed as dlq_exc:
+                    self._fail(dlq_exc)
+                    return
+                break
         self.tracker.done(tp, record.offset)
 
     def _fail(self, exc: BaseException) -> None:
@@ -529,7 +555,7 @@ class GalleryScorer:
                     break
             await self.drain_and_commit(set(self._tasks))
         finally:
-            self.summary.stale = self.writer.totals.stale
+            self.summary.stale = self.writer.totals.stale + self.known.skipped
             await self._shutdown()
         self.summary.seconds = time.monotonic() - started
         if self.fatal is not None:
