@@ -38,6 +38,7 @@ from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state import hotel_index, keys
 from ..stream.kafka import make_consumer
+from ..stream.priority import subscribed_topics
 from ..stream.scorer import GalleryScorer, RunSummary, ScorerControl
 from . import namespaces
 
@@ -156,12 +157,14 @@ async def first_offsets_at(
     return result
 
 
-async def make_plan(settings: Settings, from_ms: int | None, to_ms: int | None) -> ReplayPlan:
-    """Start and end offset per partition for [from, to] (None = earliest / now)."""
+async def make_plan(settings: Settings, from_ms: int | None, to_ms: int | None, topic: str | None = None) -> ReplayPlan:
+    """Start and end offset per partition of `topic` (default: the main topic) for [from, to]
+    (None = earliest / now)."""
+    topic = topic or settings.topic
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = await _partitions(consumer, settings.topic)
+        tps = await _partitions(consumer, topic)
         consumer.assign(tps)
         high = await high_watermarks(consumer, tps)
         if from_ms is None:
@@ -174,7 +177,7 @@ async def make_plan(settings: Settings, from_ms: int | None, to_ms: int | None) 
     finally:
         await consumer.stop()
     return ReplayPlan(
-        topic=settings.topic,
+        topic=topic,
         start={tp.partition: start[tp] for tp in tps},
         end={tp.partition: max(end[tp], start[tp]) for tp in tps},
         from_ms=from_ms,
@@ -183,35 +186,44 @@ async def make_plan(settings: Settings, from_ms: int | None, to_ms: int | None) 
 
 
 class ReplayBounds(ScorerControl):
-    """The scorer control that keeps a replay inside its plan, and its progress."""
+    """The scorer control that keeps a replay inside its plans (one per topic), and its progress."""
 
-    def __init__(self, plan: ReplayPlan):
-        self.plan = plan
-        self.read_to = dict(plan.start)  # partition -> one past the highest offset handed to the scorer
+    def __init__(self, plan: ReplayPlan, *more: ReplayPlan):
+        self.plan = plan  # the main topic's
+        self.plans = {p.topic: p for p in (plan, *more)}
+        # (topic, partition) -> one past the highest offset handed to the scorer
+        self.read_to = {(p.topic, part): start for p in self.plans.values() for part, start in p.start.items()}
         self.beyond = 0  # records fetched at/after the end and dropped
+
+    @property
+    def total(self) -> int:
+        return sum(p.total for p in self.plans.values())
 
     async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
         # Every assignment (also after a rebalance) starts at the plan's start:
         # redoing applied events is a no-op (per-image fences).
         for tp in assigned:
-            if tp.partition in self.plan.start:
-                scorer.seek(tp, self.plan.start[tp.partition])
-            else:  # a partition created after the plan: not part of this replay
+            plan = self.plans.get(tp.topic)
+            if plan is not None and tp.partition in plan.start:
+                scorer.seek(tp, plan.start[tp.partition])
+            else:  # a partition (or topic) created after the plan: not part of this replay
                 scorer.pause(tp)
 
     def accept(self, scorer: GalleryScorer, record: KafkaRecord) -> bool:
-        end = self.plan.end.get(record.partition)
+        plan = self.plans.get(record.topic)
+        end = plan.end.get(record.partition) if plan is not None else None
         if end is None or record.offset >= end:
             # A fetch returns whole batches: drop what lies past the end and stop fetching there.
             self.beyond += 1
             scorer.pause(TopicPartition(record.topic, record.partition))
             return False
-        if record.offset + 1 > self.read_to[record.partition]:
-            self.read_to[record.partition] = record.offset + 1
+        key = (record.topic, record.partition)
+        if record.offset + 1 > self.read_to[key]:
+            self.read_to[key] = record.offset + 1
         return True
 
     def reached_end(self) -> bool:
-        return all(self.read_to[p] >= e for p, e in self.plan.end.items())
+        return all(self.read_to[(p.topic, part)] >= e for p in self.plans.values() for part, e in p.end.items())
 
     async def stop_at(self, scorer: GalleryScorer) -> bool:
         # The scorer asks only when nothing is in flight, so everything read is done.
@@ -219,7 +231,10 @@ class ReplayBounds(ScorerControl):
 
     def done(self, in_flight: int) -> int:
         read = sum(
-            min(self.read_to[p], e) - self.plan.start[p] for p, e in self.plan.end.items() if e > self.plan.start[p]
+            min(self.read_to[(p.topic, part)], e) - p.start[part]
+            for p in self.plans.values()
+            for part, e in p.end.items()
+            if e > p.start[part]
         )
         return max(0, read - in_flight)
 
@@ -229,9 +244,14 @@ class ReplayResult:
     namespace: str
     group_id: str
     model_version: str
-    plan: ReplayPlan
+    plan: ReplayPlan  # the main topic's
     summary: RunSummary = field(default_factory=RunSummary)
+    plans: list[ReplayPlan] = field(default_factory=list)  # every topic's (main, labels, backfill)
     complete: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(p.total for p in self.plans) if self.plans else self.plan.total
 
     @property
     def rate(self) -> float:
@@ -277,7 +297,15 @@ async def run_replay(
     group = group_id or replay_group(settings, namespace)
     await _check_target(redis, namespace, model.model_version)
     plan = await make_plan(settings, from_ms, to_ms)
-    result = ReplayResult(namespace, group, model.model_version, plan)
+    # The other subscribed topics too (backfill, labels: stream/priority.py), where they exist.
+    others = []
+    for topic in subscribed_topics(settings):
+        if topic != settings.topic:
+            try:
+                others.append(await make_plan(settings, from_ms, to_ms, topic))
+            except ReplayError as exc:
+                log.info("replay: %s is not replayed (%s)", topic, exc)
+    result = ReplayResult(namespace, group, model.model_version, plan, plans=[plan, *others])
     meta_key_fields = dict(
         status="replaying",
         model_version=model.model_version,
@@ -291,11 +319,12 @@ async def run_replay(
     )
     await redis.hsetnx(keys.meta_key(namespace), "created_at", namespaces.utc_now())  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     await namespaces.write_meta(redis, namespace, **meta_key_fields)
-    log.info("replay into %s: %d events, start %s, end %s", namespace, plan.total, plan.start, plan.end)
+    for p in result.plans:
+        log.info("replay of %s into %s: %d events, start %s, end %s", p.topic, namespace, p.total, p.start, p.end)
 
-    bounds = ReplayBounds(plan)
+    bounds = ReplayBounds(plan, *others)
     started = time.monotonic()
-    if plan.total == 0:
+    if bounds.total == 0:
         result.complete = True
     else:
         from ..runtime import build_scorer
@@ -353,7 +382,7 @@ async def _report(bounds: ReplayBounds, scorer: GalleryScorer, namespace: str) -
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    total = bounds.plan.total
+    total = bounds.total
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task("replay", total=total, lag=total, dlq=0)
 

@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,6 +55,9 @@ class PublishOptions:
     checkpoint: Path = Path("galleryrank-publish.checkpoint.json")
     resume: bool = False
     dry_run: bool = False
+    # occurred_at of rows without one: "file-time" (each file's modification time: a row is at
+    # most as new as the export that wrote it), an ISO-8601 time, or None (no occurred_at).
+    as_of: str | None = "file-time"
     progress: bool = False
     linger_ms: int = 50
     compression: str | None = "zstd"
@@ -111,11 +115,10 @@ class _Rejects:
 def _producer(settings: Settings, opts: PublishOptions) -> AIOKafkaProducer:
     # acks=all (make_producer): a row counts as published once every in-sync replica has it.
     return make_producer(
-        settings,
+        settings.model_copy(update={"client_id": f"{settings.client_id}-publish"}),
         linger_ms=opts.linger_ms,
         compression_type=opts.compression,
         max_batch_size=256 * 1024,
-        client_id=f"{settings.client_id}-publish",
     )
 
 
@@ -174,6 +177,7 @@ async def _run(
 ) -> None:
     pending: deque[tuple[int, asyncio.Future[Any] | None]] = deque()
     columns, topic, rate = opts.columns, opts.topic, opts.rate
+    as_of = {f.name: _as_of(f, opts.as_of) for f in files}
     first_sent = state.sent
     t0 = time.monotonic()
     next_checkpoint = t0 + CHECKPOINT_EVERY_S
@@ -202,7 +206,11 @@ async def _run(
         if stop.is_set():
             break
         summary.rows += 1
-        result = row_event(row.values, columns) if row.values is not None else Reject("unreadable_row", row.error)
+        result = (
+            row_event(row.values, columns, as_of[row.file])
+            if row.values is not None
+            else Reject("unreadable_row", row.error)
+        )
         if isinstance(result, Reject):
             rejects.add(row.number, row.file, row.file_row, result.reason, result.detail)
             summary.rejected += 1
@@ -240,6 +248,13 @@ async def _run(
     state.rejected = rejects.count
     if bar is not None:
         bar.update()
+
+
+def _as_of(f: SourceFile, as_of: str | None) -> str | None:
+    if as_of != "file-time":
+        return as_of
+    mtime = datetime.fromtimestamp(os.stat(f.path).st_mtime, UTC)
+    return mtime.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class _Progress:

@@ -74,8 +74,14 @@ def _occurred_at(value: Any) -> str | None | Reject:
     return value
 
 
-def row_event(values: dict[str, Any], columns: Columns) -> tuple[ImageUpserted, bytes, bytes] | Reject:
-    """(event, Kafka key, Kafka value) of a row, validated as the consumer will, or why not."""
+def row_event(
+    values: dict[str, Any], columns: Columns, as_of: str | None = None
+) -> tuple[ImageUpserted, bytes, bytes] | Reject:
+    """(event, Kafka key, Kafka value) of a row, validated as the consumer will, or why not.
+
+    `as_of` is the occurred_at of a row without one (the catalogue's export time): the fence
+    then orders the row against live uploads of the same photo by time, both ways, instead of
+    letting whichever arrives last win (state/records.py, rule 2)."""
     fields: list[str] = []
     for name in columns.required:
         raw = values.get(name)
@@ -89,6 +95,7 @@ def row_event(values: dict[str, Any], columns: Columns) -> tuple[ImageUpserted, 
     occurred_at = _occurred_at(values.get(columns.occurred_at)) if columns.occurred_at else None
     if isinstance(occurred_at, Reject):
         return occurred_at
+    occurred_at = occurred_at or as_of
     event = ImageUpserted(catalogue_event_id(hotel_id, image_id, url), hotel_id, image_id, url, occurred_at)
     key, value = encode_event(event)
     parsed = parse_event(key, value)

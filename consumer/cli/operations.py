@@ -67,7 +67,7 @@ async def _with_redis(settings: Settings, work: Callable[[RedisClient], Awaitabl
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr")
 @settings("kafka", "topics", "group", "redis", "state", "batching", "download", "decode", "model", "ranking", "logging")
 def replay(from_, to, replay_group, progress, **kwargs) -> None:
-    """Rescore the topic from --from to --to into namespace --namespace (required), without touching the active one."""
+    """Rescore the topics (live, labels, backfill) from --from to --to into namespace --namespace (required), without touching the active one."""
     namespace = kwargs.get("namespace")  # the flag: replaying into the env's namespace would be an accident
     if not namespace:
         _fail("--namespace is required: the namespace to replay into (a new one, e.g. v2)")
@@ -117,7 +117,7 @@ def replay(from_, to, replay_group, progress, **kwargs) -> None:
         f"  model     {result.model_version}\n"
         f"  group     {result.group_id}\n"
         f"  range     {from_} .. {to}  (offsets {result.plan.start} .. {result.plan.end})\n"
-        f"  events    {s.events} of {result.plan.total} ({s.applied} scored, {s.deleted} deleted, "
+        f"  events    {s.events} of {result.total} ({s.applied} scored, {s.deleted} deleted, "
         f"{s.stale} already applied)\n"
         f"  hotels    {len(s.hotels)}\n"
         f"  DLQ       {s.dead_lettered}\n"

@@ -27,6 +27,13 @@ from .options import settings, split_settings
     help="Optional column with the photo's ISO-8601 time (used where present; '' = none)",
 )
 @click.option(
+    "--as-of",
+    default="file-time",
+    show_default=True,
+    help="occurred_at of rows without one: 'file-time' (the file's modification time, i.e. the export), "
+    "an ISO-8601 time, or 'none'. A live upload of the same photo after it wins, one before it loses",
+)
+@click.option(
     "--to-topic",
     "to_topic",
     default=None,
@@ -59,6 +66,7 @@ def publish(
     image_column,
     url_column,
     occurred_at_column,
+    as_of,
     to_topic,
     rate,
     rejects,
@@ -83,12 +91,18 @@ def publish(
     from ..catalogue.sources import CatalogueError
     from ..stream.priority import backfill_topic
 
+    from ..state.records import parse_occurred_at
+
+    if as_of.strip().lower() not in ("file-time", "none") and parse_occurred_at(as_of) is None:
+        click.echo(f"error: --as-of {as_of!r} is not 'file-time', 'none' nor an ISO-8601 time", err=True)
+        sys.exit(2)
     opts = PublishOptions(
         paths=list(paths),
         topic=to_topic or backfill_topic(cfg),
         columns=Columns(hotel_column, image_column, url_column, occurred_at_column or None),
         format=fmt,
         rate=rate,
+        as_of=None if as_of.strip().lower() == "none" else as_of,
         rejects=rejects,
         checkpoint=checkpoint_file,
         resume=resume,

@@ -1,20 +1,20 @@
-"""Which topics the scorer consumes, and live first: a backfill never delays a live event.
+"""Which topics the scorer consumes, and live first: a live event never queues behind a backlog.
 
 Every topic the scorer subscribes to is one row of SUBSCRIPTIONS: the Settings field that
 names it and its priority. LIVE topics (uploads, editors' labels) are processed as they come;
 BACKFILL topics (`galleryrank publish`'s catalogue rows) only in the room live work leaves:
 
-- no backfill event starts (download, decode, model) while any live event is in flight or a
-  live partition has lag (fetched < high watermark): it waits at `slot()`, before the
-  download, so it holds no fetch, decode or model slot that a live event would queue behind;
-- at most `backfill_max_in_flight` backfill events are inside the pipeline at once, so a live
-  event arriving mid-backfill finds at most that many ahead of it in the stages;
-- while live is busy, or the backfill is at its cap, the backfill partitions are paused, so
-  fetches bring live records and the max_in_flight room stays free for them.
-
-When live is idle the backfill runs at `backfill_max_in_flight` events in flight: full speed
-as long as that covers download_concurrency plus the model's batches (the default, 64, is
-download_concurrency 32 + one batch 32).
+- a backfill event waits at `slot()`, before its download, until it may enter the pipeline,
+  so a waiting one holds no fetch, decode or model slot that a live event would queue behind;
+- while live is busy (live events in flight, or a live partition with lag: fetched < high
+  watermark) at most 1/BUSY_SHARE_DIVISOR of `backfill_max_in_flight` backfill events are
+  inside the pipeline (a bounded share: a steady live stream, always "busy", must not starve
+  the backfill), so a live event finds at most that many backfill events ahead of it;
+- when live is idle the backfill runs with `backfill_max_in_flight` in the pipeline: full
+  speed as long as that covers download_concurrency plus the model's batches (the default,
+  64, is download_concurrency 32 + one batch of 32);
+- while the backfill is at its share the backfill partitions are paused, so fetches bring
+  live records and the max_in_flight room stays free for them.
 
 Adding a topic: a Settings field naming it, then one row here, e.g.
     ("labels_topic", LIVE)
@@ -34,6 +34,8 @@ from ..settings import Settings
 
 LIVE = "live"
 BACKFILL = "backfill"
+# While live is busy the backfill keeps this fraction of its in-flight cap (64 -> 8).
+BUSY_SHARE_DIVISOR = 8
 
 # (Settings field naming the topic, priority). An empty or unset field subscribes nothing,
 # except backfill_topic, whose default is '<topic>.backfill'.
@@ -73,6 +75,7 @@ class PriorityGate:
     def __init__(self, priorities: dict[str, str], backfill_max_in_flight: int):
         self.priorities = dict(priorities)
         self.backfill_cap = max(1, backfill_max_in_flight)
+        self.busy_cap = max(1, self.backfill_cap // BUSY_SHARE_DIVISOR)
         self.live_in_flight = 0
         self.backfill_in_flight = 0  # admitted: past slot(), inside the pipeline
         self.backfill_waiting = 0  # fetched, waiting at slot()
@@ -126,8 +129,12 @@ class PriorityGate:
             self.backfill_in_flight -= 1
             await self._notify()
 
+    def backfill_room(self) -> int:
+        """Backfill events allowed in the pipeline now: the share while live is busy, else the cap."""
+        return self.busy_cap if self.live_busy() else self.backfill_cap
+
     def _backfill_may_start(self) -> bool:
-        return not self.live_busy() and self.backfill_in_flight < self.backfill_cap
+        return self.backfill_in_flight < self.backfill_room()
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -150,7 +157,7 @@ class PriorityGate:
             await self._notify()
         backfill = {tp for tp in assigned if self.is_backfill(tp.topic)}
         self.held &= backfill
-        hold = self.live_busy() or self.backfill_in_flight + self.backfill_waiting >= self.backfill_cap
+        hold = self.backfill_in_flight + self.backfill_waiting >= self.backfill_room()
         if hold:
             unpaused = backfill - paused
             if unpaused:

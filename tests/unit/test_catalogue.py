@@ -50,6 +50,10 @@ def test_row_event_is_what_the_consumer_parses():
     assert parse_event(key, value) == event == ImageUpserted(event.event_id, "17", "x", "https://p/x.jpg", None)
     with_time = row_event({**ROWS[0], "occurred_at": "2024-05-01T10:00:00Z"}, Columns())
     assert not isinstance(with_time, Reject) and with_time[0].occurred_at == "2024-05-01T10:00:00Z"
+    # a row without a time gets the catalogue's (the export's); its own column wins
+    as_of = row_event(ROWS[0], Columns(), as_of="2024-01-01T00:00:00Z")
+    assert not isinstance(as_of, Reject) and as_of[0].occurred_at == "2024-01-01T00:00:00Z"
+    assert as_of[0].event_id == with_time[0].event_id  # the time is not part of the id
     bad_time = row_event({**ROWS[0], "occurred_at": "last tuesday"}, Columns())
     assert bad_time == Reject("bad_occurred_at", "occurred_at 'last tuesday' is not an ISO-8601 time")
     assert row_event({**ROWS[0], "url": 3.5}, Columns()).reason == "wrong_type"  # type: ignore[union-attr]

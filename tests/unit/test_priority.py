@@ -48,37 +48,48 @@ async def _started(gate: PriorityGate, topic: str, log: list[str], release: asyn
         await release.wait()
 
 
-async def test_backfill_waits_while_live_is_in_flight_and_is_capped():
-    gate = PriorityGate({"live": LIVE, "back": BACKFILL}, backfill_max_in_flight=2)
+async def test_backfill_gets_a_bounded_share_while_live_is_in_flight():
+    gate = PriorityGate({"live": LIVE, "back": BACKFILL}, backfill_max_in_flight=16)
+    assert gate.busy_cap == 2
     log: list[str] = []
     live_done, back_done = asyncio.Event(), asyncio.Event()
     live = asyncio.create_task(_started(gate, "live", log, live_done))
     await asyncio.sleep(0)
-    backs = [asyncio.create_task(_started(gate, "back", log, back_done)) for _ in range(3)]
+    backs = [asyncio.create_task(_started(gate, "back", log, back_done)) for _ in range(5)]
     await asyncio.sleep(0.01)
-    assert log == ["live"] and gate.backfill_waiting == 3  # nothing of the backfill starts
+    assert log == ["live", "back", "back"] and gate.backfill_waiting == 3  # the share while live is busy
     live_done.set()
     await live
     await asyncio.sleep(0.01)
-    assert log == ["live", "back", "back"] and gate.backfill_in_flight == 2  # the cap
-    # a live event arriving now starts at once, and holds the third backfill event back
+    assert log.count("back") == 5 and gate.backfill_in_flight == 5  # live idle: up to the cap
+    # a live event arriving now starts at once; no more backfill starts until it is under the share
     second_live = asyncio.Event()
     live2 = asyncio.create_task(_started(gate, "live", log, second_live))
+    more = [asyncio.create_task(_started(gate, "back", log, back_done)) for _ in range(2)]
     await asyncio.sleep(0.01)
-    assert log[-1] == "live"
+    assert log[-1] == "live" and log.count("back") == 5
     back_done.set()
+    await asyncio.gather(*backs)
     await asyncio.sleep(0.01)
-    assert log.count("back") == 2  # still held: live in flight
+    assert log.count("back") == 7  # the first five ended: the next two fit the share
     second_live.set()
-    await asyncio.gather(live2, *backs)
-    assert log.count("back") == 3 and gate.backfill_in_flight == gate.live_in_flight == 0
+    await asyncio.gather(live2, *more)
+    assert gate.backfill_in_flight == gate.live_in_flight == 0
 
 
-async def test_steer_pauses_the_backfill_while_live_is_busy_or_lagging():
-    gate = PriorityGate({"live": LIVE, "back": BACKFILL}, backfill_max_in_flight=4)
+def test_the_cap_caps_when_live_is_idle():
+    gate = PriorityGate({"live": LIVE, "back": BACKFILL}, backfill_max_in_flight=3)
+    assert gate.backfill_room() == 3
+    gate.live_in_flight = 1
+    assert gate.backfill_room() == 1
+
+
+async def test_steer_pauses_the_backfill_at_its_share_while_live_is_busy_or_lagging():
+    gate = PriorityGate({"live": LIVE, "back": BACKFILL}, backfill_max_in_flight=16)
     consumer = Consumer()
+    gate.backfill_in_flight = 2  # at the busy share (2), under the idle cap (16)
     await gate.steer(consumer, paused_for_backpressure=False)
-    assert consumer.paused_set == set()  # live idle: the backfill runs
+    assert consumer.paused_set == set()  # live idle: the backfill fetches on
     consumer.high[LIVE_TP] = 10
     gate.fetched(LIVE_TP, 7)  # live has lag: 3 records not fetched yet
     await gate.steer(consumer, paused_for_backpressure=False)
