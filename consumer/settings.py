@@ -14,7 +14,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .state.namespace import validate_name
@@ -44,7 +44,9 @@ class Settings(BaseSettings):
         "unset = '<topic>.backfill' (hotel-images.backfill)",
     )
     labels_topic: str = Field(
-        "hotel-images.labels", description="Reviewers' label events (label.area, label.rating; docs/labelling.md)"
+        "",
+        description="Reviewers' label events (label.area, label.rating; docs/labelling.md); "
+        "empty = '<topic>.labels' (hotel-images.labels)",
     )
     group_id: str = Field("galleryrank-scorer", description="Kafka consumer group of the live scorer")
     client_id: str = Field("galleryrank", description="Kafka client id (shows in broker logs and metrics)")
@@ -216,6 +218,13 @@ class Settings(BaseSettings):
     def _namespace(cls, v: str | None) -> str | None:
         # The namespace module's rule, reserved names included (GALLERYRANK_NAMESPACE=active is refused).
         return None if v is None else validate_name(v)
+
+    @model_validator(mode="after")
+    def _labels_topic(self) -> Settings:
+        # Each input topic has its own labels topic: a test's, a staging stack's.
+        if not self.labels_topic:
+            self.labels_topic = f"{self.topic}.labels"
+        return self
 
     @field_validator("download_allow_networks")
     @classmethod

@@ -70,7 +70,17 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "ranking": ("Ranking", ("ranking_strategy", "ranking_diversity")),
     "service": ("Service", ("metrics_port", "metrics_host", "stop_when_idle_s", "processes", "event_loop")),
-    "serve": ("Read API and page", ("serve_host", "serve_port")),
+    "serve": (
+        "Read API, page and review API",
+        (
+            "serve_host",
+            "serve_port",
+            "review_rate_per_minute",
+            "review_raters",
+            "review_trusted_header",
+            "review_trusted_proxies",
+        ),
+    ),
     "logging": ("Logging", ("log_level", "log_json")),
 }
 # Settings fields that no group names yet (added by someone else this week): shown under "Other".

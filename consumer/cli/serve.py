@@ -10,7 +10,7 @@ from .options import settings, split_settings
 
 def register(group: click.Group) -> None:
     @group.command()
-    @settings("redis", "serve", "model", "download", "decode", "logging")
+    @settings("redis", "serve", "kafka", "topics", "ranking", "model", "download", "decode", "logging")
     def serve(**kwargs) -> None:
         """Serve the read API (GET /hotels/{id}/gallery) and the gallery page on serve_host:serve_port."""
         settings, _ = split_settings(kwargs)
