@@ -12,13 +12,13 @@ import sys
 
 import click
 
-from .options import settings_options, split_settings
+from .options import settings, split_settings
 
 
-async def _with_redis(settings, work):
+async def _with_redis(cfg, work):
     from ..runtime import redis_client
 
-    redis = redis_client(settings)
+    redis = redis_client(cfg)
     try:
         return await work(redis)
     finally:
@@ -39,14 +39,14 @@ def reviewers() -> None:
     show_default=True,
     help="reviewer: labels and ratings; editor: also pin, unpin, hide, unhide",
 )
-@settings_options
+@settings("redis")
 def add(reviewer_id, role, **kwargs) -> None:
     """Register REVIEWER and print their token (shown this once; only its hash is stored)."""
     from ..state import reviewers as store
 
-    settings, _ = split_settings(kwargs)
+    cfg, _ = split_settings(kwargs)
     try:
-        token = asyncio.run(_with_redis(settings, lambda redis: store.add(redis, reviewer_id, role)))
+        token = asyncio.run(_with_redis(cfg, lambda redis: store.add(redis, reviewer_id, role)))
     except store.ReviewerError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -59,13 +59,13 @@ def add(reviewer_id, role, **kwargs) -> None:
 
 
 @reviewers.command("list")
-@settings_options
+@settings("redis")
 def list_cmd(**kwargs) -> None:
     """List reviewers: id, role, created, revoked (never tokens or hashes)."""
     from ..state import reviewers as store
 
-    settings, _ = split_settings(kwargs)
-    people = asyncio.run(_with_redis(settings, store.all_reviewers))
+    cfg, _ = split_settings(kwargs)
+    people = asyncio.run(_with_redis(cfg, store.all_reviewers))
     for person in people:
         status = f"revoked {person.revoked_at}" if person.revoked_at else "active"
         click.echo(f"{person.reviewer_id}\t{person.role}\tcreated {person.created_at}\t{status}")
@@ -75,13 +75,13 @@ def list_cmd(**kwargs) -> None:
 
 @reviewers.command("revoke")
 @click.argument("reviewer_id", metavar="REVIEWER")
-@settings_options
+@settings("redis")
 def revoke(reviewer_id, **kwargs) -> None:
     """Revoke REVIEWER's token at once (their labels stay; `add` issues a new token)."""
     from ..state import reviewers as store
 
-    settings, _ = split_settings(kwargs)
-    if not asyncio.run(_with_redis(settings, lambda redis: store.revoke(redis, reviewer_id))):
+    cfg, _ = split_settings(kwargs)
+    if not asyncio.run(_with_redis(cfg, lambda redis: store.revoke(redis, reviewer_id))):
         click.echo(f"error: no reviewer {reviewer_id!r}", err=True)
         sys.exit(2)
     click.echo(f"reviewer {reviewer_id!r} revoked", err=True)

@@ -5,8 +5,8 @@ API server on a real port, a real Tansu broker, a real scorer and real Redis.
   cookie, a wrong token, a trusted-proxy header from an untrusted peer: refused (401/403) and
   nothing published; the rate limit answers 429; no token ever reaches a log line or Redis;
 - an area correction through the HTTP API changes the gallery as soon as the scorer applies it,
-  and stays through a rerank, a re-upload, a reprocessing of every topic from the start and a
-  replay of all topics into a new namespace; label events are fenced (duplicate, late) and bad
+  and stays through a rerank, a re-upload, a reprocessing of every topic from the start, a
+  replay into a new namespace and its promote; label events are fenced (duplicate, late) and bad
   ones dead-lettered with their reason;
 - the review queue: suspects first, never the same photo twice to one person, N raters.
 """
@@ -25,6 +25,8 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from galleryrank.consumer.api.serve import PathOnlyAccessLogger, create_app
+from galleryrank.consumer.bluegreen import namespaces
+from galleryrank.consumer.bluegreen.replay import run_replay
 from galleryrank.consumer.cli.main import cli
 from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys
@@ -34,8 +36,20 @@ from galleryrank.consumer.stream.events import LabelArea, encode_event
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.helpers import drop_namespace, headers, read_topic
+from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+# promote moves galleryrank:active: this module runs on a Redis of its own.
+@pytest.fixture
+def redis_url(private_redis_url):
+    return private_redis_url
+
+
+@pytest.fixture
+def redis(private_redis):
+    return private_redis
 
 
 def reviewers_cmd(redis_url: str, *args: str):
@@ -206,7 +220,7 @@ async def test_an_area_correction_changes_the_gallery_at_once_and_survives_reran
     s = review_settings
     names, tokens = people
     hotel = f"h-label-{uuid.uuid4().hex[:6]}"
-    replayed = s.model_copy(update={"namespace": s.namespace + "-r", "group_id": s.group_id + "-r"})
+    replayed = s.namespace + "-r"
     redo = s.model_copy(update={"group_id": s.group_id + "-redo"})
     try:
         before = await stored_hotel(s, model, redis, image_server, sample_jpegs, hotel, count=4)
@@ -332,16 +346,22 @@ async def test_an_area_correction_changes_the_gallery_at_once_and_survives_reran
         await run_scorer(redo, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
         assert await doc() == after
 
-        # A replay of both topics into a new namespace (what a promote switches to) rebuilds it.
-        await run_scorer(replayed, model, redis=redis, until_caught_up=True, install_signal_handlers=False)
-        other = orjson.loads(await redis.get(keys.gallery_key(replayed.namespace, hotel)))
+        # `galleryrank replay` (every subscribed topic, labels included) into a new namespace
+        # rebuilds it; the promote switches the website to it.
+        await run_replay(s, replayed, model, redis)
+        other = orjson.loads(await redis.get(keys.gallery_key(replayed, hotel)))
         e = next(i for i in other["images"] if i["image_id"] == hero["image_id"])
         assert e["area"] == wrong and e["model_area"] == hero["area"] and "area set by an editor" in e["reason"]
-        ov = decode_overrides(await redis.get(keys.overrides_key(replayed.namespace, hotel)))
+        ov = decode_overrides(await redis.get(keys.overrides_key(replayed, hotel)))
         assert ov.rating_count(hero["image_id"]) == 2
+        await redis.set(keys.ACTIVE_KEY, s.namespace)
+        assert await namespaces.promote(redis, replayed) == s.namespace
+        active = (await redis.get(keys.ACTIVE_KEY)).decode()
+        website = orjson.loads(await redis.get(keys.gallery_key(active, hotel)))
+        assert active == replayed and next(i for i in website["images"] if i["image_id"] == hero["image_id"]) == e
     finally:
         await drop_namespace(redis, s.namespace)
-        await drop_namespace(redis, replayed.namespace)
+        await drop_namespace(redis, replayed)
 
 
 def _with(event: dict, **changes) -> bytes:

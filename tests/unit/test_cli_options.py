@@ -54,11 +54,12 @@ READS: dict[str, set[str]] = {
     "unpin": {"kafka", "topic"},
     "hide": {"kafka", "topic"},
     "unhide": {"kafka", "topic"},
-    "serve": {"redis", "serve", "model", "download", "decode", "logging"},
+    "serve": {"redis", "serve", "kafka", "topics", "ranking", "model", "download", "decode", "logging"},
     "demo-producer": {"kafka", "topic", "logging"},
     "publish": {"kafka", "topics", "logging"},
     "model-server": {"checkpoint", "model_cache_dir", "device", "backend"},
     "labels": set(),  # a group: its subcommands' settings are in LABELS_READS
+    "reviewers": set(),  # a group: add / list / revoke read "redis"
 }
 SETTING_FLAGS = {"--" + f.replace("_", "-"): f for f in Settings.model_fields}
 
