@@ -52,13 +52,13 @@ def labels() -> None:
 @settings("kafka", "labels_topic", "download", "max_image_pixels")
 def export_cmd(out: Path, test_fraction: float, seed: int, min_agreement: float, **kwargs: Any) -> None:
     """Read the labels topic, aggregate per photo, download each photo once, write train/test sets by hotel."""
-    settings, _ = split_settings(kwargs)
+    cfg, _ = split_settings(kwargs)
     from ..labels.export import ExportOptions, export_labels
     from ..labels.reader import LabelReadError, read_labels
 
     async def run() -> dict[str, Any]:
-        read = await read_labels(settings)
-        return await export_labels(settings, read, out, ExportOptions(test_fraction, seed, min_agreement))
+        read = await read_labels(cfg)
+        return await export_labels(cfg, read, out, ExportOptions(test_fraction, seed, min_agreement))
 
     try:
         manifest = asyncio.run(run())
@@ -86,7 +86,7 @@ def suspects_cmd(
     data: Path, out: Path, folds: int, queue: bool, cache_dir: str | None, progress: bool, **kwargs: Any
 ) -> None:
     """Out-of-fold predictions + confident learning (cleanlab): photos whose label is probably wrong; duplicates across classes and splits."""
-    settings, _ = split_settings(kwargs)
+    cfg, _ = split_settings(kwargs)
     from ..labels.sheet import contact_sheet
     from ..labels.suspects import find_suspects, photos_from_dir, queue_scores, sheet_items, write_queue
 
@@ -100,7 +100,7 @@ def suspects_cmd(
         from ..runtime import redis_client
 
         async def push() -> int:
-            redis = redis_client(settings)
+            redis = redis_client(cfg)
             try:
                 return await write_queue(redis, scores)
             finally:
@@ -118,7 +118,7 @@ def suspects_cmd(
     )
 
 
-@labels.command("evidence")
+@labels.command("evidence", cls=SettingsCommand)
 @click.option("--export", "export_dir", type=_Dir, required=True, help="Folder written by `labels export`")
 @click.option("--out", type=_OutDir, default=Path("runs/evidence"), show_default=True)
 @click.option("--live-checkpoint", default=None, help="The live model to beat [default: the shipped model]")
@@ -127,9 +127,15 @@ def suspects_cmd(
 )
 @click.option("--epochs-heads", type=int, default=None, help="Phase 1 epochs (default 5)")
 @click.option("--epochs-all", type=int, default=0, show_default=True, help="Phase 2 epochs (all layers; slow on CPU)")
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--feature-views",
+    type=click.IntRange(0),
+    default=None,
+    help="Augmented views per photo in the feature cache (default 3)",
+)
 @click.option("--cache-dir", default=None, help="Feature cache folder (default ~/.cache/galleryrank)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@settings("device")
 def evidence_cmd(
     export_dir: Path,
     out: Path,
@@ -137,21 +143,25 @@ def evidence_cmd(
     fractions: str,
     epochs_heads: int | None,
     epochs_all: int,
-    device: str,
+    feature_views: int | None,
     cache_dir: str | None,
     seed: int,
+    **kwargs: Any,
 ) -> None:
     """Train on the export's train split; new vs live on the held-out hotels; learning curve at 25/50/100 %."""
     import logging
 
     from ..labels.evidence import run_evidence
 
+    cfg, _ = split_settings(kwargs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts: dict[str, Any] = {"epochs_all": epochs_all, "device": device, "seed": seed}
+    opts: dict[str, Any] = {"epochs_all": epochs_all, "device": cfg.device, "seed": seed}
     if epochs_heads is not None:
         opts["epochs_heads"] = epochs_heads
     if cache_dir:
         opts["cache_dir"] = cache_dir
+    if feature_views is not None:
+        opts["feature_views"] = feature_views
     try:
         shares = tuple(float(f) for f in fractions.split(","))
     except ValueError:
@@ -182,14 +192,14 @@ def evidence_cmd(
 @settings("redis")
 def tasks_cmd(out: Path, hotels: tuple[str, ...], limit: int | None, areas: tuple[str, ...], **kwargs: Any) -> None:
     """Label Studio tasks from the active galleries: URL, area choices, rating, the model's areas as pre-annotations."""
-    settings, _ = split_settings(kwargs)
+    cfg, _ = split_settings(kwargs)
     from ..bluegreen.namespaces import active_namespace
     from ..labels.studio import gallery_tasks, label_config
     from ..runtime import redis_client
     from ..state import hotel_index, keys
 
     async def collect() -> tuple[list[dict[str, Any]], dict[str, float]]:
-        redis = redis_client(settings)
+        redis = redis_client(cfg)
         try:
             ns = await active_namespace(redis)
             ids = list(hotels) or await hotel_index.members(redis, ns)
@@ -208,9 +218,11 @@ def tasks_cmd(out: Path, hotels: tuple[str, ...], limit: int | None, areas: tupl
 
     docs, suspicion = asyncio.run(collect())
     tasks = gallery_tasks(docs, suspicion, limit)
-    areas = sorted(
-        {a for t in tasks for p in t.get("predictions", []) for r in p["result"] for a in r["value"]["choices"]}
-    )
+    predicted = {a for t in tasks for p in t.get("predictions", []) for r in p["result"] for a in r["value"]["choices"]}
+    if not areas:
+        from galleryrank.models.zeroshot import DEFAULT_AREAS
+
+        areas = tuple(dict.fromkeys([*DEFAULT_AREAS, *sorted(predicted)]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, indent=2))
     config = out.with_name("label_config.xml")
@@ -225,7 +237,7 @@ def tasks_cmd(out: Path, hotels: tuple[str, ...], limit: int | None, areas: tupl
 @settings("kafka", "labels_topic")
 def import_cmd(export_json: Path, areas: tuple[str, ...], dry_run: bool, **kwargs: Any) -> None:
     """Read a Label Studio JSON export into label events on the labels topic."""
-    settings, _ = split_settings(kwargs)
+    cfg, _ = split_settings(kwargs)
     from ..labels.studio import import_export
     from ..stream.produce import publish
 
@@ -237,8 +249,8 @@ def import_cmd(export_json: Path, areas: tuple[str, ...], dry_run: bool, **kwarg
         raise click.ClickException(f"{export_json}: expected Label Studio's JSON export (a list of tasks)")
     result = import_export(tasks, set(areas) if areas else None)
     if not dry_run and result.events:
-        asyncio.run(publish(settings, result.events, topic=settings.labels_topic))
-    where = "not published (--dry-run)" if dry_run else f"published to {settings.labels_topic}"
+        asyncio.run(publish(cfg, result.events, topic=cfg.labels_topic))
+    where = "not published (--dry-run)" if dry_run else f"published to {cfg.labels_topic}"
     _print({"events": len(result.events), "skipped": dict(result.skipped), "published": not dry_run})
     click.echo(f"{len(result.events)} label events {where}", err=True)
     if not result.events and result.skipped:

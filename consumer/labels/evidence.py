@@ -15,7 +15,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def run_evidence(
     train_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (per fraction), evaluate new vs live on the held-out split, write ``out/evidence.json``."""
-    from galleryrank.models.data import scan_aesthetic, scan_tagger_folder
+    from galleryrank.models.data import Sample, scan_aesthetic, scan_tagger_folder
     from galleryrank.models.train import TrainConfig, fit, train_aesthetic
 
     t0 = time.perf_counter()
@@ -123,9 +123,9 @@ def run_evidence(
     # held-out photos of areas the training split has no photo of cannot be named by the new model:
     # they are left out of both sides and counted
     test = [
-        s.__class__(s.path, label=classes.index(test_classes[s.label]))
+        Sample(s.path, label=classes.index(test_classes[cast(int, s.label)]))
         for s in test_all
-        if test_classes[s.label] in classes
+        if test_classes[cast(int, s.label)] in classes  # tagger samples are labelled
     ]
     result: dict[str, Any] = {
         "export": str(export_dir),

@@ -141,7 +141,7 @@ def find_suspects(
             if len(members) < 2:
                 continue
             areas = sorted({photos[i].area for i in members})
-            splits = sorted({photos[i].split for i in members if photos[i].split})
+            splits = sorted({sp for i in members if (sp := photos[i].split)})
             if kind == "near" and all(exact[i] == exact[members[0]] for i in members):
                 continue  # already reported as one exact group
             if kind == "exact" or len(areas) > 1 or len(splits) > 1:
