@@ -139,7 +139,7 @@ async def review_queue(request: web.Request) -> web.Response:
     suspects: dict[str, float] = {}
     image_ids = sorted(k.decode() for k in fields)
     if image_ids:  # `labels suspects`' scores of this hotel's photos (one ZMSCORE)
-        scores = await redis.zmscore(keys.LABEL_SUSPECTS_KEY, [prefix + i for i in image_ids])  # type: ignore[misc]  # redis-py: Awaitable[T] | T
+        scores = await redis.zmscore(keys.LABEL_SUSPECTS_KEY, [prefix + i for i in image_ids])
         suspects = {i: float(score) for i, score in zip(image_ids, scores) if score is not None}
     seen = {m.decode()[len(prefix) :] for m in seen_raw if m.decode().startswith(prefix)}
     config = ranking_config(review.settings.ranking_strategy, review.settings.ranking_diversity)
@@ -154,7 +154,7 @@ async def review_queue(request: web.Request) -> web.Response:
     if items:
         seen_key = keys.review_seen_key(person.reviewer_id)
         await redis.sadd(seen_key, *(f"{prefix}{i['image_id']}" for i in items))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
-        await redis.expire(seen_key, SEEN_TTL_S)  # type: ignore[misc]  # redis-py: Awaitable[T] | T
+        await redis.expire(seen_key, SEEN_TTL_S)
     body = {"reviewer": person.reviewer_id, "role": person.role, "namespace": namespace, "items": items}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

@@ -102,7 +102,7 @@ async def add(redis: RedisClient, reviewer_id: str, role: str) -> str:
         "salt": base64.b64encode(salt).decode(),
         "hash": base64.b64encode(digest).decode(),
     }
-    await redis.hset(REVIEWERS_KEY, reviewer_id, orjson.dumps(body))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
+    await redis.hset(REVIEWERS_KEY, reviewer_id, orjson.dumps(body).decode())  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return f"{TOKEN_PREFIX}.{reviewer_id}.{secret}"
 
 
@@ -124,7 +124,7 @@ async def revoke(redis: RedisClient, reviewer_id: str) -> bool:
     body = orjson.loads(raw)
     if body.get("revoked_at") is None:
         body["revoked_at"] = _now()
-        await redis.hset(REVIEWERS_KEY, reviewer_id, orjson.dumps(body))  # type: ignore[misc]  # redis-py: Awaitable[T] | T
+        await redis.hset(REVIEWERS_KEY, reviewer_id, orjson.dumps(body).decode())  # type: ignore[misc]  # redis-py: Awaitable[T] | T
     return True
 
 
