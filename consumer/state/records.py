@@ -4,8 +4,8 @@ The interface for the rest of the service (the scorer hands changes to
 ``StateWriter.write(hotel_id, change)``; ``GalleryStore.apply`` takes
 ``(hotel_id, change)`` pairs). A change is a small tagged union:
 
-- ``ImageState`` with ``deleted=False``: an ``image.upserted`` event, scored;
-- ``ImageState`` with ``deleted=True``: an ``image.deleted`` event (a tombstone);
+- ``ImageChange`` with ``deleted=False``: an ``image.upserted`` event, scored;
+- ``ImageChange`` with ``deleted=True``: an ``image.deleted`` event (a tombstone);
 - ``overrides.PinChange`` / ``overrides.HideChange``: an editor's override.
 
 Every change carries a ``Fence``: where and when its event happened (topic,
@@ -162,8 +162,9 @@ NOTHING = Applied()  # the state of an item no event touched yet
 
 
 @dataclass(frozen=True)
-class ImageState:
-    """An image change (upsert or delete) and, read back from Redis, an image's record."""
+class _Image:
+    """What an image change and an image's record both carry: the image's scores and the fence of
+    its (last applied) event."""
 
     image_id: str
     fence: Fence
@@ -176,8 +177,6 @@ class ImageState:
     embedding: np.ndarray | None = None  # float32, L2-normalised
     phash: int | None = None
     model_version: str = ""
-    # Read back from Redis: the image's fence history. None on an incoming change.
-    applied: Applied | None = field(default=None, compare=False)
 
     @property
     def area(self) -> str:
@@ -188,6 +187,19 @@ class ImageState:
     def area_confidence(self) -> float:
         probs = self.area_probs or {"other": 1.0}
         return probs[self.area]
+
+
+@dataclass(frozen=True)
+class ImageChange(_Image):
+    """An incoming image change, handed to the state layer: an upsert (scored) or a delete."""
+
+
+@dataclass(frozen=True)
+class ImageRecord(_Image):
+    """An image as Redis stores it, read back: its last applied event's data (scores rounded,
+    embedding quantised) and what was applied to it so far (``applied``: the fence history)."""
+
+    applied: Applied = field(default=NOTHING, compare=False)
 
 
 # --- embeddings ---------------------------------------------------------------------------------
@@ -277,10 +289,11 @@ def source_fence(applied: Applied) -> Fence:
     return Fence(int(partition) if partition.lstrip("-").isdigit() else -1, offset, topic, applied.occurred_at)
 
 
-def encode_record(rec: ImageState, applied: Applied | None = None, q: np.ndarray | None = None) -> bytes:
+def encode_record(rec: ImageChange | ImageRecord, applied: Applied | None = None, q: np.ndarray | None = None) -> bytes:
     """The stored form of an image: fence history + rounded scores, area probabilities by name,
     int8 embedding, pHash (~350 bytes at a 128-d embedding, 9 areas)."""
-    applied = applied or rec.applied or NOTHING.after(rec.fence, rec.event_id)
+    if applied is None:  # a record keeps its history; a change starts one
+        applied = rec.applied if isinstance(rec, ImageRecord) else NOTHING.after(rec.fence, rec.event_id)
     flags = _DELETED if rec.deleted else 0
     if applied.occurred_at is not None:
         flags |= _HAS_OCCURRED
@@ -329,12 +342,12 @@ def with_applied(image_id: str, raw: bytes, applied: Applied) -> bytes:
     return bytes(out) + raw[r.pos :]
 
 
-def decode_record(image_id: str, raw: bytes) -> ImageState:
+def decode_record(image_id: str, raw: bytes) -> ImageRecord:
     rec, q = decode_stored(image_id, raw)
     return rec if q is None else replace(rec, embedding=dequantize(q))
 
 
-def decode_stored(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | None]:
+def decode_stored(image_id: str, raw: bytes) -> tuple[ImageRecord, np.ndarray | None]:
     """The record without its embedding, and the embedding as stored (int8), or None."""
     if raw[:1] == b"{":
         return _decode_legacy(image_id, raw)
@@ -345,7 +358,7 @@ def decode_stored(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | N
     applied = r.applied(bool(flags & _HAS_OCCURRED))
     fence = source_fence(applied)
     if flags & _DELETED:
-        return ImageState(image_id, fence, applied.event_id, deleted=True, applied=applied), None
+        return ImageRecord(image_id, fence, applied.event_id, deleted=True, applied=applied), None
     model_version = r.short()
     url = r.text(r.unpack(_H))
     aesthetic = r.unpack(_I) / _MILLI
@@ -360,7 +373,7 @@ def decode_stored(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | N
         q = np.frombuffer(raw, dtype=np.int8, count=dim, offset=r.pos)
         r.pos += dim
     phash = r.unpack(_QQ) if flags & _HAS_PHASH else None
-    rec = ImageState(
+    rec = ImageRecord(
         image_id,
         fence,
         applied.event_id,
@@ -375,7 +388,7 @@ def decode_stored(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | N
     return rec, q
 
 
-def _decode_legacy(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | None]:
+def _decode_legacy(image_id: str, raw: bytes) -> tuple[ImageRecord, np.ndarray | None]:
     """Records written before the binary format (JSON, fenced by partition and offset only).
 
     Their topic is unknown: the source is "/<partition>", so the first event of
@@ -388,9 +401,9 @@ def _decode_legacy(image_id: str, raw: bytes) -> tuple[ImageState, np.ndarray | 
     event_id = body.get("e", "")
     applied = Applied(None, ((fence.source, fence.offset),), (event_digest(event_id),) if event_id else (), event_id)
     if body.get("deleted"):
-        return ImageState(image_id, fence, event_id, deleted=True, applied=applied), None
+        return ImageRecord(image_id, fence, event_id, deleted=True, applied=applied), None
     q = np.frombuffer(base64.b64decode(body["emb"]), dtype=np.int8) if "emb" in body else None
-    rec = ImageState(
+    rec = ImageRecord(
         image_id,
         fence,
         event_id,
