@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Changes to one hotel within this window are written (and re-ranked) once; 0 = at once",
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="An occurred_at further than this ahead of its record's timestamp (or now) is dead-lettered"
+        " as occurred_at_in_future (a broken producer clock must not freeze an image)",
+    )
 
     # --- Micro-batching ------------------------------------------------------
     batch_size: int = Field(32, ge=1, le=1024, description="Largest micro-batch sent to the model")

@@ -30,10 +30,10 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from .. import times
 from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
 from ..settings import Settings
 from ..state import hotel_index, keys
@@ -57,19 +57,16 @@ def parse_time(text: str | None, *, open_value: str) -> int | None:
     """'earliest' / 'now' (open_value) or None -> None; an ISO-8601 time -> epoch ms (naive = UTC)."""
     if text is None or text.strip().lower() == open_value:
         return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ReplayError(f"not an ISO-8601 time nor {open_value!r}: {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    ms = times.parse_iso_ms(text)  # the one parser (consumer/times.py)
+    if ms is None:
+        raise ReplayError(f"not an ISO-8601 time nor {open_value!r}: {text!r}")
+    return ms
 
 
 def ms_to_iso(ms: int | None, open_value: str) -> str:
     if ms is None:
         return open_value
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return times.iso_ms(ms)
 
 
 @dataclass

@@ -46,7 +46,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "topics": ("Topics", ("topic", "dlq_topic", "labels_topic", "backfill_topic")),
     "group": ("Kafka consumer group", ("group_id", "session_timeout_ms", "max_poll_interval_ms")),
     "redis": ("Redis", ("redis_url", "redis_cluster", "namespace")),
-    "state": ("Hotel state writes", ("hotel_cache_images", "write_coalesce_ms")),
+    "state": ("Hotel state writes", ("hotel_cache_images", "write_coalesce_ms", "max_clock_skew_s")),
     "batching": ("Micro-batching", ("batch_size", "max_batch_delay_ms", "max_in_flight", "backfill_max_in_flight")),
     "download": (
         "Downloads",

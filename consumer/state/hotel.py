@@ -26,7 +26,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from galleryrank.ranking.editorial import rank_prepared
 from galleryrank.ranking.gallery import ordered_gallery
 from galleryrank.ranking.types import RankingConfig
 
+from .. import times
 from .document import image_entry, render_document
 from .overrides import AreaChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
 from .records import NOTHING, Applied, ImageChange, ImageRecord, decode_stored, encode_record, with_applied
@@ -50,8 +51,7 @@ AREA_SET = "area set by an editor"
 NOT_PROPERTY_REASON = "not a photo of the property (area set by an editor)"
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+iso_ms = times.iso_ms  # any integer formats (clamped to years 1-9999): rendering never raises on a time
 
 
 @dataclass(frozen=True)

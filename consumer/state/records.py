@@ -43,11 +43,13 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 
+from .. import times
+from ..failures import EventFault
+from ..ids import MAX_ID_BYTES
 from ..interfaces import KafkaRecord
 
 # Scores are rounded to 1/1000 before storage and ranking, so that a replay that
@@ -64,17 +66,9 @@ MAX_SOURCES = 8
 
 def parse_occurred_at(text: str | None) -> int | None:
     """An event's ``occurred_at`` as microseconds since the epoch; None when absent or not ISO-8601
-    (a naive time counts as UTC). Such an event is ordered as one without ``occurred_at``."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    (a naive time counts as UTC). Such an event is ordered as one without ``occurred_at``.
+    The one parser is consumer/times.py."""
+    return times.parse_iso_us(text)
 
 
 def event_digest(event_id: str) -> int:
@@ -93,10 +87,25 @@ class Fence:
     timestamp: int = -1  # the Kafka record's timestamp, ms since the epoch; -1 = unknown
 
     @classmethod
-    def of(cls, record: KafkaRecord, occurred_at: str | None) -> Fence:
-        """The fence of an aiokafka ConsumerRecord carrying an event with this ``occurred_at``."""
-        ts = record.timestamp if isinstance(record.timestamp, int) else -1
-        return cls(record.partition, record.offset, record.topic, parse_occurred_at(occurred_at), ts)
+    def of(
+        cls, record: KafkaRecord, occurred_at: str | None, max_skew_s: float = times.DEFAULT_MAX_SKEW_S
+    ) -> Fence:
+        """The fence of an aiokafka ConsumerRecord carrying an event with this ``occurred_at``.
+
+        Bounded here, where the times are parsed (consumer/times.py): an unbelievable record
+        timestamp counts as unknown; an ``occurred_at`` more than ``max_skew_s`` ahead of the
+        record's timestamp (else of now) raises EventFault ``occurred_at_in_future`` -- a broken
+        producer clock would otherwise freeze the image (every later event would lose to it)."""
+        ts = times.record_timestamp_ms(record.timestamp, max_skew_s)
+        occurred = parse_occurred_at(occurred_at)
+        ahead = times.future_by_s(occurred, ts, max_skew_s)
+        if ahead > 0:
+            raise EventFault(
+                "occurred_at_in_future",
+                f"occurred_at {str(occurred_at)[:40]!r} is {ahead + max_skew_s:.0f} s ahead of "
+                f"{'the record timestamp' if ts >= 0 else 'now'} (allowed: {max_skew_s:g} s)",
+            )
+        return cls(record.partition, record.offset, record.topic, occurred, ts)
 
     @property
     def source(self) -> str:
@@ -215,7 +224,11 @@ def dequantize(q: np.ndarray) -> np.ndarray:
 
 
 def _milli(value: float) -> int:
-    return round(float(value) * _MILLI)
+    """Thousandths, inside int32: a NaN or infinite score from a broken model must not raise here."""
+    value = float(value)
+    if value != value:  # NaN
+        return 0
+    return min(max(round(min(max(value, -2e6), 2e6) * _MILLI), -(2**31)), 2**31 - 1)
 
 
 # --- the binary record ----------------------------------------------------------------------------
@@ -230,9 +243,10 @@ _H = struct.Struct("<H")
 
 
 def _short(text: str) -> bytes:
+    # Ids are at most MAX_ID_BYTES (consumer/ids.py), so an event id always fits this length byte.
     raw = text.encode()
-    if len(raw) > 255:
-        raise ValueError(f"{text[:40]!r}... is longer than 255 bytes")
+    if len(raw) > MAX_ID_BYTES:
+        raise ValueError(f"{text[:40]!r}... is longer than {MAX_ID_BYTES} bytes")
     return bytes((len(raw),)) + raw
 
 

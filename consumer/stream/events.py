@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..ids import MAX_ID_CHARS, valid_id
+from ..ids import ID_RULE, valid_id
 
 # 64 KiB is ~100x a real event; anything bigger is a mistake or an attack.
 MAX_EVENT_BYTES = 64 * 1024
@@ -145,11 +145,7 @@ def _id_field(obj: dict, name: str) -> str | InvalidEvent:
     if not isinstance(value, str):
         return InvalidEvent("wrong_type", f"field '{name}' must be a string, got {type(value).__name__}")
     if not valid_id(value):
-        return InvalidEvent(
-            f"invalid_{name}",
-            f"field '{name}' must be 1-{MAX_ID_CHARS} printable NFC characters without whitespace, braces,"
-            " control or format characters",
-        )
+        return InvalidEvent(f"invalid_{name}", f"field '{name}' must be {ID_RULE}")
     return value
 
 

@@ -297,7 +297,11 @@ class GalleryScorer:
         if isinstance(event, InvalidEvent):
             await self._dead_letter(record, event.reason, event.detail, event.event_id)
             return
-        fence = Fence.of(record, event.occurred_at)
+        try:
+            fence = Fence.of(record, event.occurred_at, self.settings.max_clock_skew_s)
+        except EventFault as exc:  # occurred_at_in_future (consumer/times.py)
+            await self._dead_letter(record, exc.reason, exc.detail, event.event_id)
+            return
         if isinstance(event, ImageDeleted):
             await self.writer.write(event.hotel_id, ImageChange(event.image_id, fence, event.event_id, deleted=True))
             self.summary.deleted += 1
