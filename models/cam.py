@@ -8,12 +8,14 @@ weights are the probability-weighted ImageNet classifier rows of the area's clas
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .data import open_image
 from .network import GalleryNet
@@ -60,6 +62,32 @@ def overlay(img: Image.Image, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) ->
     return Image.blend(img.convert("RGB"), Image.fromarray(colours), alpha)
 
 
+def output_stems(images: list[Path]) -> list[str]:
+    """One distinct file-name stem per input, from its path below the inputs' common folder
+    (bathroom/house026.jpg -> bathroom__house026), numbered when the same file comes twice."""
+    resolved = [p.resolve() for p in images]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved])) if resolved else Path()
+    stems: list[str] = []
+    seen: dict[str, int] = {}
+    for p in resolved:
+        stem = "__".join(p.relative_to(common).with_suffix("").parts)
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def caption(img: Image.Image, text: str) -> Image.Image:
+    """The image with a band below it that says what it shows (area, probability, model)."""
+    font = ImageFont.load_default(size=max(12, img.width // 45))
+    probe = ImageDraw.Draw(img)
+    left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+    pad = max(4, (bottom - top) // 3)
+    out = Image.new("RGB", (img.width, img.height + (bottom - top) + 2 * pad), (20, 20, 20))
+    out.paste(img.convert("RGB"), (0, 0))
+    ImageDraw.Draw(out).text((pad, img.height + pad - top), text, fill=(255, 255, 255), font=font)
+    return out
+
+
 def explain(
     checkpoint: str | None,
     images: list[str | Path],
@@ -78,7 +106,8 @@ def explain(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in map(Path, images):
+    paths = [Path(p) for p in images]
+    for path, stem in zip(paths, output_stems(paths)):
         img = open_image(path)
         img.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
         batch = preprocess_image(img, model.input_size)[None]
@@ -86,12 +115,15 @@ def explain(
         predicted = model.areas[int(probs[0].argmax())]
         wanted = [predicted] + [a for a in (areas or []) if a != predicted]
         cams, _ = class_activation_maps(model, batch, [model.areas.index(a) for a in wanted])
-        files = {}
+        files, captions = {}, {}
         for k, area in enumerate(wanted):
             heat = upsample(cams[0, k], img.size)
-            target = out_dir / f"{path.stem}_cam_{area}.png"
-            overlay(img, heat).save(target)
+            target = out_dir / f"{stem}_cam_{area}.png"
+            p_area = float(probs[0][model.areas.index(area)])
+            label = f"CAM: {area}  p={p_area:.2f}{' (predicted)' if area == predicted else ''}  model {scorer.model_version}"
+            caption(overlay(img, heat), label).save(target)
             files[area] = str(target)
+            captions[area] = label
         results.append(
             {
                 "image": str(path),
@@ -99,6 +131,11 @@ def explain(
                 "confidence": float(probs[0].max()),
                 "area_probs": {a: round(float(p), 4) for a, p in zip(model.areas, probs[0])},
                 "overlays": files,
+                "captions": captions,
             }
         )
-    return {"model_version": scorer.model_version, "out_dir": str(out_dir), "images": results}
+    result = {"model_version": scorer.model_version, "out_dir": str(out_dir), "images": results}
+    manifest = out_dir / "manifest.json"  # which PNG belongs to which input, for scripts
+    manifest.write_text(json.dumps(result, indent=2))
+    result["manifest"] = str(manifest)
+    return result

@@ -7,7 +7,8 @@
     galleryrank export --checkpoint runs/tagger/best.pt --out model.onnx
     galleryrank export --triton triton-models        # Triton model repository (models/triton.py)
 
-Every command prints its result as JSON on stdout (logs go to stderr).
+evaluate, explain and export print their result as JSON on stdout; train prints a short summary
+and names the file with the whole result (OUT/history.json). Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -59,6 +60,34 @@ BACKEND = click.option(
 
 def _print(result: dict[str, Any]) -> None:
     click.echo(json.dumps(result, indent=2, default=str))
+
+
+class DataError(click.ClickException):
+    """Training data that cannot work (a folder layout, a labels file): one line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _summary(result: dict[str, Any], out: Path) -> None:
+    """A few lines a person reads; the whole result (history, split, ...) is in OUT/history.json."""
+    best = result.get("best_val") or {}
+    rows = [
+        ("task", result.get("task")),
+        ("checkpoint", result.get("checkpoint")),
+        ("best epoch", result.get("best_epoch")),
+        *((f"val {k}", f"{v:.4f}" if isinstance(v, float) else v) for k, v in best.items()),
+        ("classes", ", ".join(result.get("classes") or []) or None),
+        ("device / batch", f"{result.get('device')} / {result.get('batch_size')}"),
+        ("time", f"{result.get('seconds')} s"),
+        ("full result", str(out / "history.json")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        if value is not None:
+            click.echo(f"{key:<{width}}  {value}")
 
 
 def _train_opts(**kw: Any) -> dict[str, Any]:
@@ -134,9 +163,14 @@ def train_group() -> None:
 @_training_options
 def train_tagger_cmd(data: Path, out: Path, **kw: Any) -> None:
     """Train the area tagger on DATA/<area>/*.jpg."""
+    from .data import scan_tagger_folder
     from .train import train_tagger
 
-    _print(train_tagger(data, out, **_training_kwargs(kw)))
+    try:
+        scan_tagger_folder(data)  # the layout, before anything loads: one line naming the fix
+    except (ValueError, FileNotFoundError) as exc:
+        raise DataError(str(exc)) from None
+    _summary(train_tagger(data, out, **_training_kwargs(kw)), out)
 
 
 @train_group.command("aesthetic")
@@ -152,9 +186,14 @@ def train_tagger_cmd(data: Path, out: Path, **kw: Any) -> None:
 @_training_options
 def train_aesthetic_cmd(labels: Path, images: Path, out: Path, **kw: Any) -> None:
     """Train the NIMA aesthetic head (EMD loss) on vote distributions."""
+    from .data import scan_aesthetic
     from .train import train_aesthetic
 
-    _print(train_aesthetic(labels, images, out, **_training_kwargs(kw)))
+    try:
+        scan_aesthetic(labels, images)  # the labels file and images, before anything loads
+    except (ValueError, FileNotFoundError) as exc:
+        raise DataError(str(exc)) from None
+    _summary(train_aesthetic(labels, images, out, **_training_kwargs(kw)), out)
 
 
 @click.command("evaluate")

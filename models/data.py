@@ -44,6 +44,11 @@ def scan_tagger_folder(data_dir: str | Path, classes: list[str] | None = None) -
     if not root.is_dir():
         raise FileNotFoundError(f"tagger data folder {root} does not exist")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders and not classes:
+        raise ValueError(
+            f"{root} has no area sub-folders: the tagger learns from DATA/<area>/*.jpg, one folder per area "
+            "(e.g. DATA/bathroom/1.jpg, DATA/kitchen/2.jpg)"
+        )
     classes = list(classes) if classes else folders
     unknown = set(folders) - set(classes)
     if unknown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,14 @@ def export_graph(model: GalleryNet, path: str | Path, opset: int = OPSET) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The backbone's TF "same" padding (timm Conv2dSame) computes its pads at run time; the
+        # exporter reverses that pad list with a step -1 Slice, which it cannot constant-fold and
+        # says so three times per export. Harmless: ONNX Runtime evaluates the Slice, and parity
+        # with PyTorch is checked after every export (max_abs_diff). Only that message is hidden.
+        warnings.filterwarnings(
+            "ignore", message=r"Constant folding - Only steps=1 can be constant folded", category=UserWarning
+        )
         # TorchScript-based exporter: a single self-contained file, dynamic batch via dynamic_axes
         torch.onnx.export(
             model,

@@ -45,7 +45,6 @@ LAZY_COMMANDS: dict[str, str] = {
     "hide": "galleryrank.consumer.cli.editors:hide",
     "unhide": "galleryrank.consumer.cli.editors:unhide",
     "reviewers": "galleryrank.consumer.cli.reviewers:reviewers",
-    "reviewers": "galleryrank.consumer.cli.reviewers:reviewers",
     "serve": "galleryrank.consumer.cli.serve:register",
     "demo-producer": "galleryrank.consumer.dev.demo_producer:register",
     "model-server": "galleryrank.consumer.cli.model_server:model_server",
@@ -210,7 +209,19 @@ def create_topics_cmd(partitions, replication, **kwargs) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    cli(args=args, auto_envvar_prefix=None)
+    try:
+        code = cli.main(args=args, prog_name="galleryrank", auto_envvar_prefix=None, standalone_mode=False)
+    except click.UsageError as exc:  # a wrong flag or argument: one line and where the help is
+        where = exc.ctx.command_path if exc.ctx is not None else "galleryrank"
+        click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

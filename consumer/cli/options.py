@@ -247,9 +247,13 @@ class SettingsCommand(click.Command):
 
 
 def grouped_help(command: click.Command) -> click.Command:
-    """Give a plain click command with settings flags the grouped --help (used by the group loader)."""
+    """Give a plain click command with settings flags the grouped --help (used by the group loader),
+    and each subcommand of a group (`reviewers add`, `labels export`, ...)."""
     if type(command) is click.Command and any(isinstance(p, SettingOption) for p in command.params):
         command.__class__ = SettingsCommand
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            grouped_help(sub)
     return command
 
 
@@ -265,9 +269,34 @@ def _one_line_errors(func: Callable) -> Callable:
             raise ConfigUsageError(str(exc)) from None
         except ServiceStopped as exc:
             raise click.ClickException(f"stopped: {exc}") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a refused password, a server not there: one line naming the fix
+            line = _start_up_mistake(exc)
+            if line is None:
+                raise
+            raise ConfigUsageError(line) from None
 
     run._one_line_errors = True  # type: ignore[attr-defined]
     return run
+
+
+_SETTINGS_META = "galleryrank.settings"
+
+
+def _start_up_mistake(exc: BaseException) -> str | None:
+    from .. import config_mistakes
+
+    ctx = click.get_current_context(silent=True)
+    cfg = ctx.meta.get(_SETTINGS_META) if ctx is not None else None
+    if cfg is None:
+        return None
+    line = config_mistakes.describe(exc, cfg)
+    if line is None and cfg.security_protocol.startswith("SASL"):
+        import asyncio
+
+        line = asyncio.run(config_mistakes.kafka_auth_mistake(cfg))
+    return line or config_mistakes.unreachable(exc, cfg)
 
 
 def split_settings(kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
@@ -278,9 +307,13 @@ def split_settings(kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
     take_aliases(kwargs)
     fields = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
     try:
-        return load_for(fields, used=set(fields)), kwargs
+        cfg = load_for(fields, used=set(fields))
     except ConfigError as exc:
         raise ConfigUsageError(str(exc)) from None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # for the one-line start-up errors of _one_line_errors
+        ctx.meta[_SETTINGS_META] = cfg
+    return cfg, kwargs
 
 
 def load_for(flags: Mapping[str, Any], used: set[str]) -> Settings:

@@ -96,7 +96,9 @@ def print_galleries(console: Console, galleries: dict[str, dict], photo_of: dict
         if labelled:
             cols.insert(3, "your label")
         for col in cols:
-            table.add_column(col, justify="right" if col in ("position", "area conf.", "aesthetic") else "left")
+            justify = "right" if col in ("position", "area conf.", "aesthetic") else "left"
+            # a file name is never cut: it is how you find the photo again
+            table.add_column(col, justify=justify, overflow="fold" if col == "photo" else "ellipsis")
         for pos, img in enumerate(doc["images"], start=1):
             name = photo_of.get((hotel_id, img["image_id"]), img["url"].rsplit("/", 1)[-1])
             row = [
