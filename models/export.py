@@ -15,6 +15,7 @@ import torch
 from .checkpoint import state_fingerprint
 from .defaults import load_model
 from .network import GalleryNet
+from .quality import HEAD_INPUTS_VERSION
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -60,7 +61,8 @@ def export_graph(model: GalleryNet, path: str | Path, opset: int = OPSET) -> Pat
 
 
 def cache_key(model: GalleryNet, opset: int = OPSET) -> str:
-    return f"{model.backbone_name}-{state_fingerprint(model.state_dict())[:16]}-s{model.input_size}-op{opset}"
+    fingerprint = state_fingerprint(model.state_dict())[:16]
+    return f"{model.backbone_name}-{fingerprint}-s{model.input_size}-op{opset}-h{HEAD_INPUTS_VERSION}"
 
 
 def cached_graph(model: GalleryNet, cache_dir: str | None = None) -> Path:

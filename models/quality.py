@@ -21,6 +21,12 @@ ONNX Runtime, CUDA) gets them at no extra transfer. What they measure:
 
 ``QualityFeatures`` standardises with fixed buffers (mean/std of the synthetic
 training set) so the heads see features of unit scale.
+
+Colour is measured but does not score: ``COLOUR_FEATURES`` (colourfulness,
+saturation) are held at their training mean (0 after standardising) for the heads.
+Most calibration photos are warm-toned, and a blend that learned "warm and
+saturated = good" put clean, white modern rooms last (issue 22, measured by
+bench/colour_bias.py); light, clipping, contrast and detail still score.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ FEATURE_NAMES = [
 NUM_QUALITY_FEATURES = len(FEATURE_NAMES)  # 11 + 2 x 15 = 41
 QUALITY_FEATURES_VERSION = 1  # bump when a feature changes: feature caches key on it
 EPS = 1e-6
+# Held at their mean for the heads (see the module docstring): no colour preference.
+COLOUR_FEATURES = ("colourfulness", "saturation")
+# Bump when what the heads see of the features changes without a weight changing (the
+# exported-graph cache keys on it; 2 = COLOUR_FEATURES held at their mean).
+HEAD_INPUTS_VERSION = 2
 
 
 def _gaussian_kernel(size: int = 7, sigma: float = 7 / 6) -> torch.Tensor:
@@ -92,6 +103,7 @@ class QualityFeatures(nn.Module):
     sobel: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    keep: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -103,6 +115,9 @@ class QualityFeatures(nn.Module):
         # fixed standardisation, set from the synthetic training set by scripts/train_default_heads.py
         self.register_buffer("mean", torch.zeros(NUM_QUALITY_FEATURES))
         self.register_buffer("std", torch.ones(NUM_QUALITY_FEATURES))
+        # 0 for COLOUR_FEATURES: a constant of the code, not of a checkpoint (not persistent)
+        keep = torch.tensor([0.0 if n in COLOUR_FEATURES else 1.0 for n in FEATURE_NAMES])
+        self.register_buffer("keep", keep, persistent=False)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         rgb = x.float() / 255.0
@@ -139,7 +154,7 @@ class QualityFeatures(nn.Module):
         return torch.stack(feats, dim=1)
 
     def standardise(self, raw: torch.Tensor) -> torch.Tensor:
-        return (raw - self.mean) / self.std
+        return (raw - self.mean) / self.std * self.keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.standardise(self.raw(x))
