@@ -183,51 +183,55 @@ def evidence_cmd(
     "--hotel", "hotels", multiple=True, help="Hotel id (repeatable) [default: every hotel of the active namespace]"
 )
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most this many tasks (the most useful first)")
-@click.option(
-    "--area",
-    "areas",
-    multiple=True,
-    help="Area choices (repeatable) [default: the shipped model's areas + those predicted]",
-)
-@settings("redis")
+@click.option("--area", "areas", multiple=True, help="Area choices (repeatable) [default: the model's areas]")
+@settings("redis", "ranking", "review_raters")
 def tasks_cmd(out: Path, hotels: tuple[str, ...], limit: int | None, areas: tuple[str, ...], **kwargs: Any) -> None:
-    """Label Studio tasks from the active galleries: URL, area choices, rating, the model's areas as pre-annotations."""
+    """Label Studio tasks in review-queue order: URL, area choices, rating, the model's areas as pre-annotations."""
     cfg, _ = split_settings(kwargs)
+    import orjson
+
+    from ..api.review_queue import queue_items
     from ..bluegreen.namespaces import active_namespace
-    from ..labels.studio import gallery_tasks, label_config
+    from ..labels.studio import label_config, queue_tasks
     from ..runtime import redis_client
     from ..state import hotel_index, keys
+    from ..state.document import ranking_config
+    from ..state.hotel import HotelState
 
-    async def collect() -> tuple[list[dict[str, Any]], dict[str, float]]:
+    async def collect() -> list[dict[str, Any]]:
         redis = redis_client(cfg)
+        config = ranking_config(cfg.ranking_strategy, cfg.ranking_diversity)
+        items: list[dict[str, Any]] = []
         try:
             ns = await active_namespace(redis)
-            ids = list(hotels) or await hotel_index.members(redis, ns)
-            docs = []
-            for h in ids:
-                raw = await redis.get(keys.gallery_key(ns, h))
-                if raw:
-                    docs.append(json.loads(raw))
-            suspicion = {
-                (m.decode() if isinstance(m, bytes) else m): float(s)
-                for m, s in await redis.zrange(keys.LABEL_SUSPECTS_KEY, 0, -1, withscores=True)
-            }
-            return docs, suspicion
+            for h in list(hotels) or await hotel_index.members(redis, ns):
+                pipe = redis.pipeline(transaction=False)
+                pipe.hgetall(keys.images_key(ns, h))
+                pipe.get(keys.overrides_key(ns, h))
+                pipe.get(keys.version_key(ns, h))
+                pipe.get(keys.gallery_key(ns, h))
+                fields, overrides, version, document = await pipe.execute()
+                if document is None:
+                    continue
+                members = [f"{h} {k.decode()}" for k in fields]
+                scores = await redis.zmscore(keys.LABEL_SUSPECTS_KEY, members) if members else []
+                suspects = {m.split(" ", 1)[1]: float(v) for m, v in zip(members, scores) if v is not None}
+                state = HotelState.from_redis(h, config, fields, overrides, version, document)
+                # no reviewer yet (the campaign's annotators are Label Studio's): nobody is excluded
+                items += queue_items(state, orjson.loads(document), suspects, "", set(), cfg.review_raters)
+            return items
         finally:
             await redis.aclose()
 
-    docs, suspicion = asyncio.run(collect())
-    tasks = gallery_tasks(docs, suspicion, limit)
-    predicted = {a for t in tasks for p in t.get("predictions", []) for r in p["result"] for a in r["value"]["choices"]}
+    items = asyncio.run(collect())
+    tasks = queue_tasks(items, limit)
     if not areas:
-        from galleryrank.models.zeroshot import DEFAULT_AREAS
-
-        areas = tuple(dict.fromkeys([*DEFAULT_AREAS, *sorted(predicted)]))
+        areas = tuple(sorted({a for it in items for a in it.get("areas", [])}))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, indent=2))
-    config = out.with_name("label_config.xml")
-    config.write_text(label_config(areas))
-    click.echo(f"{len(tasks)} tasks from {len(docs)} galleries -> {out}; labelling config -> {config}", err=True)
+    config_file = out.with_name("label_config.xml")
+    config_file.write_text(label_config(areas))
+    click.echo(f"{len(tasks)} tasks -> {out}; labelling config -> {config_file}", err=True)
 
 
 @labels.command("import", cls=SettingsCommand)

@@ -1,6 +1,7 @@
 """Label Studio I/O for labelling campaigns (its documented JSON formats).
 
-Tasks (``galleryrank labels tasks``): Label Studio's basic import format, one task per photo,
+Tasks (``galleryrank labels tasks``): Label Studio's basic import format, one task per photo in
+review-queue order (consumer/api/review_queue.py),
 
     {"data": {"image": URL, "hotel_id": ..., "image_id": ..., "model_version": ...},
      "predictions": [{"model_version": ..., "score": p,
@@ -153,28 +154,21 @@ def import_export(tasks: list[dict[str, Any]], areas: set[str] | None = None) ->
     return result
 
 
-def gallery_tasks(
-    docs: list[dict[str, Any]], suspicion: dict[str, float], limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Tasks for the photos of gallery documents, most useful first: suspected label errors (by
-    suspicion), then the photos people see first and the model is least sure of (the hero and
-    each area's first photo count double), then the rest by low confidence. The model's own
-    area (``model_area`` where a reviewer already set one) is the pre-annotation."""
-    scored: list[tuple[float, int, dict[str, Any]]] = []
-    for doc in docs:
-        seen_areas: set[str] = set()
-        for pos, img in enumerate(doc.get("images") or []):
-            area = img.get("model_area") or img.get("area")
-            conf = img.get("model_area_confidence", img.get("area_confidence"))
-            head = pos == 0 or (area is not None and area not in seen_areas)
-            if area:
-                seen_areas.add(area)
-            doubt = 1.0 - float(conf) if conf is not None else 1.0
-            member = f"{doc['hotel_id']} {img['image_id']}"
-            # suspects outrank everything (suspicion in [0, 1], so 2 + s > any doubt x 2)
-            value = 2.0 + suspicion[member] if member in suspicion else doubt * (2.0 if head else 1.0)
-            t = task(doc["hotel_id"], img["image_id"], img["url"], doc.get("model_version", ""), area, conf)
-            scored.append((value, len(scored), t))
-    scored.sort(key=lambda v: (-v[0], v[1]))
-    tasks = [t for _, _, t in scored]
-    return tasks[:limit] if limit else tasks
+def queue_tasks(items: list[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+    """Tasks in review-queue order: ``items`` are the review queue's photos (consumer/api/review_queue.py
+    ``queue_items``, any number of hotels), best first by its expected value; the model's own area
+    (not a reviewer's correction) is the pre-annotation."""
+    ordered = sorted(items, key=lambda it: (-it["score"], it["hotel_id"], it["position"]))
+    tasks = []
+    for it in ordered[:limit] if limit else ordered:
+        t = task(
+            it["hotel_id"],
+            it["image_id"],
+            it["url"],
+            it.get("model_version") or "",
+            it.get("model_area"),
+            it.get("area_confidence"),
+        )
+        t["data"]["why"] = ", ".join(it.get("why", []))
+        tasks.append(t)
+    return tasks

@@ -13,7 +13,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from galleryrank.consumer.labels.studio import gallery_tasks, import_export, label_config
+from galleryrank.consumer.labels.studio import import_export, label_config, queue_tasks
 from galleryrank.consumer.stream.events import LabelArea, LabelRating, encode_event, parse_event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "labelstudio"
@@ -28,33 +28,35 @@ def test_config_names_the_controls_the_tasks_use():
     assert rating is not None and rating.get("maxRating") == "10" and rating.get("toName") == "image"
 
 
-def test_tasks_in_review_order_with_the_models_area_as_pre_annotation():
-    docs = [
-        {
-            "hotel_id": "h1",
-            "model_version": "m1",
-            "images": [
-                {"image_id": "hero", "url": "http://x/1.jpg", "area": "bedroom", "area_confidence": 0.95},
-                {"image_id": "unsure", "url": "http://x/2.jpg", "area": "kitchen", "area_confidence": 0.40},
-                {"image_id": "later", "url": "http://x/3.jpg", "area": "kitchen", "area_confidence": 0.45},
-                {
-                    "image_id": "fixed",
-                    "url": "http://x/4.jpg",
-                    "area": "bathroom",
-                    "area_confidence": 1.0,
-                    "model_area": "kitchen",
-                    "model_area_confidence": 0.6,
-                },
-            ],
-        }
-    ]
-    tasks = gallery_tasks(docs, {"h1 later": 0.7})
-    order = [t["data"]["image_id"] for t in tasks]
-    # the suspect first, then the first kitchen (unsure, first of its area counts double), ...
-    assert order == ["later", "unsure", "fixed", "hero"]
-    fixed = tasks[2]["predictions"][0]
-    assert fixed["result"][0]["value"]["choices"] == ["kitchen"] and fixed["score"] == 0.6
-    assert gallery_tasks(docs, {}, limit=2) == gallery_tasks(docs, {})[:2]
+def _item(hotel, image, score, position, model_area="kitchen", confidence=0.5):
+    return {
+        "hotel_id": hotel,
+        "image_id": image,
+        "url": f"http://x/{hotel}/{image}.jpg",
+        "position": position,
+        "model_area": model_area,
+        "area_confidence": confidence,
+        "model_version": "m1",
+        "score": score,
+        "why": ["hero"] if position == 1 else [],
+    }
+
+
+def test_tasks_follow_the_review_queue_across_hotels_with_the_models_area_as_pre_annotation():
+    items = [_item("h1", "a", 2.0, 1), _item("h2", "b", 13.0, 3, "bathroom", 0.4), _item("h1", "c", 2.0, 2)]
+    tasks = queue_tasks(items)
+    assert [(t["data"]["hotel_id"], t["data"]["image_id"]) for t in tasks] == [("h2", "b"), ("h1", "a"), ("h1", "c")]
+    first = tasks[0]
+    assert first["data"]["image"] == "http://x/h2/b.jpg" and first["data"]["model_version"] == "m1"
+    pred = first["predictions"][0]
+    assert pred["result"][0] == {
+        "from_name": "area",
+        "to_name": "image",
+        "type": "choices",
+        "value": {"choices": ["bathroom"]},
+    }
+    assert pred["score"] == 0.4 and tasks[1]["data"]["why"] == "hero"
+    assert queue_tasks(items, limit=2) == tasks[:2]
 
 
 def test_fixture_tasks_are_what_the_writer_writes():
