@@ -1,9 +1,12 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test` (what CI runs).
 # Each sets up .venv and the services it needs by itself.
-.PHONY: demo test test-fast test-unit lint bench
+.PHONY: demo demo-serve test test-fast test-unit lint bench
 
 demo:        ## the whole pipeline on embedded Kafka + Redis, prints the ranked galleries
 	bash scripts/demo.sh
+
+demo-serve:  ## the demo, then the gallery page on http://127.0.0.1:8080/ until Ctrl-C
+	bash scripts/demo.sh --serve
 
 test:        ## static gates, then the whole suite (= .ci/run)
 	bash scripts/lint.sh
