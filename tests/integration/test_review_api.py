@@ -36,7 +36,6 @@ from galleryrank.consumer.stream.events import LabelArea, encode_event
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.helpers import drop_namespace, headers, read_topic
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -141,7 +140,7 @@ async def test_writes_need_an_authenticated_person_and_refused_ones_write_nothin
         async with api.get(f"/hotels/{hotel}/gallery") as resp:
             assert resp.status == 200
         assert not await read_topic(s, s.labels_topic, expected=1, timeout_s=2.0)
-        assert not [r for r in await read_topic(s, s.topic, expected=3, timeout_s=2.0) if b"hidden" in r.value]
+        assert not [r for r in await read_topic(s, s.topic, expected=3, timeout_s=2.0) if b'"image.hidden"' in r.value]
 
         # The same writes, by the right people, are published naming them (not the body's claim).
         async with api.post(
@@ -153,10 +152,23 @@ async def test_writes_need_an_authenticated_person_and_refused_ones_write_nothin
         async with api.post(hide_path, json={}, headers=bearer(tokens["editor"])) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["event"]["author"] == names["editor"]
+        for path, payload, kind in (
+            (f"/hotels/{hotel}/pins", {"image_ids": [image]}, "gallery.pinned"),
+            (f"/hotels/{hotel}/unpin", {}, "gallery.unpinned"),
+            (f"/hotels/{hotel}/images/{image}/unhide", {}, "image.unhidden"),
+        ):
+            async with api.post(path, json=payload, headers=bearer(tokens["editor"])) as resp:
+                assert resp.status == 200, await resp.text()
+                event = (await resp.json())["event"]
+                assert event["type"] == kind and event["author"] == names["editor"]
+        async with api.post(f"/hotels/{hotel}/pins", json={"image_ids": []}, headers=bearer(tokens["editor"])) as resp:
+            assert resp.status == 400 and (await resp.json())["error"] == "invalid_image_ids"
         (label,) = await read_topic(s, s.labels_topic, expected=1)
         assert orjson.loads(label.value)["reviewer"] == names["reviewer"]
         assert [
-            orjson.loads(r.value)["author"] for r in await read_topic(s, s.topic, expected=3) if b"hidden" in r.value
+            orjson.loads(r.value)["author"]
+            for r in await read_topic(s, s.topic, expected=3)
+            if b'"image.hidden"' in r.value
         ] == [names["editor"]]
         # Bad values are the client's fault: 400, nothing sent.
         for bad in ({"area": "garage"}, {"area": 7}, {}):
