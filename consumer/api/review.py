@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 # Query parameters that would carry a credential: refused on every request to this API.
 TOKEN_PARAMS = frozenset({"token", "access_token", "bearer", "auth", "authorization", "api_key", "apikey", "key"})
 MAX_BODY_BYTES = 16 * 1024
+FAILED_AUTH_PER_MINUTE = 20
 
 
 def fail(cls: type[web.HTTPException], error: str, detail: str, **headers: str) -> web.HTTPException:
@@ -79,15 +80,18 @@ class RateLimiter:
         self.per_minute = per_minute
         self._writes: dict[str, deque[float]] = {}
 
-    def retry_after(self, who: str, now: float | None = None) -> float:
-        """0 and the write is counted, else the seconds until one is allowed."""
+    def retry_after(self, who: str, now: float | None = None, count: bool = True) -> float:
+        """0 and the write is counted (unless ``count`` is False), else the seconds until one is allowed."""
         now = time.monotonic() if now is None else now
         window = self._writes.setdefault(who, deque())
         while window and window[0] <= now - 60.0:
             window.popleft()
+        if not window:
+            del self._writes[who]  # bounded by the people (or addresses) active in the last minute
         if len(window) >= self.per_minute:
             return max(0.1, window[0] + 60.0 - now)
-        window.append(now)
+        if count:
+            self._writes.setdefault(who, window).append(now)
         return 0.0
 
 
@@ -131,6 +135,8 @@ class Reviewing:
         self.redis = redis
         self.tokens = TokenChecker(redis)
         self.limiter = RateLimiter(settings.review_rate_per_minute)
+        # A wrong secret costs a scrypt (~40 CPU-ms): a few per minute per address, then 429.
+        self.failures = RateLimiter(FAILED_AUTH_PER_MINUTE)
         self.publisher = publisher or Publisher(settings)
         self.header = settings.review_trusted_header.strip()
         try:
@@ -168,8 +174,18 @@ class Reviewing:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise fail(web.HTTPUnauthorized, "bad_authorization", "use 'Authorization: Bearer <token>'")
+            remote = request.remote or ""
+            wait = self.failures.retry_after(remote, count=False)
+            if wait:
+                raise fail(
+                    web.HTTPTooManyRequests,
+                    "too_many_failures",
+                    "too many refused tokens",
+                    **{"Retry-After": str(int(wait) + 1)},
+                )
             person = await self.tokens.authenticate(token.strip())
             if person is None:
+                self.failures.retry_after(remote)
                 log.info("refused a write: unknown, revoked or malformed token from %s", request.remote)
                 raise fail(web.HTTPUnauthorized, "invalid_token", "the token is unknown or revoked")
         elif self.header and request.headers.get(self.header):

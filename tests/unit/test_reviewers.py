@@ -34,6 +34,10 @@ def test_rate_limit_is_per_person_over_a_sliding_minute():
     assert limit.retry_after("ann", now=3.0) == 57.0  # the first write leaves the window at 60 s
     assert limit.retry_after("bob", now=3.0) == 0.0  # another person is not slowed down
     assert limit.retry_after("ann", now=60.5) == 0.0
+    # Peeking (count=False) never uses up the window: refused tokens are counted only when they fail.
+    peek = RateLimiter(1)
+    assert peek.retry_after("10.0.0.1", now=0.0, count=False) == 0.0
+    assert peek.retry_after("10.0.0.1", now=0.0) == 0.0 and peek.retry_after("10.0.0.1", now=1.0, count=False) > 0
 
 
 def test_token_carrying_query_parameters_are_known():
