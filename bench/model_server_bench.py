@@ -7,7 +7,8 @@ micro-batches either
 
 * ``triton``: to one model server (``galleryrank model-server``: PyTriton's tritonserver
   with dynamic batching; GALLERYRANK_MODEL_SERVER=grpc://...), or
-* ``in-process``: to its own model (onnxruntime on a CPU; torch bf16 + nvJPEG decode on CUDA).
+* ``in-process``: to its own model (onnxruntime on a CPU; torch fp16 + GPU decode on CUDA);
+  ``in-process:<decode_path>`` forces the decoder (``in-process:nvjpeg``, ``in-process:hardware``).
 
 Per (mode, N): a fresh topic (16 partitions) and group; the N processes start and
 join first, then E events are published, and the rate is taken between 10 % and
@@ -209,7 +210,7 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
     from galleryrank.consumer.stream.kafka import create_topics
     from galleryrank.consumer.stream.produce import publish, upserted
 
-    tag = f"{mode}-{n}-{uuid.uuid4().hex[:6]}"
+    tag = f"{mode.replace(':', '-')}-{n}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         bootstrap_servers=infra["kafka"], redis_url=infra["redis"], topic=f"bench-{tag}",
         dlq_topic=f"bench-{tag}.dlq", group_id=f"bench-{tag}", namespace=f"bench-{tag}",
@@ -234,6 +235,8 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
     else:
         env["GALLERYRANK_DEVICE"] = a.device
         env["GALLERYRANK_BACKEND"] = "torch-fp16" if a.device.startswith("cuda") else "onnxruntime"
+        if ":" in mode:  # in-process:<decode_path>: today's nvjpeg vs the hardware decoder, in one run
+            env["GALLERYRANK_DECODE_PATH"] = mode.split(":", 1)[1]
     consumers = Consumers(n, env, a.python)
     try:
         t_start = time.monotonic()
@@ -319,8 +322,10 @@ async def amain(a: argparse.Namespace) -> int:
     photos_dir.mkdir()
     from bench.pipeline_bench import make_photos
 
-    for name, body in make_photos(a.photos).items():
-        (photos_dir / f"{name}.jpg").write_bytes(body)
+    sizes = [tuple(int(x) for x in size.split("x")) for size in a.sizes.split(",")]
+    for k, (w, h) in enumerate(sizes):  # the photos spread over the sizes (1600x1200 and 2880x1920 on a GPU)
+        for name, body in make_photos(max(1, a.photos // len(sizes)), w, h, seed=k).items():
+            (photos_dir / f"{name}-{w}x{h}.jpg").write_bytes(body)
     kafka = EmbeddedKafka().start()  # before the image port is chosen: free_port() could hand out the same one
     redis = EmbeddedRedis().start()
     img_port = free_port()
@@ -381,7 +386,7 @@ async def amain(a: argparse.Namespace) -> int:
 
 
 def title_of(a: argparse.Namespace) -> str:
-    return (f"N consumer processes vs one model server, {a.device}, {a.events} events of 1600x1200 JPEG "
+    return (f"N consumer processes vs one model server, {a.device}, {a.events} events of {a.sizes} JPEG "
             f"over loopback, {os.cpu_count()} cores")  # fmt: skip
 
 
@@ -410,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="triton,in-process")
     p.add_argument("--processes", default="1,2")
     p.add_argument("--events", type=int, default=None, help="per row (default 2000; quick 240)")
-    p.add_argument("--photos", type=int, default=16, help="distinct 1600x1200 JPEGs")
+    p.add_argument("--photos", type=int, default=16, help="distinct JPEGs, spread over --sizes")
+    p.add_argument("--sizes", default="1600x1200", help="comma-separated WxH of the photos")
     p.add_argument("--batch-size", type=int, default=32, help="GALLERYRANK_BATCH_SIZE of each consumer")
     p.add_argument("--download-concurrency", type=int, default=32)
     p.add_argument("--model-threads", type=int, default=0, help="OMP threads per consumer (default cores / N)")
