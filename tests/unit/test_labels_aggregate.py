@@ -75,7 +75,8 @@ def test_export_layout_votes_file_and_manifest(tmp_path):
     events = []
     bodies = {}
     for h in range(6):
-        for i, (a, colour) in enumerate([("bedroom", 40), ("kitchen", 200)]):
+        # any list of areas: a platform's own, with a space in its name
+        for i, (a, colour) in enumerate([("swimming pool", 40), ("kitchen", 200)]):
             ev = area(f"e{h}{i}", f"hotel-{h}", f"img/{i}", "ann", a)
             events.append(ev)
             events.append(rating(f"r{h}{i}", f"hotel-{h}", f"img/{i}", "bob", 6 + i))
@@ -98,7 +99,7 @@ def test_export_layout_votes_file_and_manifest(tmp_path):
     from galleryrank.models.data import scan_aesthetic, scan_tagger_folder
 
     samples, classes = scan_tagger_folder(out / "train" / "areas")
-    assert classes == ["bedroom", "kitchen"] and len(samples) == 2 * len(manifest["hotels"]["train"])
+    assert classes == ["kitchen", "swimming pool"] and len(samples) == 2 * len(manifest["hotels"]["train"])
     rated, missing = scan_aesthetic(out / "train" / "votes.txt", out / "train" / "images")
     assert missing == 0 and len(rated) == len(samples)
     assert manifest["failed_downloads"] == {"http://x/gone.jpg": "http_404"}
