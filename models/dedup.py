@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from galleryrank.ranking.duplicates import components_and_links
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -39,22 +41,6 @@ class SplitReport:
         d = dict(self.__dict__)
         d["removed"] = d["removed"][:50]
         return d
-
-
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def perceptual_hashes(images: Sequence[Image.Image]) -> np.ndarray:
@@ -85,19 +71,21 @@ def duplicate_groups(
     e = None
     if embeddings is not None and n:
         e = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
-    exact, near = _UnionFind(n), _UnionFind(n)
-    for i0 in range(0, n, block):
-        rows = slice(i0, min(i0 + block, n))
-        dist = np.bitwise_count(packed[rows, None] ^ packed[None, :])
-        close = dist <= hash_distance
+
+    def exact(start: int, stop: int) -> np.ndarray:
+        return np.bitwise_count(packed[start:stop, None] ^ packed[None, :]) == 0
+
+    def near(start: int, stop: int) -> np.ndarray:
+        close = np.bitwise_count(packed[start:stop, None] ^ packed[None, :]) <= hash_distance
         if e is not None:
-            close |= (e[rows] @ e.T) >= cosine
-        upper = np.arange(i0, rows.stop)[:, None] < np.arange(n)[None, :]  # each pair once
-        for i, j in zip(*np.nonzero((dist == 0) & upper)):
-            exact.union(i0 + int(i), int(j))
-        for i, j in zip(*np.nonzero(close & upper)):
-            near.union(i0 + int(i), int(j))
-    return [exact.find(i) for i in range(n)], [near.find(i) for i in range(n)]
+            close |= (e[start:stop] @ e.T) >= cosine
+        return close
+
+    # The one duplicate grouping of the project (ranking/duplicates.py): components in row
+    # blocks, the smallest row of each as its root, no pair list kept.
+    exact_root, _ = components_and_links(n, exact, max_links=0, block=block)
+    near_root, _ = components_and_links(n, near, max_links=0, block=block)
+    return exact_root.tolist(), near_root.tolist()
 
 
 def split_without_leaks(

@@ -153,25 +153,112 @@ def int8_pairs(
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
-class DuplicateGraph:
-    """Near-duplicate edges between the images of one gallery, by image id.
+# Beyond the edges that join components, each image keeps at most this many near-duplicate
+# edges: 2,000 identical photos hold ~2,000 x 16 edges, not 2,000^2 / 2 (issue 20).
+MAX_LINKS = 16
 
-    ``link`` records an image's neighbours (found with ``int8_close`` / Hamming
-    against the others), ``unlink`` forgets an image; ``roots`` gives the clusters
-    of the images shown, in canonical order. Edges are rare (near duplicates are),
-    so everything but finding the neighbours is O(edges)."""
+
+def components_and_links(
+    n: int, close: Callable[[int, int], np.ndarray], max_links: int = MAX_LINKS, block: int = _BLOCK
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Connected components of a "close" relation over rows 0..n-1, without keeping its edges.
+
+    ``close(start, stop)`` returns the (stop - start, n) bool rows of the relation (the diagonal
+    is ignored). Returns (the smallest row of each row's component, a sparse edge list): a spanning
+    forest of the relation plus at most ``max_links`` further edges per row. Memory is
+    O(block x n + n x max_links) however many pairs are close (every pair of identical photos)."""
+    label = np.arange(n)
+    edges: set[tuple[int, int]] = set()
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows = close(start, stop)
+        for k in range(stop - start):
+            i = start + k
+            near = np.flatnonzero(rows[k])
+            near = near[near != i]
+            if not near.size:
+                continue
+            labels = label[near]
+            own = label[i]
+            distinct, first = np.unique(labels, return_index=True)
+            joined = distinct != own
+            if joined.any():  # one edge per component this row joins: a spanning forest
+                merged = np.append(distinct[joined], own)
+                label[np.isin(label, merged)] = merged.min()
+                edges.update((min(i, int(j)), max(i, int(j))) for j in near[first[joined]].tolist())
+            edges.update((min(i, j), max(i, j)) for j in near[:max_links].tolist())
+    return label, sorted(edges)
+
+
+class DuplicateGraph:
+    """Near-duplicate edges between the images of one gallery, by image id, kept sparse.
+
+    The graph has exactly the connected components of the near-duplicate relation but not
+    all its edges: ``link`` joins a new image to one neighbour in each component it touches
+    (found through a union-find of the components) plus at most ``MAX_LINKS`` others, and
+    ``remove`` hands back the rest of the removed image's component, whose links the owner
+    rebuilds (``add_edges``) from the vectors, since the component may split. ``roots``
+    gives the clusters of the images shown, in canonical order. Memory: O(images x MAX_LINKS)."""
 
     def __init__(self) -> None:
         self.edges: dict[str, set[str]] = {}
+        self._parent: dict[str, str] = {}
 
-    def link(self, image_id: str, neighbours: list[str]) -> None:
+    def _find(self, image_id: str) -> str:
+        parent = self._parent
+        root = image_id
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while image_id != root:  # path compression
+            parent[image_id], image_id = root, parent[image_id]
+        return root
+
+    def _union(self, a: str, b: str) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra != rb:
+            self._parent[ra] = rb
+
+    def _edge(self, a: str, b: str) -> None:
+        self.edges.setdefault(a, set()).add(b)
+        self.edges.setdefault(b, set()).add(a)
+        self._union(a, b)
+
+    def link(self, image_id: str, neighbours: list[str], max_links: int = MAX_LINKS) -> None:
+        """A new image and all its near duplicates among the images already linked or not."""
         self.unlink(image_id)
-        if neighbours:
-            self.edges[image_id] = set(neighbours)
-            for other in neighbours:
-                self.edges.setdefault(other, set()).add(image_id)
+        for i, other in enumerate(neighbours):
+            if i < max_links or self._find(other) != self._find(image_id):
+                self._edge(image_id, other)
+
+    def add_edges(self, pairs: list[tuple[str, str]]) -> None:
+        for a, b in pairs:
+            self._edge(a, b)
+
+    def component(self, image_id: str) -> set[str]:
+        seen = {image_id}
+        stack = [image_id]
+        while stack:
+            for other in self.edges.get(stack.pop(), ()):
+                if other not in seen:
+                    seen.add(other)
+                    stack.append(other)
+        return seen
+
+    def remove(self, image_id: str) -> set[str]:
+        """Forget an image and the links of its whole component; returns the component's other
+        images: the caller re-links them (``add_edges``), as the component may have split."""
+        if image_id not in self.edges:
+            self._parent.pop(image_id, None)
+            return set()
+        members = self.component(image_id)
+        for member in members:
+            self.edges.pop(member, None)
+            self._parent.pop(member, None)
+        members.discard(image_id)
+        return members
 
     def unlink(self, image_id: str) -> None:
+        """Drop one image's own edges (its component's other links stay)."""
         for other in self.edges.pop(image_id, ()):
             linked = self.edges.get(other)
             if linked is not None:

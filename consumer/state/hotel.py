@@ -30,19 +30,24 @@ from datetime import datetime
 
 import numpy as np
 
-from galleryrank.ranking.duplicates import DuplicateGraph, int8_close, int8_pairs
+from galleryrank.ranking.duplicates import DuplicateGraph, components_and_links, int8_close
 from galleryrank.ranking.editorial import rank_prepared
 from galleryrank.ranking.gallery import ordered_gallery
 from galleryrank.ranking.types import RankingConfig
 
 from .. import times
+from ..failures import EventFault
 from .document import image_entry, render_document
-from .overrides import AreaChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
+from .overrides import AreaChange, HideChange, HotelOverrides, OverrideChange, decode_overrides, encode_overrides
 from .records import NOTHING, Applied, ImageChange, ImageRecord, decode_stored, encode_record, with_applied
 
 log = logging.getLogger(__name__)
 
 _HASH_MASK = (1 << 64) - 1
+# Hidden flags a hotel keeps for images it has never seen (an editor may hide before the upload);
+# past this a hide of yet another unknown image is dead-lettered, so a flood of hides of made-up
+# ids costs what the same number of deletes costs (issue 20).
+MAX_UNSEEN_FLAGS = 1000
 _DEFAULT_PROBS = {"other": 1.0}
 # A reviewer's area label (docs/labelling.md): the photo is ranked as this area, the model's
 # area is kept beside it, and its reason says so.
@@ -61,6 +66,7 @@ class ChangeOutcome:
     applied: bool
     record: bytes | None = None  # the image's record (applied, or a refused event remembered)
     overrides: bool = False  # the overrides changed
+    rejected: EventFault | None = None  # the event's fault: dead-lettered with this reason, nothing stored
 
 
 def _canonical_key(image_id: str, aesthetic: float) -> tuple[float, str]:
@@ -104,12 +110,13 @@ class HotelState:
         self._phash = np.zeros(0, dtype=np.uint64)
         self._has_phash = np.zeros(0, dtype=bool)
         self.graph = DuplicateGraph()
+        self._seen_count: tuple[tuple[int, int], int] = ((-1, -1), 0)
 
     # --- size --------------------------------------------------------------------------------
     @property
     def weight(self) -> int:
-        """What the cache bound counts: images held (live and deleted)."""
-        return max(1, len(self.applied))
+        """What the cache bound counts: images held (live and deleted) and hidden flags."""
+        return max(1, len(self.applied) + len(self.overrides.flags))
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
@@ -155,21 +162,39 @@ class HotelState:
         rows = np.array(sorted(self.row.values()), dtype=np.int64)
         if rows.size < 2:
             return
-        pairs = int8_pairs(
-            self._q[rows].astype(np.float32),
-            self._norm2[rows],
-            self._has_q[rows],
-            self._phash[rows],
-            self._has_phash[rows],
-            self.config.duplicate_cosine,
-            self.config.duplicate_hamming,
-        )
-        neighbours: dict[str, list[str]] = {}
-        for i, j in rows[pairs].tolist() if len(pairs) else ():
-            a, b = self._ids[i], self._ids[j]
-            neighbours.setdefault(a, []).append(b)
-            neighbours.setdefault(b, []).append(a)
-        self.graph.edges = {k: set(v) for k, v in neighbours.items()}
+        self._link_rows(rows)
+
+    def _link_rows(self, rows: np.ndarray) -> None:
+        """Link these live rows among themselves: the components of their near-duplicate relation,
+        block by block, with a sparse set of edges (ranking.duplicates.components_and_links), so a
+        hotel of 2,000 identical photos costs O(N x MAX_LINKS) memory, not O(N^2)."""
+        q = self._q[rows].astype(np.float32)
+        norm2, has_q = self._norm2[rows], self._has_q[rows]
+        phash, has_phash = self._phash[rows], self._has_phash[rows]
+        cosine, hamming = self.config.duplicate_cosine, self.config.duplicate_hamming
+
+        def close(start: int, stop: int) -> np.ndarray:
+            out = np.zeros((stop - start, rows.size), dtype=bool)
+            if has_q[start:stop].any():
+                out |= int8_close(q[start:stop], norm2[start:stop], q, norm2, cosine)
+                out &= has_q[start:stop, None] & has_q[None, :]
+            if has_phash[start:stop].any():
+                near = np.bitwise_count(phash[start:stop, None] ^ phash[None, :]) <= hamming
+                out |= near & has_phash[start:stop, None] & has_phash[None, :]
+            return out
+
+        _, edges = components_and_links(int(rows.size), close)
+        ids = [self._ids[r] for r in rows.tolist()]
+        self.graph.add_edges([(ids[i], ids[j]) for i, j in edges])
+
+    def _seen_flags(self) -> int:
+        """Hidden flags of images this hotel has a record of (the others are bounded)."""
+        if len(self.overrides.flags) < MAX_UNSEEN_FLAGS:
+            return 0  # under the bound whatever they are: no need to count
+        key = (len(self.overrides.flags), len(self.applied))
+        if self._seen_count[0] != key:  # recounted only when flags or images were added
+            self._seen_count = (key, sum(1 for image_id in self.overrides.flags if image_id in self.applied))
+        return self._seen_count[1]
 
     # --- changes -----------------------------------------------------------------------------
     def apply(self, change: ImageChange | OverrideChange) -> ChangeOutcome:
@@ -180,9 +205,23 @@ class HotelState:
         return self._apply_override(change)
 
     def _apply_override(self, change: OverrideChange) -> ChangeOutcome:
+        if (
+            isinstance(change, HideChange)
+            and change.image_id not in self.applied
+            and change.image_id not in self.overrides.flags
+            and len(self.overrides.flags) - self._seen_flags() >= MAX_UNSEEN_FLAGS
+        ):
+            return ChangeOutcome(
+                False,
+                rejected=EventFault(
+                    "too_many_unknown_overrides",
+                    f"hotel already holds {MAX_UNSEEN_FLAGS} hidden flags for images it has never seen",
+                ),
+            )
         refused = self.overrides.refused
         if self.overrides.apply(change):
-            self.updated_ms = max(self.updated_ms, self.overrides.changed_at())
+            # The applied item's changed_at is its fence's event time at most: no scan of every flag.
+            self.updated_ms = max(self.updated_ms, change.fence.event_time_ms)
             if isinstance(change, AreaChange) and change.image_id in self.row:
                 # The row is rebuilt from its stored record under the new label (no rescore).
                 self._remove(change.image_id)
@@ -324,7 +363,7 @@ class HotelState:
         at = bisect.bisect_left(self._keys, key)
         del self._keys[at]
         del self._sorted_rows[at]
-        self.graph.unlink(image_id)
+        relink = self.graph.remove(image_id)  # its component may split: link the rest again
         self._area_live[list(self._row_areas[row])] -= 1
         self._model_counts[self._models[row]] -= 1
         if not self._model_counts[self._models[row]]:
@@ -334,6 +373,8 @@ class HotelState:
         self._has_q[row] = False
         self._has_phash[row] = False
         self._free.append(row)
+        if relink:
+            self._link_rows(np.array(sorted(self.row[i] for i in relink), dtype=np.int64))
 
     # --- the document ------------------------------------------------------------------------
     def shown(self) -> list[str]:

@@ -94,10 +94,13 @@ class ApplyResult:
     # rendering it, or an error reply to its script that is not "not now"). Only that
     # hotel is affected: every other hotel of the call is written (docs/architecture.md).
     failed: dict[str, BaseException] = field(default_factory=dict, compare=False)
+    # id(change) -> the event's fault found while deciding it (e.g. too_many_unknown_overrides):
+    # that change is dead-lettered, the rest of its hotel is written.
+    rejected: dict[int, BaseException] = field(default_factory=dict, compare=False)
 
     def add(self, other: ApplyResult) -> None:
         for name in self.__dataclass_fields__:
-            if name != "failed":
+            if name not in ("failed", "rejected"):
                 setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -259,6 +262,9 @@ class GalleryStore:
             applied = stale = 0
             for change in by_hotel[hid]:
                 verdict = state.apply(change)
+                if verdict.rejected is not None:
+                    rejected[id(change)] = verdict.rejected
+                    continue
                 if verdict.applied:
                     applied += 1
                 else:
@@ -279,6 +285,7 @@ class GalleryStore:
             return (hid, args, applied, stale, doc)
 
         failed: dict[str, Exception] = {}
+        rejected: dict[int, BaseException] = {}
 
         def decide() -> list[tuple[str, list[bytes | str], int, int, bytes | None]]:
             planned = []
@@ -301,6 +308,7 @@ class GalleryStore:
         for hid, exc in failed.items():
             self.cache.drop((namespace, hid))  # changed in memory, not written: never reuse it
             result.failed[hid] = exc
+        result.rejected.update(rejected)
         pipe = self.redis.pipeline(transaction=False)
         scripted: list[tuple[str, int, int, bytes | None]] = []
         for hid, args, applied, stale, doc in planned:

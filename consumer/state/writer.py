@@ -70,6 +70,15 @@ class HotelStore(Protocol):
         ...
 
 
+def _resolve(fut: asyncio.Future[None], result: ApplyResult, change: Change) -> None:
+    """Durable (or a no-op), or the event's own fault found by the store (dead-lettered by the scorer)."""
+    fault = result.rejected.get(id(change))
+    if fault is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(fault)
+
+
 class StateWriter:
     def __init__(
         self,
@@ -180,7 +189,7 @@ class StateWriter:
             if hotel_id in result.failed:
                 isolate.setdefault(hotel_id, []).append((change, fut))
             elif not fut.done():
-                fut.set_result(None)
+                _resolve(fut, result, change)
         for hotel_id, items in isolate.items():
             await self._isolate(hotel_id, items)
 
@@ -206,7 +215,7 @@ class StateWriter:
                 if failure is None:
                     self._account(result)
                     if not fut.done():
-                        fut.set_result(None)
+                        _resolve(fut, result, change)
                     break
                 log.warning(
                     "hotel %s: a change failed alone (%s: %s), try %d of %d",
