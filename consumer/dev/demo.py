@@ -95,10 +95,13 @@ def print_galleries(console: Console, galleries: dict[str, dict], photo_of: dict
         cols = ["position", "image_id", "area", "area conf.", "aesthetic", "why here", "photo"]
         if labelled:
             cols.insert(3, "your label")
+        longest = max((len(n) for n in photo_of.values()), default=10)
         for col in cols:
             justify = "right" if col in ("position", "area conf.", "aesthetic") else "left"
-            # a file name is never cut: it is how you find the photo again
-            table.add_column(col, justify=justify, overflow="fold" if col == "photo" else "ellipsis")
+            if col == "photo":  # a file name is never cut: it is how you find the photo again
+                table.add_column(col, justify=justify, no_wrap=True, min_width=min(longest, 60))
+            else:
+                table.add_column(col, justify=justify)
         for pos, img in enumerate(doc["images"], start=1):
             name = photo_of.get((hotel_id, img["image_id"]), img["url"].rsplit("/", 1)[-1])
             row = [

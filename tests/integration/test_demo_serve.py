@@ -137,7 +137,7 @@ def test_demo_with_area_folders_keeps_names_apart_and_names_the_dead_lettered_ph
     assert any("kitchen/broken.jpg: truncated_image" in line for line in dead), text
     assert any("demo-missing: http_404" in line for line in dead)
     assert any("not JSON: invalid_json" in line for line in dead)
-    assert "demo finished" in text and "unexpected" not in text
+    assert "demo finished" in text and "unexpected counts" not in text
     assert "Traceback" not in out.stderr
 
 
