@@ -116,6 +116,7 @@ els.form.addEventListener("submit", (ev) => {
 
 // ---- gallery ----------------------------------------------------------------
 async function loadGallery(hotelId) {
+  $("hotel-list").hidden = true; // the landing list gives way to the gallery
   setStatus(`Loading ${hotelId}…`);
   const url = new URL(location.href);
   url.searchParams.set("hotel", hotelId);
