@@ -127,9 +127,22 @@ async def test_search_is_prefix_sorted_and_capped(client, redis, ns):
     resp = await client.get("/hotels", params={"q": "h*", "namespace": ns})
     assert (await resp.json())["hotels"] == ["h*"]
     resp = await client.get("/hotels", params={"q": "", "limit": "2", "namespace": ns})
-    assert await resp.json() == {"namespace": ns, "hotels": ["h*", "h-1"], "truncated": True}
+    assert await resp.json() == {"namespace": ns, "hotels": ["h*", "h-1"], "truncated": True, "next": "h-1"}
     resp = await client.get("/hotels", params={"q": "h-1", "limit": "2", "namespace": ns})
-    assert await resp.json() == {"namespace": ns, "hotels": ["h-1", "h-10"], "truncated": True}
+    assert await resp.json() == {"namespace": ns, "hotels": ["h-1", "h-10"], "truncated": True, "next": "h-10"}
+    # Paging (the landing list): ?after= the previous page's `next`, until a page is not truncated.
+    pages, after = [], ""
+    while True:
+        body = await (
+            await client.get("/hotels", params={"q": "", "limit": "2", "after": after, "namespace": ns})
+        ).json()
+        pages.append(body["hotels"])
+        if not body["truncated"]:
+            break
+        after = body["next"]
+    assert pages == [["h*", "h-1"], ["h-10", "h-11"], ["h-2", "x-1"]]
+    resp = await client.get("/hotels", params={"q": "h-1", "after": "h-10", "namespace": ns})
+    assert (await resp.json())["hotels"] == ["h-11"]
 
 
 async def test_an_old_set_index_stays_readable_and_converts_on_the_next_write(client, redis, ns):
