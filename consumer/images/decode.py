@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -268,19 +269,18 @@ def check_jpeg_scans(data: bytes, limit: int | None = None) -> int:
         scans += 1
         if scans > limit:
             raise DecodeError("too_many_scans", f"JPEG has more than {limit} scans (each is a pass over the image)")
-        # Entropy-coded data: up to the next 0xFF that starts a real marker.
-        while True:
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= n:
-                return scans
-            nxt = data[pos + 1]
-            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                pos += 2
-            elif nxt == 0xFF:
-                pos += 1
-            else:
-                break
+        # Entropy-coded data: up to the next 0xFF that starts a real marker (one C-level search:
+        # a Python step per 0xFF byte cost ~0.15-0.3 CPU-ms per photo, a tenth of a GPU host's budget).
+        found = _NEXT_MARKER.search(data, pos)
+        if found is None:
+            return scans
+        pos = found.start()
     return scans
+
+
+# 0xFF that starts a marker inside entropy-coded data: not stuffing (0x00), a restart marker
+# (0xD0-0xD7) or a fill byte (0xFF, the marker starts at the last one).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def _check_dimensions(width: int, height: int, max_pixels: int, cost: int = 1) -> None:

@@ -68,7 +68,9 @@ def choose(setting: str, device: str, hardware_check: Callable[[str], str | None
         return Choice("cpu", "auto" if setting == "auto" else f"{setting} asked for: no_cuda_device")
     if setting in ("auto", "hardware"):
         if hardware_check is None:
-            from .hw_decode import hardware_check
+            from . import hw_decode  # only now: a CUDA device asked for the hardware path
+
+            hardware_check = hw_decode.hardware_check
         why = hardware_check(device)
         if why is None:
             return Choice("hardware", "auto" if setting == "auto" else "forced")

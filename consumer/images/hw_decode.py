@@ -268,10 +268,9 @@ def phash_batch(pixels: torch.Tensor) -> list[int]:
     key = (str(pixels.device), size)
     c = _HASH_CONSTS.get(key)
     if c is None:
-        f64 = {"dtype": torch.float64, "device": pixels.device}
         c = _HashConsts(
-            resample=torch.tensor(pillow_resample_matrix(size, 32), **f64),
-            dct=torch.tensor(_dct_matrix(32)[:8], **f64),
+            resample=torch.tensor(pillow_resample_matrix(size, 32), dtype=torch.float64, device=pixels.device),
+            dct=torch.tensor(_dct_matrix(32)[:8], dtype=torch.float64, device=pixels.device),
         )
         _HASH_CONSTS[key] = c
     p = pixels.to(torch.int64)
