@@ -207,7 +207,7 @@ def _parquet_rows(
     names = set(pf.schema_arrow.names)
     wanted = [c for c in columns if c in names]
     n = 0
-    groups = []  # row groups wholly before the resume point are not read
+    groups: list[int] = []  # row groups wholly before the resume point are not read
     for g in range(pf.metadata.num_row_groups):
         rows_in = pf.metadata.row_group(g).num_rows
         if not groups and n + rows_in <= skip:

@@ -89,9 +89,8 @@ def publish(
     from ..catalogue.publisher import PublishFailed, PublishOptions, install_stop, publish_catalogue
     from ..catalogue.rows import Columns
     from ..catalogue.sources import CatalogueError
-    from ..stream.priority import backfill_topic
-
     from ..state.records import parse_occurred_at
+    from ..stream.priority import backfill_topic
 
     if as_of.strip().lower() not in ("file-time", "none") and parse_occurred_at(as_of) is None:
         click.echo(f"error: --as-of {as_of!r} is not 'file-time', 'none' nor an ISO-8601 time", err=True)
