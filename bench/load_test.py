@@ -191,7 +191,7 @@ async def run(args) -> dict:
         rss_start = rss_mb()
         run_task = asyncio.create_task(scorer.run())
         # Start the traffic once the scorer owns its partitions (the join is not the scorer's latency).
-        while not scorer.ready:
+        while not scorer.progress().ready:
             await asyncio.sleep(0.05)
         t0 = time.time()
         await produce()
@@ -219,8 +219,8 @@ async def run(args) -> dict:
             "offered_by_kind": dict(offered),
             "processed": len(done),
             "lost": sum(offered.values()) - len(done),
-            "applied": scorer.summary.applied,
-            "dead_lettered": scorer.summary.dead_lettered,
+            "applied": scorer.progress().summary.applied,
+            "dead_lettered": scorer.progress().summary.dead_lettered,
             "dlq_by_reason": dlq_by_reason,
             "throughput_events_per_s": round(len(done) / elapsed, 1) if elapsed else None,
             "latency_good": percentiles(good),

@@ -292,7 +292,7 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
             print("READY", flush=True)
 
     async def done(scorer) -> bool:
-        if expect and scorer.summary.events < expect:
+        if expect and scorer.progress().summary.events < expect:
             return False
         return await caught_up(scorer)
 
@@ -305,20 +305,21 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
         nonlocal max_in_flight
         started = time.perf_counter()
         while True:
-            in_flight = scorer.tracker.in_flight()
+            now = scorer.progress()
+            in_flight = now.in_flight
             max_in_flight = max(max_in_flight, in_flight)
             timeline.append(
                 {
                     "t": round(time.perf_counter() - started, 1),
                     "rss_mb": round(_rss_mb(), 1),
                     "in_flight": in_flight,
-                    "paused": len(scorer.consumer.paused()),
-                    "events": scorer.summary.events,
+                    "paused": len(now.paused),
+                    "events": now.summary.events,
                 }
             )
             if stop_after_s and "first" in marks and time.perf_counter() - marks["first"] >= stop_after_s:
                 if "cut" not in marks:
-                    s = scorer.summary
+                    s = scorer.progress().summary
                     marks["cut"], marks["done_at_cut"] = time.perf_counter(), s.applied + s.deleted + s.dead_lettered
                 scorer.stop()
             await asyncio.sleep(0.25)
@@ -352,7 +353,7 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
         "peak_rss_mb": _peak_rss_mb(),
         "rss_after_model_load_mb": marks.get("rss_loaded"),
         "max_in_flight": max_in_flight,
-        "pauses": scorer.pause_count,
+        "pauses": scorer.progress().pause_count,
         "loop_lag_ms": {
             "p99": 1000 * float(np.percentile(lag, 99)) if lag else None,
             "max": 1000 * max(lag) if lag else None,

@@ -95,17 +95,21 @@ async def child_run(mode: str, settings, expect: int) -> dict:
         old_scorer.decode_image = stub_decode
         scorer = old_scorer.GalleryScorer(settings, model, redis, stop_at=stop_at, accept=accept)
     else:
-        from galleryrank.consumer.runtime import build_scorer
+        from dataclasses import replace
+
+        from galleryrank.consumer.runtime import build_parts, build_scorer
         from galleryrank.consumer.stream.scorer import ScorerControl
 
         class FirstRecord(ScorerControl):
             def accept(self, scorer, record) -> bool:
                 return accept(record)
 
-        scorer = build_scorer(settings, model, redis, control=FirstRecord(), stop_at=stop_at)
-        # The decode stage: the stub behind the same per-image thread hand-off as the baseline.
-        scorer.decode_pool.close()
-        scorer.decode_pool = StubDecodePool()
+        # The decode stage: the stub behind the same per-image thread hand-off as the baseline,
+        # passed in as the composition root passes the real pool.
+        parts = build_parts(settings, model, redis)
+        parts.decode_pool.close()
+        parts = replace(parts, decode_pool=StubDecodePool())
+        scorer = build_scorer(settings, model, redis, control=FirstRecord(), stop_at=stop_at, parts=parts)
 
     async def watch() -> None:
         while True:

@@ -27,6 +27,7 @@ from .interfaces import ScoringBackend
 from .metrics import REGISTRY
 
 if TYPE_CHECKING:
+    from .images.decode_pool import DecodePool
     from .stream.scorer import GalleryScorer
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,10 @@ class ServiceStatus:
         )
         self.ok("model")
 
-    def attach(self, scorer: GalleryScorer, decode_budget_s: float) -> None:
-        """Follow a built scorer: its loop for liveness, its assignment and decode stage for readiness."""
+    def attach(self, scorer: GalleryScorer, pool: DecodePool | None, decode_budget_s: float) -> None:
+        """Follow a built scorer (its progress: loop for liveness, assignment for readiness) and its
+        decode pool (the composition root's) for readiness."""
         self.scorer = scorer
-        pool = getattr(scorer, "decode_pool", None)
         if pool is not None:
             metrics.STAGE_OLDEST.labels(stage="decode").set_function(pool.oldest_busy_s)
             metrics.DECODE_BUSY.set_function(pool.busy)
@@ -84,13 +85,13 @@ class ServiceStatus:
             self.checks.append(decode_stuck)
 
     def last_loop_at(self) -> float:
-        return self.scorer.last_loop_at if self.scorer is not None else time.monotonic()
+        return self.scorer.progress().last_loop_at if self.scorer is not None else time.monotonic()
 
     def readiness(self) -> dict[str, str]:
         """Name -> why, for everything not ready; empty when ready."""
         waiting = dict(self.waiting)
         if self.scorer is not None:
-            if self.scorer.ready:
+            if self.scorer.progress().ready:
                 waiting.pop("kafka", None)
             else:
                 waiting.setdefault("kafka", "no partitions assigned yet")

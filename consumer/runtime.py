@@ -24,7 +24,8 @@ from .interfaces import RedisClient, ScoringBackend
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .stream.scorer import GalleryScorer, RunSummary, ScorerClients, ScorerControl
+    from .state.namespace import WriteTarget
+    from .stream.scorer import GalleryScorer, RunSummary, ScorerControl, ScorerParts
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,72 @@ def redis_client(settings: Settings) -> RedisClient:
     return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=10)
 
 
-def build_clients(settings: Settings, group_id: str | None = None) -> ScorerClients:
-    """The Kafka consumer (of `group_id`, default the settings' group), the DLQ producer and the HTTP downloader."""
+def build_parts(
+    settings: Settings,
+    model: ScoringBackend,
+    redis: RedisClient,
+    group_id: str | None = None,
+    target: WriteTarget | None = None,
+) -> ScorerParts:
+    """Every collaborator of a scorer: the Kafka consumer (of `group_id`, default the settings'
+    group), the DLQ producer and its marks, the HTTP downloader, the store and its writer into
+    `target` (default: ``settings.namespace``, else the active one), the offset tracker, the
+    micro-batcher, the decode pool and the GPU decoder."""
+    from .images import decode_path
+    from .images.decode_pool import DecodePool, available_cpus
     from .images.download import ImageDownloader
+    from .state.document import ranking_config
+    from .state.namespace import WriteTarget
+    from .state.store import GalleryStore
+    from .state.writer import StateWriter
+    from .stream.batcher import MicroBatcher
+    from .stream.dlq import DeadLetters
+    from .stream.dlq_dedupe import DlqMarks
     from .stream.kafka import make_consumer, make_producer
-    from .stream.scorer import ScorerClients
+    from .stream.offsets import OffsetTracker
+    from .stream.redelivery import KnownEvents
+    from .stream.scorer import ScorerParts
 
-    return ScorerClients(
-        consumer=make_consumer(settings, group_id or settings.group_id),
-        producer=make_producer(settings),
+    group = group_id or settings.group_id
+    store = GalleryStore(
+        redis,
+        ranking_config(settings.ranking_strategy, settings.ranking_diversity),
+        cache_images=settings.hotel_cache_images,
+    )
+    target = target or WriteTarget(redis, settings.namespace)
+    producer = make_producer(settings)
+    # Decodes run in killable worker processes under a CPU-time and a byte budget
+    # (consumer/images/decode_pool.py); as many as the container's CPUs by default.
+    pool = DecodePool(
+        settings.decode_workers or available_cpus(),
+        cpu_budget_s=settings.decode_timeout_s,
+        memory_budget_bytes=settings.decode_memory_mb << 20,
+        max_pixels=settings.max_image_pixels,
+    )
+    return ScorerParts(
+        consumer=make_consumer(settings, group),
+        producer=producer,
         downloader=ImageDownloader(settings),
+        store=store,
+        target=target,
+        writer=StateWriter(store, target.resolve, coalesce_s=settings.write_coalesce_ms / 1000),
+        dlq=DeadLetters(producer, settings.dlq_topic),
+        dlq_marks=DlqMarks(redis, group),
+        tracker=OffsetTracker(),
+        batcher=MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000),
+        decode_pool=pool,
+        # On a CUDA model JPEGs are decoded in batches on the GPU (settings.decode_path: the hardware
+        # decoder, else nvJPEG; consumer/images/decode_path.py); None = the pool. Batches are
+        # bounded by the scorer's fetch slots: raise download_concurrency on a GPU.
+        gpu_decoder=decode_path.build(
+            settings.decode_path,
+            model,
+            settings.max_image_pixels,
+            settings.batch_size,
+            fallback=lambda data: pool.decode(data, model.input_size),
+            max_bytes=settings.decode_memory_mb << 20,
+        ),
+        known=KnownEvents(redis, getattr(store, "cache", None)),
     )
 
 
@@ -101,35 +158,21 @@ def build_scorer(
     group_id: str | None = None,
     control: ScorerControl | None = None,
     scorer_cls: type[GalleryScorer] | None = None,
+    target: WriteTarget | None = None,
+    parts: ScorerParts | None = None,
     **hooks: Any,
 ) -> GalleryScorer:
-    """A GalleryScorer (or `scorer_cls`) on freshly built clients; `hooks`: stop_at / on_assigned."""
+    """A GalleryScorer (or `scorer_cls`) on freshly built parts; `hooks`: stop_at / on_assigned."""
     from .stream.scorer import GalleryScorer
 
     cls = scorer_cls or GalleryScorer
-    clients = build_clients(settings, group_id)
-    return cls(settings, model, redis, clients, group_id=group_id, control=control, **hooks)
+    parts = parts or build_parts(settings, model, redis, group_id, target)
+    return cls(settings, model, parts, control=control, **hooks)
 
 
 async def caught_up(scorer: GalleryScorer) -> bool:
-    """True when every assigned partition is committed up to its high watermark.
-
-    Uses the Fetch high watermark, not `end_offsets()`: Tansu answers the latter
-    with the base offset of the last batch + 1 (docs/architecture.md).
-    """
-    assigned = scorer.consumer.assignment()
-    if not assigned:
-        return False
-    for tp in assigned:
-        high = scorer.consumer.highwater(tp)
-        if high is None:
-            return False
-        committed = scorer.tracker.committable({tp}).get(tp)
-        if committed is None:
-            committed = await scorer.consumer.committed(tp) or 0
-        if committed < high:
-            return False
-    return True
+    """A `stop_at` hook: every assigned partition is committed up to its high watermark."""
+    return await scorer.caught_up()
 
 
 async def run_scorer(settings: Settings, *args: Any, **kwargs: Any) -> RunSummary:
@@ -162,12 +205,15 @@ async def _run_scorer(
     from .startup import wait_for_kafka, wait_for_redis
 
     await wait_for_redis(redis, settings, status)
-    handover = None
+    from .state.namespace import WriteTarget
+
+    target = WriteTarget(redis, settings.namespace)  # the namespace's one owner while this scorer runs
     if settings.namespace is None and control is None:
         # The live consumer: follow galleryrank:active across promotes (consumer/bluegreen/handover.py).
         from .bluegreen.handover import Handover
 
-        handover = Handover(settings, redis, group_id, load_model=lambda ckpt: load_namespace_model(settings, ckpt))
+        loader = lambda ckpt: load_namespace_model(settings, ckpt)  # noqa: E731
+        handover = Handover(settings, redis, group_id, load_model=loader, target=target)
         model = await handover.start(model)
         control = handover
     model = model or load_model(settings)
@@ -182,10 +228,9 @@ async def _run_scorer(
             log.warning("could not record the model of namespace %s: %s", settings.namespace, exc)
     if until_caught_up:
         hooks["stop_at"] = caught_up
-    scorer = build_scorer(settings, model, redis, group_id=group_id, control=control, **hooks)
-    if handover is not None:
-        scorer.switch_namespace(handover.current)
-    status.attach(scorer, settings.decode_timeout_s)
+    parts = build_parts(settings, model, redis, group_id, target)
+    scorer = build_scorer(settings, model, redis, control=control, parts=parts, **hooks)
+    status.attach(scorer, parts.decode_pool, settings.decode_timeout_s)
     if install_signal_handlers:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,10 @@ from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis
 from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs
 from galleryrank.consumer.settings import Settings
 
+# Fixtures several modules use (a private Redis, a small-image server): available everywhere,
+# with names of their own, so no module imports a fixture by name (and shadows one).
+pytest_plugins = ["tests.shared_fixtures"]
+
 
 def _redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
     try:
@@ -62,17 +66,42 @@ async def image_server(sample_jpegs):
 
 
 @pytest.fixture(scope="session")
-def model():
+def torch_model():
     from galleryrank.models import load_scoring_model
 
     return load_scoring_model(None, device="cpu", backend="torch")
 
 
+@pytest.fixture(scope="session")
+def onnx_model_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("onnx-model"))
+
+
+@pytest.fixture(scope="session")
+def onnx_model(onnx_model_dir):
+    """The real model on ONNX Runtime: ~3x the images/s of eager fp32 torch on these CPUs
+    (docs/references.md), and a batch's scores do not depend on its size. Exported once;
+    consumer processes started by the tests load the same file (``settings.model_cache_dir``)."""
+    from galleryrank.models import load_scoring_model
+
+    return load_scoring_model(None, device="cpu", backend="onnxruntime", cache_dir=onnx_model_dir)
+
+
+def _onnx(request) -> bool:
+    return request.node.get_closest_marker("onnx_model") is not None
+
+
 @pytest.fixture
-def settings(kafka, redis_url, tmp_path) -> Settings:
-    """Settings for one test: its own topic, DLQ, group and namespace."""
+def model(request):
+    """The real model: torch, or ONNX Runtime in a module marked ``pytest.mark.onnx_model``."""
+    return request.getfixturevalue("onnx_model" if _onnx(request) else "torch_model")
+
+
+@pytest.fixture
+def settings(request, kafka, redis_url, tmp_path) -> Settings:
+    """Settings for one test: its own topic, DLQ, group and namespace; the model's backend."""
     tag = uuid.uuid4().hex[:8]
-    return Settings(
+    settings = Settings(
         bootstrap_servers=kafka.bootstrap_servers,
         redis_url=redis_url,
         topic=f"t-{tag}",
@@ -89,3 +118,7 @@ def settings(kafka, redis_url, tmp_path) -> Settings:
         device="cpu",
         model_cache_dir=str(tmp_path / "models"),
     )
+    if _onnx(request):
+        onnx_dir = request.getfixturevalue("onnx_model_dir")
+        settings = settings.model_copy(update={"backend": "onnxruntime", "model_cache_dir": onnx_dir})
+    return settings

@@ -1,7 +1,7 @@
-"""Fixtures that several integration modules share.
+"""Fixtures that several integration modules share; a module imports the ones it wants by name.
 
-A module imports the ones it wants by name (pytest then finds them in that
-module, where they override tests/conftest.py's fixtures of the same name).
+None has the name of a tests/conftest.py fixture (importing one never swaps a fixture
+silently). The ONNX model is conftest's: mark a module ``pytest.mark.onnx_model``.
 """
 
 from __future__ import annotations
@@ -14,27 +14,6 @@ from galleryrank.consumer.dev.embedded import EmbeddedRedis
 from galleryrank.consumer.dev.samples import ImageServer
 from galleryrank.consumer.state import keys
 from tests.fault_support import small_jpegs
-
-
-# --- the real model on ONNX Runtime ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def onnx_model_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("onnx-model"))
-
-
-@pytest.fixture(scope="module")
-def model(onnx_model_dir):
-    """The real model on ONNX Runtime: ~3x the images/s of eager fp32 torch on these CPUs
-    (docs/references.md), and a batch's scores do not depend on its size. Exported once per module;
-    consumer processes started by the tests load the same file."""
-    from galleryrank.models import load_scoring_model
-
-    return load_scoring_model(None, device="cpu", backend="onnxruntime", cache_dir=onnx_model_dir)
-
-
-@pytest.fixture
-def settings(settings, onnx_model_dir):
-    return settings.model_copy(update={"backend": "onnxruntime", "model_cache_dir": onnx_model_dir})
 
 
 @pytest_asyncio.fixture

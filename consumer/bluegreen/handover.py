@@ -53,6 +53,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from ..failures import Backoff, is_environment, retry
 from ..interfaces import RedisClient, ScoringBackend
 from ..settings import ConfigError, Settings
+from ..state.namespace import WriteTarget
 from ..stream.scorer import GalleryScorer, ScorerControl
 from . import namespaces
 
@@ -125,18 +126,29 @@ class Handover(ScorerControl):
         group_id: str | None = None,
         *,
         load_model: Callable[[str | None], ScoringBackend],
+        target: WriteTarget | None = None,
     ):
         """``load_model(checkpoint)``: the model a namespace's meta names ("" = the shipped default);
-        the composition root passes runtime.load_namespace_model, which also knows the model server."""
+        the composition root passes runtime.load_namespace_model, which also knows the model server.
+        ``target``: the namespace the scorer writes into (state/namespace.py), shared with its writer."""
         self.settings = settings
         self.redis = redis
         self.group_id = group_id or settings.group_id
         self.topic = settings.topic
         self._load_model = load_model
-        self.current: str = ""
+        self.target = target or WriteTarget(redis)
         self.switches = 0
         self._pending: dict[TopicPartition, int | None] = {}  # marker to set after committing this offset
         self._next_check = 0.0
+
+    @property
+    def current(self) -> str:
+        """The namespace this consumer writes into: the write target's, not a copy of it."""
+        return self.target.current or ""
+
+    @current.setter
+    def current(self, namespace: str) -> None:
+        self.target.switch(namespace or None)
 
     # --- startup ---------------------------------------------------------------
     async def start(self, model: ScoringBackend | None = None) -> ScoringBackend:

@@ -340,7 +340,7 @@ async def run_replay(
             if reporter:
                 reporter.cancel()
                 await asyncio.gather(reporter, return_exceptions=True)
-            result.complete = bounds.reached_end() and scorer.tracker.in_flight() == 0
+            result.complete = bounds.reached_end() and scorer.progress().in_flight == 0
             if not result.complete:
                 await namespaces.write_meta(redis, namespace, status="interrupted")
     result.summary.seconds = time.monotonic() - started
@@ -384,8 +384,9 @@ async def _report(bounds: ReplayBounds, scorer: GalleryScorer, namespace: str) -
         task = bar.add_task("replay", total=total, lag=total, dlq=0)
 
         def refresh() -> None:
-            done = bounds.done(scorer.tracker.in_flight())
-            bar.update(task, completed=done, lag=total - done, dlq=scorer.summary.dead_lettered)
+            now = scorer.progress()
+            done = bounds.done(now.in_flight)
+            bar.update(task, completed=done, lag=total - done, dlq=now.summary.dead_lettered)
 
         try:
             while True:

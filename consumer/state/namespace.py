@@ -45,3 +45,21 @@ async def active_namespace(redis: RedisClient) -> str:
     """``GET galleryrank:active``; absent = ``live`` (the website's read contract)."""
     value = await redis.get(keys.ACTIVE_KEY)
     return value.decode() if value else DEFAULT_NAMESPACE
+
+
+class WriteTarget:
+    """The namespace a running scorer writes into: its one owner at run time.
+
+    Made by the composition root (consumer/runtime.py) from ``settings.namespace``; the
+    writer resolves it at each write, the hand-over switches it. ``current`` None = the
+    active namespace, read at each write."""
+
+    def __init__(self, redis: RedisClient, namespace: str | None = None):
+        self.redis = redis
+        self.current = None if namespace is None else validate_name(namespace)
+
+    def switch(self, namespace: str | None) -> None:
+        self.current = namespace
+
+    async def resolve(self) -> str:
+        return self.current or await active_namespace(self.redis)

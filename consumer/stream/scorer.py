@@ -30,16 +30,15 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from .. import metrics
 from ..failures import BUG_ATTEMPTS, Backoff, EventFault, Fault, IsolatedFailure, classify
-from ..images import decode_path
 from ..images.decode import DecodedImage, DecodeError
-from ..images.decode_pool import DecodePool, available_cpus
+from ..images.decode_path import BatchedDecoder
+from ..images.decode_pool import DecodePool
 from ..images.download import DownloadError, ImageDownloader
-from ..interfaces import KafkaRecord, RedisClient, ScoringBackend
+from ..interfaces import KafkaRecord, ScoringBackend
 from ..settings import Settings
-from ..state.document import ranking_config
+from ..state.namespace import WriteTarget
 from ..state.overrides import AreaChange, HideChange, LabelChange, OverrideChange, PinChange, RatingChange
 from ..state.records import Fence, ImageChange
-from ..state.store import GalleryStore
 from ..state.writer import HotelStore, StateWriter
 from .batcher import MicroBatcher
 from .dlq import DeadLetterFailed, DeadLetters
@@ -104,12 +103,37 @@ class RunSummary:
 
 
 @dataclass
-class ScorerClients:
-    """The network clients a scorer runs on, built by the composition root (consumer/runtime.py)."""
+class ScorerParts:
+    """Every collaborator a scorer runs on, built by the composition root (consumer/runtime.py
+    ``build_parts``); the scorer builds none of them."""
 
     consumer: AIOKafkaConsumer  # subscribed by the scorer; its group is the scorer's group
-    producer: AIOKafkaProducer  # dead letters
+    producer: AIOKafkaProducer  # the DLQ's
     downloader: ImageDownloader  # HTTP
+    store: HotelStore  # hotel state (state/store.py)
+    target: WriteTarget  # the namespace written into (state/namespace.py): its one owner
+    writer: StateWriter  # writes into `target`
+    dlq: DeadLetters
+    dlq_marks: DlqMarks  # one DLQ record per source record
+    tracker: OffsetTracker
+    batcher: MicroBatcher
+    decode_pool: DecodePool
+    gpu_decoder: BatchedDecoder | None  # batched decode on the GPU; None: the decode pool decodes
+    known: KnownEvents  # a re-published event_id is not downloaded again (stream/redelivery.py)
+
+
+@dataclass
+class Progress:
+    """What others read of a running scorer (health, replay, benchmarks, tests): a snapshot."""
+
+    summary: RunSummary
+    in_flight: int  # records between fetch and commit
+    assigned: frozenset[TopicPartition]
+    paused: frozenset[TopicPartition]
+    pause_count: int  # times partitions were paused for backpressure
+    queued_for_model: int
+    ready: bool  # partitions assigned at least once
+    last_loop_at: float  # time.monotonic() of the main loop's last turn
 
 
 class ScorerControl:
@@ -155,59 +179,37 @@ class GalleryScorer:
         self,
         settings: Settings,
         model: ScoringBackend,
-        redis: RedisClient,
-        clients: ScorerClients,
+        parts: ScorerParts,
         *,
-        group_id: str | None = None,
         control: ScorerControl | None = None,
         stop_at: Callable[[GalleryScorer], Awaitable[bool]] | None = None,
         on_assigned: Callable[[object, set[TopicPartition]], Awaitable[None]] | None = None,
     ):
-        """Build with `runtime.build_scorer`, which makes the clients from the settings.
+        """Build with `runtime.build_scorer`, which makes every part from the settings.
 
         `stop_at` / `on_assigned`: single hooks for tests and benchmarks; replay and
         hand-over plug in a `control`.
         """
         self.settings = settings
         self.model = model
-        self.store: HotelStore = GalleryStore(
-            redis,
-            ranking_config(settings.ranking_strategy, settings.ranking_diversity),
-            cache_images=settings.hotel_cache_images,
-        )
         self.control = control or ScorerControl()
         self.stop_at = stop_at
         self.on_assigned = on_assigned
-        # The namespace every write goes to; None = whatever galleryrank:active says at each write.
-        self.namespace: str | None = settings.namespace
-        self.consumer = clients.consumer
-        self.producer = clients.producer
-        self.downloader = clients.downloader
-        self.dlq = DeadLetters(self.producer, settings.dlq_topic)
-        self.dlq_marks = DlqMarks(redis, group_id or settings.group_id)  # one DLQ record per source record
-        self.tracker = OffsetTracker()
+        self.consumer = parts.consumer
+        self.producer = parts.producer
+        self.downloader = parts.downloader
+        self.store = parts.store
+        self.target = parts.target
+        self.dlq = parts.dlq
+        self.dlq_marks = parts.dlq_marks
+        self.tracker = parts.tracker
+        self.known = parts.known
+        self.batcher = parts.batcher
+        self.writer = parts.writer
+        self.decode_pool = parts.decode_pool
+        self.gpu_decoder = parts.gpu_decoder
         # Live topics first, backfill in the room they leave (stream/priority.py).
         self.priority = PriorityGate(subscribed_topics(settings), settings.backfill_max_in_flight)
-        # A re-published catalogue row (same event_id) is not downloaded again (stream/redelivery.py).
-        self.known = KnownEvents(redis, getattr(self.store, "cache", None))
-        self.batcher = MicroBatcher(model.score, model.areas, settings.batch_size, settings.max_batch_delay_ms / 1000)
-        self.writer = StateWriter(self.store, self._write_namespace, coalesce_s=settings.write_coalesce_ms / 1000)
-        # Decodes run in killable worker processes under a CPU-time and a byte budget
-        # (consumer/images/decode_pool.py); as many as the container's CPUs by default.
-        self.decode_pool = DecodePool(
-            settings.decode_workers or available_cpus(),
-            cpu_budget_s=settings.decode_timeout_s,
-            memory_budget_bytes=settings.decode_memory_mb << 20,
-            max_pixels=settings.max_image_pixels,
-        )
-        # On a CUDA model JPEGs are decoded in batches on the GPU (settings.decode_path: the hardware
-        # decoder, else nvJPEG; consumer/images/decode_path.py); None = the pool above. Batches
-        # are bounded by the fetch slots below: raise download_concurrency on a GPU.
-        self.gpu_decoder = decode_path.build(
-            settings.decode_path, model, settings.max_image_pixels, settings.batch_size,
-            fallback=lambda data: self.decode_pool.decode(data, model.input_size),
-            max_bytes=settings.decode_memory_mb << 20,
-        )  # fmt: skip
         # Bounded stages. max_in_flight bounds records (a few hundred bytes each);
         # these bound the big objects: at most download_concurrency image bodies
         # (~0.3-3 MB) and 2 x batch_size decoded images (150 KB at 224 px) exist at
@@ -228,7 +230,7 @@ class GalleryScorer:
         self._last_record_at = time.monotonic()
 
     async def _write_namespace(self) -> str:
-        return self.namespace or await self.store.active_namespace()
+        return await self.target.resolve()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -259,7 +261,39 @@ class GalleryScorer:
 
     def switch_namespace(self, namespace: str | None) -> None:
         """Write every event processed from now on into `namespace` (None: the active one at each write)."""
-        self.namespace = namespace
+        self.target.switch(namespace)
+
+    def progress(self) -> Progress:
+        return Progress(
+            summary=self.summary,
+            in_flight=self.tracker.in_flight(),
+            assigned=frozenset(self.consumer.assignment()),
+            paused=frozenset(self.consumer.paused()),
+            pause_count=self.pause_count,
+            queued_for_model=self.batcher.queued(),
+            ready=self.ready,
+            last_loop_at=self.last_loop_at,
+        )
+
+    async def caught_up(self) -> bool:
+        """True when every assigned partition is committed up to its high watermark.
+
+        Uses the Fetch high watermark, not `end_offsets()`: Tansu answers the latter
+        with the base offset of the last batch + 1 (docs/architecture.md).
+        """
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            high = self.consumer.highwater(tp)
+            if high is None:
+                return False
+            committed = self.tracker.committable({tp}).get(tp)
+            if committed is None:
+                committed = await self.consumer.committed(tp) or 0
+            if committed < high:
+                return False
+        return True
 
     async def swap_model(self, model: ScoringBackend) -> None:
         """Score with `model` from now on: call between drain_and_commit and the next fetch."""

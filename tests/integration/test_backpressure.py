@@ -54,11 +54,11 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
 
     async def watch() -> None:
         while True:
-            seen["in_flight"] = max(seen["in_flight"], scorer.tracker.in_flight())
-            seen["paused"] = max(seen["paused"], len(scorer.consumer.paused()))
+            seen["in_flight"] = max(seen["in_flight"], scorer.progress().in_flight)
+            seen["paused"] = max(seen["paused"], len(scorer.progress().paused))
             gauge = metrics.REGISTRY.get_sample_value("galleryrank_paused_partitions") or 0.0
             seen["paused_gauge"] = max(seen["paused_gauge"], gauge)
-            seen["queued"] = max(seen["queued"], scorer.batcher.queued())
+            seen["queued"] = max(seen["queued"], scorer.progress().queued_for_model)
             t0 = time.perf_counter()
             await asyncio.sleep(0.01)
             seen["loop_lag"] = max(seen["loop_lag"], time.perf_counter() - t0 - 0.01)
@@ -70,7 +70,7 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
         watcher.cancel()
     try:
         # Backpressure engaged, on the consumer and in the metric ...
-        assert scorer.pause_count >= 1
+        assert scorer.progress().pause_count >= 1
         assert seen["paused"] >= 1 and seen["paused_gauge"] >= 1
         # ... and bounded what is held: records in flight and images waiting for the model.
         assert seen["in_flight"] <= cap

@@ -28,7 +28,6 @@ from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,6 @@ from galleryrank.consumer.stream.produce import deleted, hidden, pinned, publish
 from tests.crash_harness import ConsumerProcess
 from tests.fault_support import wait_for_log
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
 

@@ -38,9 +38,8 @@ from tests.fault_support import (
 )
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
 from tests.private_redis import PrivateRedis
-from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.onnx_model]
 
 
 def report(name: str, **figures) -> None:
@@ -229,8 +228,8 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
         while time.monotonic() - killed_at < 4.0 or (
             metrics.REDIS_RETRIES._value.get() - retries_before < 3 and time.monotonic() - killed_at < 30
         ):
-            max_paused = max(max_paused, len(scorer.consumer.paused()))
-            max_in_flight = max(max_in_flight, scorer.tracker.in_flight())
+            max_paused = max(max_paused, len(scorer.progress().paused))
+            max_in_flight = max(max_in_flight, scorer.progress().in_flight)
             await asyncio.sleep(0.1)
         committed_in_outage = await committed_positions(s, partitions)
         retries_in_outage = metrics.REDIS_RETRIES._value.get() - retries_before
@@ -480,8 +479,8 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
 
     async def stop_when_all_done(scorer) -> bool:
         # caught_up() looks at this member's partitions only: wait until it owns them all again.
-        if produced.is_set() and len(scorer.consumer.assignment()) == partitions and await caught_up(scorer):
-            final_assignment.append(len(scorer.consumer.assignment()))
+        if produced.is_set() and len(scorer.progress().assigned) == partitions and await caught_up(scorer):
+            final_assignment.append(len(scorer.progress().assigned))
             return True
         return False
 

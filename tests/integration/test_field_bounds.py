@@ -21,9 +21,8 @@ from galleryrank.consumer.stream.kafka import create_topics, make_producer
 from galleryrank.consumer.stream.produce import publish
 from tests.helpers import headers, read_topic, run_until_caught_up
 from tests.integration.test_faults import committed_positions
-from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.onnx_model]
 
 FUTURE = "2999-01-01T00:00:00Z"
 PAST_9999 = "9999-12-31T23:59:59-01:00"  # valid ISO-8601; its UTC instant is in year 10000

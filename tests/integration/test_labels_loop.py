@@ -33,7 +33,6 @@ from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.helpers import drop_namespace
 from tests.label_photos import texture_jpeg
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AREAS = {"bathroom": "stripes", "bedroom": "checks", "facade": "discs", "kitchen": "grain"}

@@ -33,7 +33,6 @@ from galleryrank.consumer.stream.events import LabelArea, LabelRating
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
 from tests.helpers import drop_namespace
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "0123456789abcdef0123456789abcdef01234567"

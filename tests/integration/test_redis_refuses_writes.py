@@ -26,9 +26,8 @@ from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import deleted, hidden, publish, upserted
 from tests.integration.test_faults import committed_positions, until
 from tests.private_redis import PrivateRedis
-from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.onnx_model]
 
 HOTELS = [f"w-{h}" for h in range(4)]
 # Long enough to last the whole observation window; the script ends by itself.

@@ -33,7 +33,6 @@ from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 from galleryrank.consumer.stream.produce import deleted, publish, upserted
 from tests.helpers import drop_namespace, galleries, run_until_caught_up, without_timestamps
-from tests.shared_fixtures import private_redis, private_redis_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 

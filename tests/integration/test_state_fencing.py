@@ -37,9 +37,9 @@ from galleryrank.consumer.stream.kafka import create_topics, make_consumer, make
 from galleryrank.consumer.stream.produce import publish
 from tests.fault_support import image_states, mixed_events
 from tests.helpers import drop_namespace, galleries, read_topic, run_until_caught_up
-from tests.shared_fixtures import model, onnx_model_dir, settings, small_server  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # every test here runs the real pipeline for 8-27 s
+# Every test here runs the real pipeline for 8-27 s.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.onnx_model]
 
 
 def upsert(hotel: str, image_id: str, url: str) -> ImageUpserted:
@@ -279,7 +279,7 @@ async def test_revoke_and_reassign_under_load_loses_nothing(settings, model, red
                 return False
             from galleryrank.consumer.runtime import caught_up
 
-            return produced.is_set() and len(scorer.consumer.assignment()) == partitions and await caught_up(scorer)
+            return produced.is_set() and len(scorer.progress().assigned) == partitions and await caught_up(scorer)
 
         async def on_assigned(consumer, assigned) -> None:
             assignments.append((name, len(assigned)))

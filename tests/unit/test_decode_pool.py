@@ -137,7 +137,8 @@ async def test_a_long_decode_shows_in_readiness_and_metrics():
     pool = DecodePool(1, cpu_budget_s=60.0, max_scans=10**6)
     status = ServiceStatus()
     status.ok("model")
-    status.attach(SimpleNamespace(decode_pool=pool, ready=True, last_loop_at=time.monotonic()), decode_budget_s=1.0)
+    scorer = SimpleNamespace(progress=lambda: SimpleNamespace(ready=True, last_loop_at=time.monotonic()))
+    status.attach(scorer, pool, decode_budget_s=1.0)
     assert status.readiness() == {}
     task = asyncio.ensure_future(pool.decode(progressive_scan_bomb(4096, 2_000), 224))
     try:

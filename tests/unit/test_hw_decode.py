@@ -101,12 +101,13 @@ def test_build_reports_the_path_in_metrics(monkeypatch):
 
 
 def test_a_cpu_scorer_never_imports_the_hardware_module():
-    """A real GalleryScorer with default settings on a CPU model: neither hw_decode nor nvImageCodec load."""
+    """A real scorer's parts (runtime.build_parts) with default settings on a CPU model: neither
+    hw_decode nor nvImageCodec load."""
     code = textwrap.dedent(
         """
-        import sys
+        import asyncio, sys
+        from galleryrank.consumer.runtime import build_parts
         from galleryrank.consumer.settings import Settings
-        from galleryrank.consumer.stream.scorer import GalleryScorer, ScorerClients
 
         class Model:
             device, input_size, areas, model_version, backend = "cpu", 224, ["bathroom"], "m", "torch"
@@ -115,8 +116,12 @@ def test_a_cpu_scorer_never_imports_the_hardware_module():
         import redis.asyncio
 
         redis = redis.asyncio.Redis.from_url("redis://127.0.0.1:1")  # never connected
-        scorer = GalleryScorer(Settings(), Model(), redis=redis, clients=ScorerClients(None, None, None))
-        assert scorer.gpu_decoder is None
+        async def parts():  # the Kafka clients want a running loop
+            return build_parts(Settings(), Model(), redis)
+
+        built = asyncio.run(parts())
+        assert built.gpu_decoder is None
+        built.decode_pool.close()
         loaded = sorted(m for m in sys.modules if "nvimgcodec" in m or m.endswith("images.hw_decode"))
         print("LOADED", loaded)
         """
