@@ -510,6 +510,8 @@ async def test_loopback_is_refused_by_default(image_app: ImageApp) -> None:
         ):
             err = await expect_error(d, url)
             assert (err.reason, err.retriable) == ("blocked_address", False), url
+            if "127.0.0.1:" in url or "localhost" in url:  # the refusal names the setting that opens it
+                assert "GALLERYRANK_DOWNLOAD_ALLOW_NETWORKS" in err.detail, err.detail
     assert sum(image_app.hits.values()) == before, "no request reached the server"
 
 
