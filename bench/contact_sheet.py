@@ -27,6 +27,10 @@ def main() -> None:
     ap.add_argument("--galleries", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("/tmp/galleryrank-sheets"))
     ap.add_argument("--cache-dir", default="~/.cache/galleryrank")
+    ap.add_argument(
+        "--before-checkpoint",
+        help="checkpoint scored for 'before' (e.g. the pre-issue-22 default.pt from git); default: today's, colour kept",
+    )
     args = ap.parse_args()
     if REPO in args.out.resolve().parents or args.out.resolve() == REPO:
         sys.exit("write sheets outside the repository (houses-dev photos are never committed)")
@@ -41,20 +45,21 @@ def main() -> None:
     from bench.houses_galleries import candidates, gallery_houses, gallery_paths, score_photos
     from bench.ranking_bench import TODAY
     from galleryrank.consumer.cli.sheet import render_sheet
-    from galleryrank.models.defaults import load_default_model
+    from galleryrank.models.defaults import load_default_model, load_model
     from galleryrank.ranking import RankingConfig, rank_gallery
 
     torch.set_num_threads(1)
     model, version = load_default_model()
+    before, before_version = load_model(args.before_checkpoint) if args.before_checkpoint else (model, version)
     groups = gallery_houses(root, max(args.galleries) + 1, seed=0)
-    keep = model.quality_features.keep.clone()
     for g in args.galleries:
         paths = gallery_paths(root, groups[g])
-        for label, config, colour in (("before", TODAY, True), ("after", RankingConfig(), False)):
-            if colour:
-                model.quality_features.keep.fill_(1.0)
-            photos = score_photos(model, paths, args.cache_dir)
-            model.quality_features.keep.copy_(keep)
+        for label, config, scorer in (("before", TODAY, before), ("after", RankingConfig(), model)):
+            keep = scorer.quality_features.keep.clone()
+            if scorer is before:
+                scorer.quality_features.keep.fill_(1.0)  # colour in the score, as before issue 22
+            photos = score_photos(scorer, paths, args.cache_dir)
+            scorer.quality_features.keep.copy_(keep)
             cands = candidates(photos)
             ranked = rank_gallery(cands, photos.areas, config)
             tiles = []
@@ -68,7 +73,8 @@ def main() -> None:
                         reason,
                     )
                 )
-            title = f"gallery {g} ({label}): houses {groups[g]}  strategy={config.strategy}  model {version}"
+            shown_version = before_version if scorer is before else version
+            title = f"gallery {g} ({label}): houses {groups[g]}  strategy={config.strategy}  model {shown_version}"
             print(render_sheet(title, tiles, args.out / f"gallery{g}-{label}.png"))
 
 

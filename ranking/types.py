@@ -39,7 +39,7 @@ class RankingConfig:
     """
 
     strategy: str = "default"  # a name in ranking.STRATEGIES
-    diversity: float = 0.9  # trade-off in [0, 1]; 0.9 = a new area is worth 9 quality_scale points
+    diversity: float = 0.85  # trade-off in [0, 1]; 0.85 = the area whose turn it is is worth ~5.7 quality_scale points
     quality_scale: float = 1.0  # aesthetic points that count as "1" of quality
     head_size: int = 24  # positions diversified carefully; the rest follow in aesthetic order
 
