@@ -270,3 +270,28 @@ def test_model_scores_a_tensor_batch_like_numpy(model):
     assert np.allclose(a.aesthetic, b.aesthetic) and np.allclose(a.area_probs, b.area_probs)
     with pytest.raises(ValueError, match="uint8"):
         model.score(batch.float())
+
+
+@needs_nvimgcodec
+def test_grey_exif_rotated_and_progressive_jpegs_take_the_hardware_path_with_the_same_pixels():
+    rng = np.random.default_rng(0)
+    base = (rng.random((300, 400, 3)) * 60 + np.linspace(0, 180, 400)[None, :, None]).astype(np.uint8)
+
+    def jpeg(img: Image.Image, **kw) -> bytes:
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=90, **kw)
+        return out.getvalue()
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: width and height swap
+    bodies = [
+        jpeg(Image.fromarray(base[..., 0], "L")),
+        jpeg(Image.fromarray(base, "RGB"), exif=exif.tobytes()),
+        jpeg(Image.fromarray(base, "RGB"), progressive=True),
+    ]
+    out = hw_decode.decode_batch(hw_decode.Codec(backend="cpu"), bodies, 224, 50_000_000, None, 1 << 30, "cpu")
+    assert out.fallback == {}
+    for body, got in zip(bodies, out.results):
+        want = decode_image(body)
+        assert (got.width, got.height) == (want.width, want.height)
+        assert np.abs(got.pixels.astype(np.int16) - want.pixels.astype(np.int16)).mean() < 1.0
