@@ -115,5 +115,5 @@ def test_default_meets_the_benchmark_targets_on_a_small_sample():
         beauty.append(aesthetic_ratio(order, g.aesthetic, 8))
         copies += duplicates_at(order, g.group, 10)
     assert np.mean(cover) >= 0.92
-    assert np.mean(beauty) >= 0.90
+    assert np.mean(beauty) >= 0.88  # issue 22: aesthetic@8 >= 0.88 of the best (variety through the head costs some)
     assert copies == 0
