@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         "default", description="Gallery ordering strategy: default, xquad, pm2, mmr, dpp, interleave, aesthetic, ..."
     )
     ranking_diversity: float | None = Field(
-        None, ge=0, le=1, description="Aesthetics/diversity trade-off 0..1; unset = the benchmarked default (0.9)"
+        None, ge=0, le=1, description="Aesthetics/diversity trade-off 0..1; unset = the benchmarked default (0.85)"
     )
 
     # --- Operations ----------------------------------------------------------------
