@@ -544,6 +544,8 @@ class GalleryScorer:
         never had a record here shows 0 rather than nothing.
         """
         for tp in self.consumer.assignment():
+            if tp.topic != self.settings.topic:
+                continue  # the gauge is the live topic's (alerts); a backfill's lag is expected
             high = self.consumer.highwater(tp)
             if high is None:
                 continue
