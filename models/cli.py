@@ -71,6 +71,19 @@ class DataError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def _data_errors_one_line(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Training's own checks of the data (too few distinct images to split, unknown options, ...)
+    raise ValueError/TypeError with a sentence: that sentence, exit code 2, no traceback."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        return run()
+    except UnidentifiedImageError as exc:  # a file that is no image, in the training folder
+        raise DataError(f"{exc}: remove or replace it") from None
+    except (ValueError, TypeError) as exc:
+        raise DataError(str(exc)) from None
+
+
 def _summary(result: dict[str, Any], out: Path) -> None:
     """A few lines a person reads; the whole result (history, split, ...) is in OUT/history.json."""
     best = result.get("best_val") or {}
@@ -170,7 +183,7 @@ def train_tagger_cmd(data: Path, out: Path, **kw: Any) -> None:
         scan_tagger_folder(data)  # the layout, before anything loads: one line naming the fix
     except (ValueError, FileNotFoundError) as exc:
         raise DataError(str(exc)) from None
-    _summary(train_tagger(data, out, **_training_kwargs(kw)), out)
+    _summary(_data_errors_one_line(lambda: train_tagger(data, out, **_training_kwargs(kw))), out)
 
 
 @train_group.command("aesthetic")
@@ -193,7 +206,7 @@ def train_aesthetic_cmd(labels: Path, images: Path, out: Path, **kw: Any) -> Non
         scan_aesthetic(labels, images)  # the labels file and images, before anything loads
     except (ValueError, FileNotFoundError) as exc:
         raise DataError(str(exc)) from None
-    _summary(train_aesthetic(labels, images, out, **_training_kwargs(kw)), out)
+    _summary(_data_errors_one_line(lambda: train_aesthetic(labels, images, out, **_training_kwargs(kw))), out)
 
 
 @click.command("evaluate")
