@@ -218,6 +218,9 @@ async def profile_path(path: str, a: argparse.Namespace, infra: dict) -> dict:
             spy.kill()
             err = b"py-spy did not stop"
         samples = parse_raw(raw.read_text()) if raw.exists() else {}
+        if a.keep_raw and raw.exists():
+            Path(a.keep_raw).mkdir(parents=True, exist_ok=True)
+            shutil.copy(raw, Path(a.keep_raw) / raw.name)
         if not samples:
             print(f"py-spy gave no samples: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
         workers_s = (group1 - group0) - (main1 - main0)
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"))
     p.add_argument("--out", default=None)
+    p.add_argument("--keep-raw", default=None, help="copy py-spy's raw stacks into this folder")
     p.add_argument("--detail", type=int, default=0, help="also print the N frames with most samples (all paths)")
     return asyncio.run(amain(p.parse_args(argv)))
 
