@@ -116,3 +116,23 @@ async def test_one_hotels_unreadable_state_fails_only_its_event_in_a_32_hotel_ch
         else:
             assert overrides is not None and b"img-1" in overrides, hid
             assert await redis.get(keys.gallery_key(s.namespace, hid)) is not None
+
+
+async def test_a_flood_of_hides_of_unknown_images_is_bounded_and_the_excess_dead_lettered(settings, model, redis):
+    from galleryrank.consumer.state.hotel import MAX_UNSEEN_FLAGS
+
+    s = settings.model_copy(update={"max_in_flight": 256})
+    extra = 5
+    events = [ImageHidden(f"g-{i}", "flood-1", f"ghost-{i}", _now(-1)) for i in range(MAX_UNSEEN_FLAGS + extra)]
+    events.append(ImageHidden("n-1", "flood-2", "img-1", _now(-1)))  # another hotel, same batches
+    await create_topics(s, partitions=1)
+    await publish(s, events)
+    summary = await run_until_caught_up(s, model, redis, partitions=1)
+    dead = await read_topic(s, s.dlq_topic, expected=extra)
+    assert sorted(headers(r)["reason"] for r in dead) == ["too_many_unknown_overrides"] * extra
+    assert summary.dead_lettered == extra and summary.overrides == MAX_UNSEEN_FLAGS + 1
+    flags = orjson.loads(await redis.get(keys.overrides_key(s.namespace, "flood-1")))["hidden"]
+    assert len(flags) == MAX_UNSEEN_FLAGS
+    assert b"img-1" in await redis.get(keys.overrides_key(s.namespace, "flood-2"))
+    source = await read_topic(s, s.topic, expected=len(events))
+    assert (await committed_positions(s, 1))[0] == max(r.offset for r in source) + 1
