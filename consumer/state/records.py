@@ -87,9 +87,7 @@ class Fence:
     timestamp: int = -1  # the Kafka record's timestamp, ms since the epoch; -1 = unknown
 
     @classmethod
-    def of(
-        cls, record: KafkaRecord, occurred_at: str | None, max_skew_s: float = times.DEFAULT_MAX_SKEW_S
-    ) -> Fence:
+    def of(cls, record: KafkaRecord, occurred_at: str | None, max_skew_s: float = times.DEFAULT_MAX_SKEW_S) -> Fence:
         """The fence of an aiokafka ConsumerRecord carrying an event with this ``occurred_at``.
 
         Bounded here, where the times are parsed (consumer/times.py): an unbelievable record
