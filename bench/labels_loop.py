@@ -191,6 +191,9 @@ async def main(args: argparse.Namespace) -> None:
         + " |"
     )
     for c in ev["learning_curve"]:
+        if c["top1"] is None:
+            print(f"| retrained, {c['fraction']:.0%} | {c['labels']} | not trained: {c['error']} |")
+            continue
         print(
             f"| retrained, {c['fraction']:.0%} | {c['labels']} | {c['top1']:.3f} | "
             + " | ".join(f"{c['top1_per_area'].get(a, 0):.3f}" for a in AREAS)

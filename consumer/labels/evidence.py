@@ -91,7 +91,8 @@ def _plot_curve(curve: list[dict[str, Any]], baseline: float, out: Path) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([c["labels"] for c in curve], [c["top1"] for c in curve], "o-", label="retrained (held-out top-1)")
+    done = [c for c in curve if c["top1"] is not None]
+    ax.plot([c["labels"] for c in done], [c["top1"] for c in done], "o-", label="retrained (held-out top-1)")
     ax.axhline(baseline, color="grey", linestyle="--", label="live model, same photos")
     ax.set_xlabel("area labels used for training")
     ax.set_ylabel("held-out top-1")
@@ -143,7 +144,15 @@ def run_evidence(
         subset = _subset(train_samples, fraction, seed) if fraction < 1 else train_samples
         run_dir = out / f"tagger-{round(fraction * 100)}pct"
         t = time.perf_counter()
-        trained = fit("tagger", subset, classes, run_dir, TrainConfig(**opts), data_root=export_dir / "train" / "areas")
+        try:
+            trained = fit(
+                "tagger", subset, classes, run_dir, TrainConfig(**opts), data_root=export_dir / "train" / "areas"
+            )
+        except ValueError as exc:  # too few distinct photos to split this share: a gap in the curve, not a failure
+            if fraction >= 1:
+                raise
+            curve.append({"fraction": fraction, "labels": len(subset), "top1": None, "error": str(exc)})
+            continue
         figures = area_figures(trained["checkpoint"], test, classes, run_dir / "test.confusion.png")
         curve.append(
             {
