@@ -34,13 +34,13 @@ import numpy as np
 from galleryrank.consumer import metrics
 from galleryrank.consumer.dev.embedded import EmbeddedKafka, EmbeddedRedis
 from galleryrank.consumer.dev.samples import ImageServer, skimage_jpegs
-from galleryrank.consumer.runtime import caught_up, load_model
+from galleryrank.consumer.runtime import build_parts, caught_up, load_model
 from galleryrank.consumer.settings import Settings
 from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.events import encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_producer
 from galleryrank.consumer.stream.produce import upserted
-from galleryrank.consumer.stream.scorer import GalleryScorer
+from galleryrank.consumer.stream.scorer import GalleryScorer, Hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "load.json"
@@ -186,7 +186,7 @@ async def run(args) -> dict:
         async def stop_at(scorer) -> bool:
             return (produced.is_set() and await caught_up(scorer)) or time.monotonic() > deadline
 
-        scorer = LatencyScorer(settings, model, redis, stop_at=stop_at)
+        scorer = LatencyScorer(settings, model, build_parts(settings, model, redis), control=Hooks(stop_at=stop_at))
         sampler = asyncio.create_task(sample_rss())
         rss_start = rss_mb()
         run_task = asyncio.create_task(scorer.run())

@@ -262,8 +262,8 @@ def _ort_session_options(options: list[str]) -> None:
 
 async def child_pipeline(settings, expect: int, stop_after_s: float | None, announce_ready: bool) -> dict:
     from galleryrank.consumer import metrics
-    from galleryrank.consumer.runtime import build_scorer, caught_up, load_model, redis_client
-    from galleryrank.consumer.stream.scorer import GalleryScorer
+    from galleryrank.consumer.runtime import build_parts, caught_up, load_model, redis_client
+    from galleryrank.consumer.stream.scorer import GalleryScorer, Hooks
 
     if os.environ.get("BENCH_ORT_OPTIONS"):
         _ort_session_options(os.environ["BENCH_ORT_OPTIONS"].split(","))
@@ -287,7 +287,7 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
             # Producer CreateTime (ms, Tansu keeps it) -> now: produced -> gallery durable in Redis.
             latencies.append(time.time() - record.timestamp / 1000)
 
-    async def on_assigned(_consumer, _partitions) -> None:
+    async def on_assigned(_scorer, _partitions) -> None:
         if announce_ready:
             print("READY", flush=True)
 
@@ -296,9 +296,8 @@ async def child_pipeline(settings, expect: int, stop_after_s: float | None, anno
             return False
         return await caught_up(scorer)
 
-    scorer = build_scorer(
-        settings, model, redis, scorer_cls=TimedScorer, stop_at=None if stop_after_s else done, on_assigned=on_assigned
-    )
+    hooks = Hooks(stop_at=None if stop_after_s else done, on_assigned=on_assigned)
+    scorer = TimedScorer(settings, model, build_parts(settings, model, redis), control=hooks)
     max_in_flight = 0
 
     async def sample() -> None:

@@ -98,7 +98,7 @@ async def child_run(mode: str, settings, expect: int) -> dict:
         from dataclasses import replace
 
         from galleryrank.consumer.runtime import build_parts, build_scorer
-        from galleryrank.consumer.stream.scorer import ScorerControl
+        from galleryrank.consumer.stream.scorer import Hooks, ScorerControl
 
         class FirstRecord(ScorerControl):
             def accept(self, scorer, record) -> bool:
@@ -109,7 +109,8 @@ async def child_run(mode: str, settings, expect: int) -> dict:
         parts = build_parts(settings, model, redis)
         parts.decode_pool.close()
         parts = replace(parts, decode_pool=StubDecodePool())
-        scorer = build_scorer(settings, model, redis, control=FirstRecord(), stop_at=stop_at, parts=parts)
+        control = Hooks(stop_at=stop_at, base=FirstRecord())
+        scorer = build_scorer(settings, model, redis, control=control, parts=parts)
 
     async def watch() -> None:
         while True:

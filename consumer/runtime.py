@@ -157,17 +157,14 @@ def build_scorer(
     *,
     group_id: str | None = None,
     control: ScorerControl | None = None,
-    scorer_cls: type[GalleryScorer] | None = None,
     target: WriteTarget | None = None,
     parts: ScorerParts | None = None,
-    **hooks: Any,
 ) -> GalleryScorer:
-    """A GalleryScorer (or `scorer_cls`) on freshly built parts; `hooks`: stop_at / on_assigned."""
+    """A GalleryScorer on `parts` (default: freshly built ones) steered by `control`."""
     from .stream.scorer import GalleryScorer
 
-    cls = scorer_cls or GalleryScorer
     parts = parts or build_parts(settings, model, redis, group_id, target)
-    return cls(settings, model, parts, control=control, **hooks)
+    return GalleryScorer(settings, model, parts, control=control)
 
 
 async def caught_up(scorer: GalleryScorer) -> bool:
@@ -198,7 +195,6 @@ async def _run_scorer(
     status: ServiceStatus,
     group_id: str | None = None,
     control: ScorerControl | None = None,
-    **hooks: Any,
 ) -> RunSummary:
     own_redis = redis is None
     redis = redis or redis_client(settings)
@@ -208,14 +204,18 @@ async def _run_scorer(
     from .state.namespace import WriteTarget
 
     target = WriteTarget(redis, settings.namespace)  # the namespace's one owner while this scorer runs
-    if settings.namespace is None and control is None:
+    from .stream.scorer import Hooks
+
+    # Plain hooks (tests, demo) ride on top of the hand-over; a replay's control replaces it.
+    hooks = control if isinstance(control, Hooks) else None
+    if settings.namespace is None and (control is None or hooks is not None):
         # The live consumer: follow galleryrank:active across promotes (consumer/bluegreen/handover.py).
         from .bluegreen.handover import Handover
 
         loader = lambda ckpt: load_namespace_model(settings, ckpt)  # noqa: E731
         handover = Handover(settings, redis, group_id, load_model=loader, target=target)
         model = await handover.start(model)
-        control = handover
+        control = hooks.over(handover) if hooks is not None else handover
     model = model or load_model(settings)
     status.model_loaded(model, settings.checkpoint)
     await wait_for_kafka(settings, status)
@@ -227,9 +227,9 @@ async def _run_scorer(
         except Exception as exc:  # Redis down at start: the writer waits for it; this is only a label
             log.warning("could not record the model of namespace %s: %s", settings.namespace, exc)
     if until_caught_up:
-        hooks["stop_at"] = caught_up
+        control = Hooks(stop_at=caught_up, base=control)
     parts = build_parts(settings, model, redis, group_id, target)
-    scorer = build_scorer(settings, model, redis, control=control, parts=parts, **hooks)
+    scorer = build_scorer(settings, model, redis, control=control, parts=parts)
     status.attach(scorer, parts.decode_pool, settings.decode_timeout_s)
     if install_signal_handlers:
         loop = asyncio.get_running_loop()

@@ -159,6 +159,41 @@ class ScorerControl:
         return False
 
 
+class Hooks(ScorerControl):
+    """A ScorerControl from plain functions (tests, benchmarks, `until_caught_up`), on top of
+    another control (`base`: the hand-over of a live consumer, say) that keeps steering:
+    each hook runs the base's first; the scorer stops when either says so."""
+
+    def __init__(
+        self,
+        *,
+        stop_at: Callable[[GalleryScorer], Awaitable[bool]] | None = None,
+        on_assigned: Callable[[GalleryScorer, set[TopicPartition]], Awaitable[None]] | None = None,
+        base: ScorerControl | None = None,
+    ):
+        self._stop_at = stop_at
+        self._on_assigned = on_assigned
+        self.base = base or ScorerControl()
+
+    def over(self, base: ScorerControl) -> Hooks:
+        """These hooks on top of `base`."""
+        return Hooks(stop_at=self._stop_at, on_assigned=self._on_assigned, base=base)
+
+    async def on_assigned(self, scorer: GalleryScorer, assigned: set[TopicPartition]) -> None:
+        await self.base.on_assigned(scorer, assigned)
+        if self._on_assigned is not None:
+            await self._on_assigned(scorer, assigned)
+
+    def accept(self, scorer: GalleryScorer, record: KafkaRecord) -> bool:
+        return self.base.accept(scorer, record)
+
+    async def on_tick(self, scorer: GalleryScorer) -> None:
+        await self.base.on_tick(scorer)
+
+    async def stop_at(self, scorer: GalleryScorer) -> bool:
+        return await self.base.stop_at(scorer) or (self._stop_at is not None and await self._stop_at(scorer))
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, scorer: GalleryScorer):
         self.scorer = scorer
@@ -169,8 +204,6 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
         await self.scorer.control.on_assigned(self.scorer, set(assigned))
-        if self.scorer.on_assigned is not None:
-            await self.scorer.on_assigned(self.scorer.consumer, set(assigned))
         self.scorer.ready = True
 
 
@@ -182,19 +215,14 @@ class GalleryScorer:
         parts: ScorerParts,
         *,
         control: ScorerControl | None = None,
-        stop_at: Callable[[GalleryScorer], Awaitable[bool]] | None = None,
-        on_assigned: Callable[[object, set[TopicPartition]], Awaitable[None]] | None = None,
     ):
         """Build with `runtime.build_scorer`, which makes every part from the settings.
 
-        `stop_at` / `on_assigned`: single hooks for tests and benchmarks; replay and
-        hand-over plug in a `control`.
+        One kind of hook: a `control` (replay, hand-over; `Hooks` for plain functions).
         """
         self.settings = settings
         self.model = model
         self.control = control or ScorerControl()
-        self.stop_at = stop_at
-        self.on_assigned = on_assigned
         self.consumer = parts.consumer
         self.producer = parts.producer
         self.downloader = parts.downloader
@@ -561,7 +589,7 @@ class GalleryScorer:
     async def _idle_done(self) -> bool:
         if self.tracker.in_flight():
             return False
-        if await self.control.stop_at(self) or (self.stop_at is not None and await self.stop_at(self)):
+        if await self.control.stop_at(self):
             return True
         idle = self.settings.stop_when_idle_s
         return idle is not None and time.monotonic() - self._last_record_at >= idle

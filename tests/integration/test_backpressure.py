@@ -17,6 +17,7 @@ from galleryrank.consumer import metrics
 from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer
 from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.helpers import drop_namespace, galleries
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ async def test_small_in_flight_cap_pauses_partitions_and_still_applies_everythin
     await create_topics(settings, partitions=PARTITIONS)
     await publish(settings, events)
 
-    scorer = build_scorer(settings, model, redis, stop_at=caught_up)
+    scorer = build_scorer(settings, model, redis, control=Hooks(stop_at=caught_up))
     seen = {"in_flight": 0, "paused": 0, "paused_gauge": 0.0, "queued": 0, "loop_lag": 0.0}
 
     async def watch() -> None:
@@ -107,13 +108,13 @@ async def test_rebalance_mid_stream_drains_revoked_work_without_deadlock(
     assignments: dict[str, list[set[int]]] = {"a": [], "b": []}
 
     def recorder(name):
-        async def on_assigned(_consumer, assigned):
+        async def on_assigned(_scorer, assigned):
             assignments[name].append({tp.partition for tp in assigned})
 
         return on_assigned
 
-    first = build_scorer(settings, model, redis, on_assigned=recorder("a"))
-    second = build_scorer(settings, model, redis, on_assigned=recorder("b"))
+    first = build_scorer(settings, model, redis, control=Hooks(on_assigned=recorder("a")))
+    second = build_scorer(settings, model, redis, control=Hooks(on_assigned=recorder("b")))
     try:
         run_a = asyncio.create_task(first.run())
         while first.summary.applied < 8:  # mid-stream, with the in-flight cap reached

@@ -28,6 +28,7 @@ from galleryrank.consumer.state import keys
 from galleryrank.consumer.state.keys import dlq_marker_pattern
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.crash_harness import ConsumerProcess, kill_schedule
 from tests.fault_support import (
     dlq_by_source,
@@ -200,7 +201,7 @@ async def test_redis_killed_mid_run_pauses_commits_only_what_is_written_and_resu
     await create_topics(s, partitions=partitions)
     await publish(s, events)
     snapshot = None
-    scorer = build_scorer(s, model, client, stop_at=caught_up)
+    scorer = build_scorer(s, model, client, control=Hooks(stop_at=caught_up))
     run = asyncio.create_task(scorer.run())
     try:
 
@@ -484,7 +485,7 @@ async def test_group_scaled_1_to_3_to_1_during_a_run_loses_nothing(settings, mod
             return True
         return False
 
-    first = build_scorer(settings, model, redis, stop_at=stop_when_all_done)
+    first = build_scorer(settings, model, redis, control=Hooks(stop_at=stop_when_all_done))
     extra = [build_scorer(settings, model, redis) for _ in range(2)]
     producer_task = asyncio.create_task(produce_steadily())
     first_task = asyncio.create_task(first.run())

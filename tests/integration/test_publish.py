@@ -39,6 +39,7 @@ from galleryrank.consumer.stream.events import ImageUpserted, encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_producer
 from galleryrank.consumer.stream.priority import backfill_topic
 from galleryrank.consumer.stream.produce import publish
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.fault_support import small_jpegs
 from tests.helpers import drop_namespace, galleries, headers, read_topic, run_until_caught_up, without_timestamps
 
@@ -404,7 +405,7 @@ async def test_live_upserts_do_not_wait_behind_a_backfill(fast, stub_model, redi
     async def stop_at(scorer) -> bool:  # not while idle between the phases
         return everything_sent.is_set() and await caught_up(scorer)
 
-    scorer = build_scorer(settings, stub_model, redis, stop_at=stop_at)
+    scorer = build_scorer(settings, stub_model, redis, control=Hooks(stop_at=stop_at))
     applied_at: dict[str, float] = {}
     write = scorer.writer.write
 

@@ -24,6 +24,7 @@ from galleryrank.consumer.runtime import build_scorer, caught_up
 from galleryrank.consumer.state import keys
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import deleted, hidden, publish, upserted
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.integration.test_faults import committed_positions, until
 from tests.private_redis import PrivateRedis
 
@@ -99,7 +100,7 @@ async def test_redis_refusing_writes_dead_letters_nothing_commits_nothing_and_ap
     async def all_done(sc) -> bool:
         return sc.summary.events >= len(before) + len(during) and await caught_up(sc)
 
-    scorer = build_scorer(s, model, client, stop_at=all_done)
+    scorer = build_scorer(s, model, client, control=Hooks(stop_at=all_done))
     run = asyncio.create_task(scorer.run())
     fault = Fault(kind, admin, server.url)
     try:

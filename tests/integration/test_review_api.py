@@ -35,6 +35,7 @@ from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import LabelArea, encode_event
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.helpers import drop_namespace, headers, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -244,7 +245,8 @@ async def test_an_area_correction_changes_the_gallery_at_once_and_survives_reran
         async def stop_at(_scorer) -> bool:
             return stop.is_set()
 
-        scorer = asyncio.create_task(run_scorer(s, model, redis=redis, install_signal_handlers=False, stop_at=stop_at))
+        hooks = Hooks(stop_at=stop_at)
+        scorer = asyncio.create_task(run_scorer(s, model, redis=redis, install_signal_handlers=False, control=hooks))
         try:
 
             async def doc() -> dict:

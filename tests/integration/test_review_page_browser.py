@@ -22,6 +22,7 @@ from galleryrank.consumer.runtime import run_scorer
 from galleryrank.consumer.state import keys, reviewers
 from galleryrank.consumer.stream.kafka import create_topics
 from galleryrank.consumer.stream.produce import publish, upserted
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.helpers import drop_namespace
 from tests.integration.test_gallery_page_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
@@ -52,7 +53,8 @@ async def test_a_reviewer_corrects_an_area_from_the_page(settings, model, redis,
     async def stop_at(_scorer) -> bool:
         return stop.is_set()
 
-    scorer = asyncio.create_task(run_scorer(s, model, redis=redis, install_signal_handlers=False, stop_at=stop_at))
+    hooks = Hooks(stop_at=stop_at)
+    scorer = asyncio.create_task(run_scorer(s, model, redis=redis, install_signal_handlers=False, control=hooks))
     server = TestServer(create_app(s, redis=redis, scoring_model=model), host="127.0.0.1")
     await server.start_server(access_log_class=PathOnlyAccessLogger, access_log=logging.getLogger("aiohttp.access"))
     problems: list[str] = []

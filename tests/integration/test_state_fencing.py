@@ -35,6 +35,7 @@ from galleryrank.consumer.state.store import GalleryStore
 from galleryrank.consumer.stream.events import ImageDeleted, ImageUpserted, encode_event
 from galleryrank.consumer.stream.kafka import create_topics, make_consumer, make_producer
 from galleryrank.consumer.stream.produce import publish
+from galleryrank.consumer.stream.scorer import Hooks
 from tests.fault_support import image_states, mixed_events
 from tests.helpers import drop_namespace, galleries, read_topic, run_until_caught_up
 
@@ -281,12 +282,11 @@ async def test_revoke_and_reassign_under_load_loses_nothing(settings, model, red
 
             return produced.is_set() and len(scorer.progress().assigned) == partitions and await caught_up(scorer)
 
-        async def on_assigned(consumer, assigned) -> None:
+        async def on_assigned(_scorer, assigned) -> None:
             assignments.append((name, len(assigned)))
 
-        return run_scorer(
-            settings, model, redis=redis, install_signal_handlers=False, stop_at=stop_at, on_assigned=on_assigned
-        )
+        hooks = Hooks(stop_at=stop_at, on_assigned=on_assigned)
+        return run_scorer(settings, model, redis=redis, install_signal_handlers=False, control=hooks)
 
     assignments: list[tuple[str, int]] = []
     producer = asyncio.create_task(produce_steadily())
