@@ -20,7 +20,7 @@
 # Python: the project's .venv when there is one; else, when a folder .whl/ holds wheels (a
 # machine without network, e.g. a lent GPU machine whose python3 already has torch), they are
 # installed with --no-index into /tmp/galleryrank-site and the checkout runs from PYTHONPATH;
-# else a .venv is made (needs the network). bench/gpu_wheels.sh fills .whl/ (~55 MB, listed
+# else a .venv is made (needs the network). bench/gpu_wheels.sh fills .whl/ (59 MB, listed
 # with sizes at the start of the run). Nothing is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +86,7 @@ if [[ $smoke == 1 ]]; then
   msb=(--device cpu --modes in-process:cpu --processes 1 --events 24 --photos 2 --sizes 320x240
        --image-servers 1 --settle 1)
 else
-  msb=(--device cuda --modes in-process:nvjpeg,in-process:hardware --processes 1,4,8 --events 8000
+  msb=(--device cuda --modes in-process:nvjpeg,in-process:hardware --processes 1,4,8 --events 6000
        --photos 32 --sizes 1600x1200,2880x1920 --batch-size 128 --download-concurrency 128
        --start-timeout 120 --run-timeout 40 --settle 2)
 fi
