@@ -185,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     global MIN_CALLS
     MIN_CALLS = 1 if a.smoke else 3
 
+    from bench.common import log
     from bench.pipeline_bench import make_photos
     from galleryrank.consumer.images.decode import decode_image
     from galleryrank.consumer.images.gpu_decode import decode_batch
     from galleryrank.models import load_scoring_model
 
-    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)  # noqa: E731
     out: dict = {
         "device": device,
         "smoke": a.smoke,

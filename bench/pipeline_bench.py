@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import drop_namespaces, log
+
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 CORES = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -477,17 +479,6 @@ async def publish_at_rate(settings, events: list, rate: float) -> float:
         await producer.stop()
 
 
-async def drop_namespaces(redis_url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"galleryrank:{prefix}*", count=1000):
-            await client.unlink(key)
-    finally:
-        await client.aclose()
-
-
 async def run_parent(a: argparse.Namespace) -> dict:
     from galleryrank.consumer.dev.embedded import EmbeddedKafka
     from galleryrank.consumer.dev.samples import ImageServer
@@ -496,7 +487,6 @@ async def run_parent(a: argparse.Namespace) -> dict:
     from galleryrank.consumer.stream.produce import publish
 
     tag = uuid.uuid4().hex[:6]
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     log(f"generating {a.photos} photos 1600x1200")
     photos = make_photos(a.photos)
     names = sorted(photos)

@@ -41,6 +41,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import baseline
+from bench.common import drop_namespaces, log
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
@@ -219,17 +220,6 @@ def make_events(server, names: list[str], events: int, hotels: int, tag: str):
         )
 
 
-async def drop_namespaces(redis_url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"galleryrank:{prefix}*", count=1000):
-            await client.unlink(key)
-    finally:
-        await client.aclose()
-
-
 async def run_parent(a: argparse.Namespace) -> dict:
     from bench.stubs import StaticHttpServer, tiny_jpegs
     from galleryrank.consumer.dev.embedded import EmbeddedKafka
@@ -238,7 +228,6 @@ async def run_parent(a: argparse.Namespace) -> dict:
     from galleryrank.consumer.stream.produce import publish
 
     tag = uuid.uuid4().hex[:6]
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     images = tiny_jpegs(a.images)
     out: dict = {"config": vars(a).copy(), "load_avg_start": os.getloadavg(), "runs": []}
     with EmbeddedKafka() as kafka:
