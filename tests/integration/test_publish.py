@@ -347,6 +347,7 @@ async def test_fencing_orders_live_and_backfill_of_the_same_photo_both_ways(fast
         await drop_namespace(redis, settings.namespace)
 
 
+@pytest.mark.slow  # > 7 s: in make test, not in make test-fast
 async def test_replay_covers_the_backfill_topic(fast, stub_model, redis, photos, tmp_path):
     settings = fast
     rows, bad, _ = catalogue(photos, 60, "rp", bad_every=1000)
