@@ -82,7 +82,7 @@ def _field(tp: TopicPartition) -> str:
 _T = TypeVar("_T")
 
 
-async def _retrying(call: Callable[[], Awaitable[_T]], what: str) -> _T:
+async def _retrying(call: Callable[..., Awaitable[_T]], what: str) -> _T:
     """`await call()` until Redis takes it (consumer/failures.py: down, or refusing writes with
     OOM / READONLY / ...), for reads and marker writes that must not be skipped."""
     return await retry(call, what, backoff=Backoff(0.1, 5.0))

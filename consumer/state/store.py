@@ -183,7 +183,8 @@ class GalleryStore:
             return count
         return self.cache.drop_sources(set(partitions))
 
-    async def _load(self, namespace: str, hotel_ids: list[str]) -> dict[str, HotelState]:
+    async def _load(self, namespace: str, hotel_ids: list[str]) -> dict[str, HotelState | Exception]:
+        """Each hotel's state, or why it could not be read (that hotel fails alone)."""
         pipe = self.redis.pipeline(transaction=False)
         for hid in hotel_ids:
             pipe.hgetall(keys.images_key(namespace, hid))
@@ -372,7 +373,10 @@ class GalleryStore:
     # --- reads and tools -------------------------------------------------------------------
     async def hotel_state(self, namespace: str, hotel_id: str) -> HotelState:
         """The hotel as Redis holds it now (not the cache)."""
-        return (await self._load(namespace, [hotel_id]))[hotel_id]
+        state = (await self._load(namespace, [hotel_id]))[hotel_id]
+        if isinstance(state, Exception):
+            raise state
+        return state
 
     async def hotel_records(self, namespace: str, hotel_id: str) -> dict[str, ImageRecord]:
         key = keys.images_key(namespace, hotel_id)
