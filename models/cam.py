@@ -80,7 +80,7 @@ def caption(img: Image.Image, text: str) -> Image.Image:
     """The image with a band below it that says what it shows (area, probability, model)."""
     font = ImageFont.load_default(size=max(12, img.width // 45))
     probe = ImageDraw.Draw(img)
-    left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+    _, top, _, bottom = (int(v) for v in probe.textbbox((0, 0), text, font=font))
     pad = max(4, (bottom - top) // 3)
     out = Image.new("RGB", (img.width, img.height + (bottom - top) + 2 * pad), (20, 20, 20))
     out.paste(img.convert("RGB"), (0, 0))

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 from rich.console import Console
@@ -97,7 +97,7 @@ def print_galleries(console: Console, galleries: dict[str, dict], photo_of: dict
             cols.insert(3, "your label")
         longest = max((len(n) for n in photo_of.values()), default=10)
         for col in cols:
-            justify = "right" if col in ("position", "area conf.", "aesthetic") else "left"
+            justify: Literal["left", "right"] = "right" if col in ("position", "area conf.", "aesthetic") else "left"
             if col == "photo":  # a file name is never cut: it is how you find the photo again
                 table.add_column(col, justify=justify, no_wrap=True, min_width=min(longest, 60))
             else:
