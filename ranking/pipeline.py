@@ -81,7 +81,7 @@ class HeadState:
             if self._open_per_area is not None:
                 self._open_per_area[self._top[row]] -= 1
         self.blocked[row] = True
-        if self.area_counts.size == 0:
+        if self._open_per_area is None:  # a gallery without areas
             return
         area = self._top[row]
         self.area_counts[area] += 1
