@@ -27,5 +27,8 @@ fi
 python -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 python -m pip install --quiet $TORCH_SPEC
-python -m pip install --quiet -e ".[$EXTRAS]"
+# setuptools' editable install always adds an "Editable installation ... folders with the same
+# name as your package" notice (its meta-path finder, which keeps consumer/, models/, ranking/
+# from becoming top-level imports: nothing for us to change); only that message is silenced.
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet -e ".[$EXTRAS]"
 echo "$want" > "$stamp"
