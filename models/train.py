@@ -322,32 +322,8 @@ def fit(
         )
     targets = torch.stack([_target(s) for s in samples])
 
-    # split: exact copies removed, near-duplicate groups kept on one side
     if state is None:
-        emb: np.ndarray | None
-        if feats is not None:  # the duplicate pass reuses the cached serving view: no second decode
-            hashes = feats.phash
-            with torch.inference_mode():
-                emb = _cached_heads(model, feats, list(range(len(samples))), 0, device)["embedding"].cpu().numpy()
-        else:
-            hashes, emb = _hashes_and_embeddings(
-                model, samples, device, cfg.input_size, cfg.dedup_cosine is not None, progress=cfg.progress
-            )
-        strat = [
-            s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))  # type: ignore[arg-type]  # aesthetic samples carry votes
-            for s in samples
-        ]
-        train_idx, val_idx, split = split_without_leaks(
-            strat,
-            hashes,
-            emb,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            names=[str(s.path) for s in samples],
-            hash_distance=cfg.dedup_hash_distance,
-            cosine=cfg.dedup_cosine or 2.0,
-        )
-        split_report = split.as_dict()
+        train_idx, val_idx, split_report = _split(model, task.kind, samples, feats, device, cfg)
     else:
         train_idx, val_idx, split_report = state["train_idx"], state["val_idx"], state["split"]
     if not train_idx or not val_idx:
@@ -355,26 +331,7 @@ def fit(
     log.info("split: %s", {k: v for k, v in split_report.items() if k != "removed"})
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    loaders: dict[str, Batches] = {}
-
-    def image_loaders() -> tuple[
-        Any, Any
-    ]:  # only for epochs that run the backbone (phase 2, or phase 1 without the cache)
-        if not loaders:
-            aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
-            cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
-            train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
-            val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
-            loaders["train"] = torch.utils.data.DataLoader(
-                train_ds,
-                batch_size=batch_size,
-                shuffle=True,
-                generator=gen,
-                num_workers=cfg.workers,
-                drop_last=len(train_ds) > batch_size,
-            )
-            loaders["val"] = torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
-        return loaders["train"], loaders["val"]
+    loaders: tuple[Batches, Batches] | None = None  # built on the first epoch that runs the backbone
 
     total_epochs = cfg.epochs_heads + cfg.epochs_all
     history: list[dict[str, Any]] = []
@@ -396,18 +353,10 @@ def fit(
     for epoch in range(epoch0, total_epochs):
         phase = 1 if epoch < cfg.epochs_heads else 2
         if phase_opt is None or phase_opt[0] != phase:
-            params = _set_phase(model, task, phase)
-            lr = cfg.lr_heads if phase == 1 else cfg.lr_all
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-            if state is not None and state.get("phase") == phase and epoch == epoch0:
-                opt.load_state_dict(state["optimizer"])
-            phase_opt = (phase, opt)
+            resumed = state if state is not None and state.get("phase") == phase and epoch == epoch0 else None
+            phase_opt = (phase, _phase_optimizer(model, task, phase, cfg, resumed))
             if phase == 2 and cfg.distill_weight > 0:
-                # the teacher is the model as phase 2 begins (after a resume inside phase 2: as resumed,
-                # whose other heads were themselves held to the original teacher until then)
-                teacher = copy.deepcopy(model).eval()
-                for p in teacher.parameters():
-                    p.requires_grad_(False)
+                teacher = _teacher(model)
         opt = phase_opt[1]
         _train_mode(model, task, phase)
         t_epoch = time.perf_counter()
@@ -418,30 +367,10 @@ def fit(
             )
             val = _validate_cached(model, task, feats, targets, val_idx, device)
         else:
-            train_dl, val_dl = image_loaders()
-            total, seen = 0.0, 0
-            bar = _progress(train_dl, cfg.progress, desc, len(train_dl))
-            for x, y in bar:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp):
-                    pred = model.run(x)
-                    loss = task.loss(pred, y)
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t_out = teacher.run(x)
-                        loss = loss + cfg.distill_weight * task.distill(pred, t_out)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None and scaler.is_enabled():
-                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
-                    opt.step()
-                total += loss.item() * len(y)
-                seen += len(y)
-                if cfg.progress and hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{total / seen:.4f}")
+            if loaders is None:
+                loaders = _image_loaders(samples, train_idx, val_idx, cfg, rotate, batch_size, gen)
+            train_dl, val_dl = loaders
+            total, seen = _image_epoch(model, task, opt, train_dl, teacher, scaler, device, amp, cfg, desc)
             backbone_changed |= phase == 2
             val = _validate(model, val_dl, task, device, amp)
         row = {
@@ -503,6 +432,122 @@ def fit(
     }
     (out_dir / "history.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def _split(
+    model: GalleryNet, kind: str, samples: list[Sample], feats: Any, device: torch.device, cfg: TrainConfig
+) -> tuple[list[int], list[int], dict[str, Any]]:
+    """(train rows, validation rows, report): exact copies removed, near-duplicate groups kept on one side."""
+    emb: np.ndarray | None
+    if feats is not None:  # the duplicate pass reuses the cached serving view: no second decode
+        hashes = feats.phash
+        with torch.inference_mode():
+            emb = _cached_heads(model, feats, list(range(len(samples))), 0, device)["embedding"].cpu().numpy()
+    else:
+        hashes, emb = _hashes_and_embeddings(
+            model, samples, device, cfg.input_size, cfg.dedup_cosine is not None, progress=cfg.progress
+        )
+    strat = [
+        s.label if kind == "tagger" else int(round(float(np.dot(s.votes, range(1, 11)) / sum(s.votes))))  # type: ignore[arg-type]  # aesthetic samples carry votes
+        for s in samples
+    ]
+    train_idx, val_idx, split = split_without_leaks(
+        strat,
+        hashes,
+        emb,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        names=[str(s.path) for s in samples],
+        hash_distance=cfg.dedup_hash_distance,
+        cosine=cfg.dedup_cosine or 2.0,
+    )
+    return train_idx, val_idx, split.as_dict()
+
+
+def _image_loaders(
+    samples: list[Sample],
+    train_idx: list[int],
+    val_idx: list[int],
+    cfg: TrainConfig,
+    rotate: float,
+    batch_size: int,
+    gen: torch.Generator,
+) -> tuple[Batches, Batches]:
+    """(train, validation) loaders of decoded images: for epochs that run the backbone (phase 2,
+    or phase 1 without the feature cache)."""
+    aug = TrainAugment(cfg.input_size, rotate_degrees=rotate, seed=cfg.seed)
+    cache = len(samples) <= CACHE_DECODED_UP_TO  # small sets: decode once, not every epoch
+    train_ds = ImageDataset([samples[i] for i in train_idx], aug, cache=cache)
+    val_ds = ImageDataset([samples[i] for i in val_idx], serving_transform(cfg.input_size), cache=cache)
+    train = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=cfg.workers,
+        drop_last=len(train_ds) > batch_size,
+    )
+    return train, torch.utils.data.DataLoader(val_ds, batch_size=batch_size, num_workers=cfg.workers)
+
+
+def _phase_optimizer(
+    model: GalleryNet, task: _Task, phase: int, cfg: TrainConfig, resumed: dict[str, Any] | None
+) -> torch.optim.Optimizer:
+    """The phase's trainable parameters set, and their optimizer (its state from ``resumed``)."""
+    params = _set_phase(model, task, phase)
+    lr = cfg.lr_heads if phase == 1 else cfg.lr_all
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    if resumed is not None:
+        opt.load_state_dict(resumed["optimizer"])
+    return opt
+
+
+def _teacher(model: GalleryNet) -> GalleryNet:
+    """The model as phase 2 begins, frozen (after a resume inside phase 2: as resumed, whose other
+    heads were themselves held to the original teacher until then)."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _image_epoch(
+    model: GalleryNet,
+    task: _Task,
+    opt: torch.optim.Optimizer,
+    train_dl: Batches,
+    teacher: GalleryNet | None,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+    amp: bool,
+    cfg: TrainConfig,
+    desc: str,
+) -> tuple[float, int]:
+    """One pass over the decoded training images: (summed loss, images seen)."""
+    total, seen = 0.0, 0
+    bar = _progress(train_dl, cfg.progress, desc, len(train_dl))
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            pred = model.run(x)
+            loss = task.loss(pred, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher.run(x)
+                loss = loss + cfg.distill_weight * task.distill(pred, t_out)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
+            opt.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+        if cfg.progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total, seen
 
 
 def _keep_best(
