@@ -65,9 +65,9 @@ READS: dict[str, set[str]] = {
     "labels export": {"kafka", "labels_topic", "download", "max_image_pixels"},
     "labels suspects": {"redis"},
     "labels evidence": {"device"},
-    "labels tasks": {"redis"},
+    "labels tasks": {"redis", "ranking", "review_raters"},
     "labels import": {"kafka", "labels_topic"},
-    "labels": set(),  # a group: its subcommands' settings are in LABELS_READS
+    "labels": set(),  # a group: its subcommands are listed above
     "reviewers": set(),  # a group: add / list / revoke read "redis"
 }
 SETTING_FLAGS = {"--" + f.replace("_", "-"): f for f in Settings.model_fields}
