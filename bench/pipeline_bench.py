@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import drop_namespaces, log
+from bench.common import drop_namespaces, log, upsert_events
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 CORES = os.cpu_count() or 1
@@ -446,18 +446,6 @@ async def run_child(args: list[str], on_ready=None, timeout_s: float = 900, prof
     return result
 
 
-def bench_events(server, names: list[str], events: int, hotels: int, tag: str):
-    """Event i goes to hotel i % hotels (image i // hotels); photos are reused round-robin by URL."""
-    from galleryrank.consumer.stream.events import ImageUpserted
-    from galleryrank.consumer.stream.produce import now_iso
-
-    now = now_iso()
-    for i in range(events):
-        yield ImageUpserted(
-            f"{tag}-{i}", f"h-{i % hotels:05d}", f"img-{i // hotels}", server.url(names[(i * 7) % len(names)]), now
-        )
-
-
 async def publish_at_rate(settings, events: list, rate: float) -> float:
     """Produce `events` evenly at `rate` per second (acks=all); returns the achieved rate."""
     from galleryrank.consumer.stream.events import encode_event
@@ -548,7 +536,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
             # (b) and (c) read the same topic with different consumer groups.
             main = settings_for("pipeline", "main")
             await create_topics(main, partitions=a.partitions)
-            await publish(main, bench_events(server, names, a.events, a.hotels, "main"))
+            await publish(main, upsert_events(server, names, a.events, a.hotels, "main"))
             log(f"(b) pipeline: {a.events} events over {a.hotels} hotels")
             out["pipeline"] = await scorer_run("pipeline", main, expect=a.events, profile=a.profile)
             log(f"    {out['pipeline']['events_per_s']:.1f} events/s")
@@ -564,7 +552,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
 
             rss = settings_for("rss", "backlog")
             await create_topics(rss, partitions=a.partitions)
-            await publish(rss, bench_events(server, names, a.backlog, a.hotels * 10, "backlog"))
+            await publish(rss, upsert_events(server, names, a.backlog, a.hotels * 10, "backlog"))
             log(f"memory: {a.backlog} event backlog, cut after {a.backlog_seconds:g} s")
             out["backlog"] = await scorer_run("pipeline", rss, stop_after_s=a.backlog_seconds)
             out["backlog"]["backlog_events"] = a.backlog
@@ -572,7 +560,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
             lat = settings_for("latency", "steady")
             await create_topics(lat, partitions=a.partitions)
             rate = max(1.0, a.latency_load * out["pipeline"]["events_per_s"])
-            steady = list(bench_events(server, names, int(rate * a.latency_seconds), a.hotels, "steady"))
+            steady = list(upsert_events(server, names, int(rate * a.latency_seconds), a.hotels, "steady"))
             produced = {}
 
             async def produce_steady() -> None:

@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import baseline
-from bench.common import drop_namespaces, log
+from bench.common import drop_namespaces, log, upsert_events
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
@@ -209,17 +209,6 @@ async def run_child(mode: str, settings, expect: int, profile: str | None) -> di
     return result
 
 
-def make_events(server, names: list[str], events: int, hotels: int, tag: str):
-    from galleryrank.consumer.stream.events import ImageUpserted
-    from galleryrank.consumer.stream.produce import now_iso
-
-    now = now_iso()
-    for i in range(events):
-        yield ImageUpserted(
-            f"{tag}-{i}", f"h-{i % hotels:04d}", f"img-{i // hotels}", server.url(names[(i * 7) % len(names)]), now
-        )
-
-
 async def run_parent(a: argparse.Namespace) -> dict:
     from bench.stubs import StaticHttpServer, tiny_jpegs
     from galleryrank.consumer.dev.embedded import EmbeddedKafka
@@ -246,7 +235,7 @@ async def run_parent(a: argparse.Namespace) -> dict:
         try:
             await create_topics(base, partitions=a.partitions)
             log(f"publishing {a.events} events over {a.hotels} hotels ({a.partitions} partitions)")
-            await publish(base, make_events(server, sorted(images), a.events, a.hotels, tag))
+            await publish(base, upsert_events(server, sorted(images), a.events, a.hotels, tag))
             for rnd in range(a.rounds):
                 for mode in a.modes:
                     name = f"{mode}-{rnd}"
