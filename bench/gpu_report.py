@@ -68,7 +68,7 @@ def rows(gpu: dict | None, msb: dict | None, prof: dict | None) -> list[tuple[st
             else:
                 out.append((label, f"{r['events_per_s']:,.0f}",
                             f"{r['consumer_cpu_ms_per_event']:.2f} CPU-ms/event, batch {r['mean_batch']:.0f}, "
-                            f"load {r['load_avg']:.1f}"))  # fmt: skip
+                            f"load {r['load_avg']:.1f}; ran {r.get('decode_path') or '?'}"))  # fmt: skip
     if prof is None:
         out.append(("part 3 (CPU-ms per event by stage)", "missing: it failed or ran out of time", ""))
     else:

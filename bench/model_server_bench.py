@@ -275,17 +275,26 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         await checker.stop()
         (t1, _, _), (t9, _, _) = marks[0.1], marks[0.9]
         window_events = 0.8 * a.events
+        decode_path = ""
         if server:
             count, execs = (x - y for x, y in zip(server.counts(), server_counts0))
             batch = count / execs if execs else 0.0
         else:
             batch = consumers.batch_mean()
+            # which decoder the consumers really ran (a forced path that cannot run falls back)
+            text = http_text(f"http://127.0.0.1:{consumers.ports[0]}/metrics", timeout=15.0) or ""
+            decode_path = ", ".join(
+                line.split("{", 1)[1].split("}", 1)[0]
+                for line in text.splitlines()
+                if line.startswith("galleryrank_decode_path{") and line.endswith(" 1.0")
+            )
         row = {
             "mode": mode, "processes": n, "events": a.events,
             "events_per_s": window_events / (t9 - t1) if t9 > t1 else float("nan"),
             "consumer_cpu_ms_per_event": 1000 * (cpu1[0] - cpu0[0]) / a.events,
             "server_cpu_ms_per_event": 1000 * (cpu1[1] - cpu0[1]) / a.events if server else None,
             "mean_batch": batch, "startup_s": startup_s, "load_avg": os.getloadavg()[0],
+            "decode_path": decode_path,
         }  # fmt: skip
         log(json.dumps(row))
         return row

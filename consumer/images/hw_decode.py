@@ -184,7 +184,8 @@ def hardware_check(device: str) -> str | None:
         from PIL import Image
 
         probe = io.BytesIO()
-        Image.new("RGB", (64, 48), (200, 30, 40)).save(probe, "JPEG", quality=90)
+        # A plain photo-like baseline 4:2:0 JPEG, large enough for any engine's minimum size.
+        Image.linear_gradient("L").convert("RGB").save(probe, "JPEG", quality=85)
         index = torch.device(device).index or 0
         decoder = n.Decoder(device_id=index, backends=[n.Backend(n.BackendKind.HW_GPU_ONLY)])
         got = decoder.decode(n.CodeStream(probe.getvalue()))
