@@ -24,6 +24,8 @@ from .interfaces import RedisClient, ScoringBackend
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .images.decode_pool import DecodePool
+    from .images.download import ImageDownloader
     from .state.namespace import WriteTarget
     from .stream.scorer import GalleryScorer, RunSummary, ScorerControl, ScorerParts
 
@@ -67,6 +69,29 @@ def load_namespace_model(settings: Settings, checkpoint: str | None) -> ScoringB
     if settings.model_server:
         return load_model(settings, checkpoint)
     return load_model(settings.model_copy(update={"checkpoint": None}), checkpoint or None)
+
+
+def load_cam_model(settings: Settings) -> ScoringBackend:
+    """The read API's CAM model: torch (CAM needs the feature map, which only the torch module exposes)."""
+    from galleryrank.models import load_scoring_model
+
+    log.info("loading the model for CAM overlays (checkpoint=%s, device=%s)", settings.checkpoint, settings.device)
+    return load_scoring_model(settings.checkpoint, device=settings.device, backend="torch")
+
+
+def build_cam_tools(settings: Settings, workers: int) -> tuple[ImageDownloader, DecodePool]:
+    """The read API's CAM downloader (SSRF-guarded, as the scorer's) and its killable decode pool."""
+    from .images.decode_pool import DecodePool
+    from .images.download import ImageDownloader
+
+    pool = DecodePool(
+        workers,
+        cpu_budget_s=settings.decode_timeout_s,
+        memory_budget_bytes=settings.decode_memory_mb << 20,
+        max_pixels=settings.max_image_pixels,
+        name="cam-decode",
+    )
+    return ImageDownloader(settings), pool
 
 
 def redis_client(settings: Settings) -> RedisClient:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,9 +164,19 @@ class CamRenderer:
     pod's CPU predictable.
     """
 
-    def __init__(self, settings: Settings, scoring_model: Any | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        load_model: Callable[[], Any],
+        build_tools: Callable[[], tuple[ImageDownloader, DecodePool]],
+    ) -> None:
+        """``load_model`` (run on the CAM thread) and ``build_tools`` (downloader, decode pool)
+        come from the composition root (runtime.load_cam_model / build_cam_tools); both are
+        called on the first CAM request, so `serve` starts without torch."""
         self._settings = settings
-        self._scoring_model = scoring_model  # models.ScoringModel; tests pass the one they loaded
+        self._load_model = load_model
+        self._build_tools = build_tools
+        self._scoring_model: Any | None = None  # models.ScoringModel
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cam")
         self._downloader: ImageDownloader | None = None
@@ -180,30 +191,12 @@ class CamRenderer:
     async def _model(self):
         async with self._lock:
             if self._scoring_model is None:
-                from galleryrank.models import load_scoring_model
-
-                s = self._settings
-                log.info("loading the model for CAM overlays (checkpoint=%s, device=%s)", s.checkpoint, s.device)
                 loop = asyncio.get_running_loop()
-                # backend torch: CAM needs the feature map, which only the torch module exposes.
-                self._scoring_model = await loop.run_in_executor(
-                    self._executor, lambda: load_scoring_model(s.checkpoint, device=s.device, backend="torch")
-                )
+                self._scoring_model = await loop.run_in_executor(self._executor, self._load_model)
             if self._downloader is None:
-                from ..images.decode_pool import DecodePool
-                from ..images.download import ImageDownloader
-
-                downloader = ImageDownloader(self._settings)
+                downloader, self._decoder = self._build_tools()
                 await downloader.start()
                 self._downloader = downloader
-                s = self._settings
-                self._decoder = DecodePool(
-                    CAM_CONCURRENCY,
-                    cpu_budget_s=s.decode_timeout_s,
-                    memory_budget_bytes=s.decode_memory_mb << 20,
-                    max_pixels=s.max_image_pixels,
-                    name="cam-decode",
-                )
         return self._scoring_model
 
     async def render(self, url: str, area: str | None) -> tuple[bytes, str, float]:
@@ -338,7 +331,10 @@ def create_app(
 
         redis = redis_client(settings)
     app[REDIS_KEY] = redis
-    app[CAM_KEY] = CamRenderer(settings, scoring_model)
+    from .. import runtime
+
+    load = (lambda: scoring_model) if scoring_model is not None else (lambda: runtime.load_cam_model(settings))
+    app[CAM_KEY] = CamRenderer(settings, load, lambda: runtime.build_cam_tools(settings, CAM_CONCURRENCY))
     from . import review, review_queue
 
     review.add_routes(app, settings, redis, resolve_namespace, _checked_ids)
