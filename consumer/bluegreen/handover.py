@@ -304,7 +304,7 @@ class Handover(ScorerControl):
         old = self.current
         wanted = meta.get("model_version")
         model = None
-        if wanted and wanted != scorer.model.model_version:
+        if wanted and wanted != scorer.progress().model_version:
             model = await self._load(meta)  # before draining: the stream keeps flowing meanwhile
         assigned = scorer.assignment()
         # In-flight events finish into `old` with the old model; then P = committed position.
@@ -348,4 +348,4 @@ class Handover(ScorerControl):
                 log.info(
                     "partition %d: reprocessing %d events from %d into %s", tp.partition, position - target, target, new
                 )
-        log.info("now writing into namespace %s (was %s) with model %s", new, old, scorer.model.model_version)
+        log.info("now writing into namespace %s (was %s) with model %s", new, old, scorer.progress().model_version)

@@ -134,6 +134,7 @@ class Progress:
     queued_for_model: int
     ready: bool  # partitions assigned at least once
     last_loop_at: float  # time.monotonic() of the main loop's last turn
+    model_version: str  # of the model scoring now (swap_model changes it)
 
 
 class ScorerControl:
@@ -301,6 +302,7 @@ class GalleryScorer:
             queued_for_model=self.batcher.queued(),
             ready=self.ready,
             last_loop_at=self.last_loop_at,
+            model_version=self.model.model_version,
         )
 
     async def caught_up(self) -> bool:
