@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .state.namespace import validate_name
 
+MAX_TOPIC_BYTES = 230
+
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]{1,2})?")
 _HOST_PORT_RE = re.compile(r"\[?[A-Za-z0-9_.:-]+\]?:[0-9]{1,5}")
 
@@ -198,6 +200,15 @@ class Settings(BaseSettings):
     )
 
     # --- Checks of values a type cannot express (run before anything is loaded) ----
+    @field_validator("topic", "dlq_topic", "labels_topic", "backfill_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        # Every stored record keeps its source "<topic>/<partition>" behind one length byte
+        # (state/records.py): 230 bytes leave room for ".backfill" and a 10-digit partition.
+        if v and len(v.encode()) > MAX_TOPIC_BYTES:
+            raise ValueError(f"topic names are at most {MAX_TOPIC_BYTES} bytes (got {len(v.encode())})")
+        return v
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, v: str) -> str:

@@ -80,3 +80,19 @@ def test_the_largest_valid_id_fits_the_record_in_every_utf8_width(char, count):
     change_type = getattr(records, "ImageChange", None) or records.ImageState  # renamed by issue 21
     rec = change_type(largest, Fence(0, 1, "t"), largest, url="http://x/y.jpg", model_version="m")
     assert encode_record(rec)  # the event id's length byte holds it
+
+
+def test_topic_names_fit_the_records_source_field():
+    from galleryrank.consumer.settings import MAX_TOPIC_BYTES, Settings
+
+    assert Settings(topic="t" * MAX_TOPIC_BYTES).topic == "t" * MAX_TOPIC_BYTES
+    with pytest.raises(ValueError, match="at most"):
+        Settings(topic="t" * (MAX_TOPIC_BYTES + 1))
+    with pytest.raises(ValueError, match="at most"):
+        Settings(dlq_topic="d" * (MAX_TOPIC_BYTES + 1))
+    # The longest source a record can then hold still fits its one-byte length.
+    from galleryrank.consumer.state import records
+
+    change_type = getattr(records, "ImageChange", None) or records.ImageState  # renamed by issue 21
+    fence = Fence(2**31 - 1, 1, "t" * MAX_TOPIC_BYTES + ".backfill")
+    assert encode_record(change_type("i", fence, "e", deleted=True), records.NOTHING.after(fence, "e"))
