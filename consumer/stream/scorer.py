@@ -135,6 +135,8 @@ class Progress:
     ready: bool  # partitions assigned at least once
     last_loop_at: float  # time.monotonic() of the main loop's last turn
     model_version: str  # of the model scoring now (swap_model changes it)
+    writes_pending: int  # changes waiting in the state writer
+    backfill_holds: int  # times the backfill was paused for live work (stream/priority.py)
 
 
 class ScorerControl:
@@ -303,6 +305,8 @@ class GalleryScorer:
             ready=self.ready,
             last_loop_at=self.last_loop_at,
             model_version=self.model.model_version,
+            writes_pending=self.writer.pending(),
+            backfill_holds=self.priority.holds,
         )
 
     async def caught_up(self) -> bool:

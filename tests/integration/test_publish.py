@@ -438,19 +438,20 @@ async def test_live_upserts_do_not_wait_behind_a_backfill(fast, stub_model, redi
 
     run = asyncio.create_task(scorer.run())
     try:
-        while not scorer.ready:
+        while not scorer.progress().ready:
             await asyncio.sleep(0.1)
         idle = await live_load("idle")
         published = await publish_catalogue(settings, options(settings, tmp_path, [tmp_path / "backfill.csv"]))
         assert published.sent == 20_000
-        while scorer.summary.applied < 2_000:  # the backfill is flowing
+        while scorer.progress().summary.applied < 2_000:  # the backfill is flowing
             assert not run.done(), run
             await asyncio.sleep(0.1)
-        applied_before = scorer.summary.applied
+        applied_before = scorer.progress().summary.applied
         busy = await live_load("busy")
         everything_sent.set()
-        done_during = scorer.summary.applied - applied_before - live_count  # backfill events, during the live load
-        assert scorer.summary.applied - live_count * 2 < 20_000, "the backfill ended before the live load did"
+        applied_after = scorer.progress().summary.applied
+        done_during = applied_after - applied_before - live_count  # backfill events, during the live load
+        assert applied_after - live_count * 2 < 20_000, "the backfill ended before the live load did"
         summary = await asyncio.wait_for(run, timeout=300)
         backfilled = 0
         for h in range(20_000 // PER_HOTEL):
@@ -460,7 +461,7 @@ async def test_live_upserts_do_not_wait_behind_a_backfill(fast, stub_model, redi
             f"live p99 {p99(idle) * 1000:.0f} ms idle, {p99(busy) * 1000:.0f} ms during the backfill "
             f"(p50 {sorted(idle)[len(idle) // 2] * 1000:.0f} / {sorted(busy)[len(busy) // 2] * 1000:.0f} ms); "
             f"backfill: {done_during} events applied during the live load, {applied_before - live_count} before it; "
-            f"backfill partitions paused {scorer.priority.holds} times"
+            f"backfill partitions paused {scorer.progress().backfill_holds} times"
         )
         with capsys.disabled():
             print("\n" + line)

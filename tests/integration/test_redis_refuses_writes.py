@@ -117,13 +117,12 @@ async def test_redis_refusing_writes_dead_letters_nothing_commits_nothing_and_ap
         await publish(s, during)
 
         async def blocked() -> bool:
-            return bool(scorer.consumer.paused()) and (
+            return bool(scorer.progress().paused) and (
                 kind == "pause_write" or metrics.REDIS_RETRIES._value.get() > retries_before
             )
 
         assert await until(blocked, 60, every_s=0.2), (
-            f"the consumer neither paused nor retried: done={run.done()} in_flight={scorer.tracker.in_flight()} "
-            f"paused={scorer.consumer.paused()} pending={scorer.writer.pending()} summary={scorer.summary}"
+            f"the consumer neither paused nor retried: done={run.done()} progress={scorer.progress()}"
             + (f" error={run.exception()!r}" if run.done() else "")
         )
         await asyncio.sleep(1.0)  # the last fetched records reach the writer
@@ -131,7 +130,7 @@ async def test_redis_refusing_writes_dead_letters_nothing_commits_nothing_and_ap
         await asyncio.sleep(3.0)
         cores = (cpu_s() - cpu0) / (time.monotonic() - wall0)
         assert not run.done(), "the consumer must wait the fault out, not stop"
-        assert scorer.summary.dead_lettered == 0, "a refused write is never the event's fault"
+        assert scorer.progress().summary.dead_lettered == 0, "a refused write is never the event's fault"
         if fault.busy_wait():
             await fault.end()  # the probe below needs Kafka only, but keep the order of the others
         in_fault = await committed()
@@ -139,7 +138,7 @@ async def test_redis_refusing_writes_dead_letters_nothing_commits_nothing_and_ap
         assert cores < 0.2, f"busy loop while Redis refused writes: {cores:.2f} cores"
         await fault.end()
         await asyncio.wait_for(run, 120)
-        assert scorer.summary.dead_lettered == 0
+        assert scorer.progress().summary.dead_lettered == 0
         assert await committed() == len(before) + len(during)
         for h in HOTELS:
             doc = orjson.loads(await client.get(keys.gallery_key(s.namespace, h)))
