@@ -1,7 +1,7 @@
 """Does the quality score prefer warm, saturated photos?  Measured on houses-dev, side by side
 for today's score and the colour-neutral one (models.quality.COLOUR_FEATURES held at their mean).
 
-    nice -n 10 python bench/colour_bias.py [--galleries 20]
+    nice -n 10 python -m bench.colour_bias [--galleries 20]
 
 Three figures per variant:
 1. white-balance shift: the same photo with a warm cast (R x 1.08, B x 0.92) and a cool one
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +36,10 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from bench.houses import JUDGEMENTS, houses_dev_dir
+from bench.houses_galleries import gallery_houses, gallery_paths
 
-from bench.houses import JUDGEMENTS, houses_dev_dir  # noqa: E402
-from bench.houses_galleries import gallery_houses, gallery_paths  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHIFTS = {"warm": (1.08, 1.0, 0.92), "cool": (0.92, 1.0, 1.08)}
 DESATURATE = 0.4
@@ -96,11 +93,10 @@ def cached_scores(model, paths: list[Path], neutral: bool, cache_dir: str) -> np
 
 
 def write_colour_neutral_default(model) -> str:
-    import train_default_heads as tdh
-
     from galleryrank.models.checkpoint import head_state, save_checkpoint, state_fingerprint
     from galleryrank.models.defaults import DEFAULT_HEADS
     from galleryrank.models.quality import COLOUR_FEATURES, FEATURE_NAMES
+    from scripts import train_default_heads as tdh
 
     columns = [FEATURE_NAMES.index(f) for f in COLOUR_FEATURES]
     linear = model.aesthetic_head[1]
