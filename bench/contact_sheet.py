@@ -1,7 +1,7 @@
 """Contact sheets of houses-dev galleries, to judge an order as an editor does: position,
 photo, area and confidence, score, reason; today's order and the new one side by side.
 
-    nice -n 10 python bench/contact_sheet.py --galleries 0 1 2 --out /tmp/sheets
+    nice -n 10 python -m bench.contact_sheet --galleries 0 1 2 --out /tmp/sheets
 
 A gallery is ten houses merged into one hotel (~40 photos, bench/houses_galleries.py).
 "before" = the pre-issue-22 default (xquad 0.9, no hero rule, colour in the score);
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

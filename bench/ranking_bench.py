@@ -25,7 +25,7 @@ limit, no confidence floor), measured in the same run.
 Prints rich tables and writes bench/results/ranking.json (+ ranking.md, the
 same tables in Markdown for docs/ranking.md).
 
-    nice -n 10 python bench/ranking_bench.py
+    nice -n 10 python -m bench.ranking_bench
 
 The script sets OPENBLAS_NUM_THREADS=1 unless the environment already sets
 it: that is how the scorer should run rank(). On a busy 2-core machine a
@@ -219,9 +219,6 @@ def rule_cells(r: dict) -> list[str]:
 def houses_sets(galleries_n: int, cache_dir: str) -> list[SyntheticGallery] | None:
     """houses-dev galleries of ~40 photos as SyntheticGallery (truth = the folder's area,
     every photo its own duplicate group); None when houses-dev is absent."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.* helpers, as quality_bench
     from bench.houses import houses_dev_dir
 
     root = houses_dev_dir()
