@@ -434,7 +434,7 @@ async def test_live_upserts_do_not_wait_behind_a_backfill(fast, stub_model, redi
                 admitted_while_live.append(gate.backfill_in_flight)
             yield
 
-    gate.slot = counted_slot  # type: ignore[method-assign]
+    gate.slot = counted_slot
     live_rate, live_count = 25, 200
 
     async def live_load(tag: str) -> list[float]:
