@@ -9,7 +9,7 @@ unavailable) the event takes the normal path and the fence decides.
 Cost: a hotel in the writer's cache is answered from memory. The others are asked in one
 round trip per poll batch, not one per event: the records of a getmany start in the same
 event-loop turn, so their lookups are gathered and sent as one pipeline (one HMGET per hotel)
-on one pooled connection. One HGET per record cost ~0.4 CPU-ms per event (bench.software_ceiling
+on one pooled connection. One HGET per record cost ~0.3 CPU-ms per event (bench.software_ceiling
 --quick), most of it opening pool connections for the hundreds of concurrent records.
 """
 
