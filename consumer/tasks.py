@@ -13,3 +13,15 @@ async def cancel_and_wait(task: asyncio.Task | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def next_batch(queue: asyncio.Queue, max_batch: int) -> list:
+    """Wait for one queued ``(item, future)`` pair, take what else is already queued (up to
+    ``max_batch``), and drop the pairs whose caller has cancelled its future."""
+    items = [await queue.get()]
+    while len(items) < max_batch:
+        try:
+            items.append(queue.get_nowait())
+        except asyncio.QueueEmpty:
+            break
+    return [(d, f) for d, f in items if not f.cancelled()]

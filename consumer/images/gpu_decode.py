@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from ..tasks import cancel_and_wait
+from ..tasks import cancel_and_wait, next_batch
 from .decode import (
     _TRANSPOSING_ORIENTATIONS,
     DecodedImage,
@@ -211,13 +211,7 @@ class GpuDecoder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            items = [(d, f) for d, f in items if not f.cancelled()]
+            items = await next_batch(self._queue, self.max_batch)
             if not items:
                 continue
             results: Sequence[DecodedImage | Exception]
