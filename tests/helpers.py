@@ -17,6 +17,11 @@ async def run_until_caught_up(settings: Settings, model, redis, **kwargs):
     return await run_scorer(settings, model, redis=redis, until_caught_up=True, install_signal_handlers=False, **kwargs)
 
 
+def input_partitions(settings: Settings, assigned) -> int:
+    """How many of `assigned` are the input topic's (a scorer is also assigned the backfill and labels topics')."""
+    return sum(tp.topic == settings.topic for tp in assigned)
+
+
 async def galleries(redis, namespace: str, hotel_ids) -> dict[str, dict]:
     out = {}
     for hid in hotel_ids:

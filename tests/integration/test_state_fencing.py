@@ -37,7 +37,7 @@ from galleryrank.consumer.stream.kafka import create_topics, make_consumer, make
 from galleryrank.consumer.stream.produce import publish
 from galleryrank.consumer.stream.scorer import Hooks
 from tests.fault_support import image_states, mixed_events
-from tests.helpers import drop_namespace, galleries, read_topic, run_until_caught_up
+from tests.helpers import drop_namespace, galleries, input_partitions, read_topic, run_until_caught_up
 
 # Every test here runs the real pipeline for 8-27 s.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.onnx_model]
@@ -273,10 +273,6 @@ async def test_revoke_and_reassign_under_load_loses_nothing(settings, model, red
             await producer.stop()
         produced.set()
 
-    def input_partitions(assigned) -> int:
-        """Partitions of the input topic (a scorer is also assigned the backfill and labels topics')."""
-        return sum(tp.topic == settings.topic for tp in assigned)
-
     def member(name: str, until_done: bool):
         async def stop_at(scorer) -> bool:
             if not until_done:
@@ -285,13 +281,13 @@ async def test_revoke_and_reassign_under_load_loses_nothing(settings, model, red
 
             return (
                 produced.is_set()
-                and input_partitions(scorer.progress().assigned) == partitions
+                and input_partitions(settings, scorer.progress().assigned) == partitions
                 and await caught_up(scorer)
             )
 
         async def on_assigned(scorer, assigned) -> None:
             members[name] = scorer  # known once it has partitions (a busy member may never be idle)
-            assignments.append((name, input_partitions(assigned)))
+            assignments.append((name, input_partitions(settings, assigned)))
 
         hooks = Hooks(stop_at=stop_at, on_assigned=on_assigned)
         return run_scorer(settings, model, redis=redis, install_signal_handlers=False, control=hooks)
