@@ -152,7 +152,7 @@ async def test_store_apply_replay_and_rerank_on_cluster(rc, nodes):
         assert await store.hotel_ids(ns) == sorted(HOTELS)
 
         # Rerank with another configuration (pure aesthetic) rebuilds every hotel on every master.
-        pure = RankingConfig(diversity=0.0, suppress_duplicates=False)
+        pure = RankingConfig(diversity=0.0, suppress_duplicates=False, hero_areas=())  # no hero rule either
         assert await GalleryStore(rc, pure).rerank(ns, await store.hotel_ids(ns)) == len(HOTELS)
         for hid, doc in (await galleries(rc, ns, HOTELS)).items():
             scores = [i["aesthetic"] for i in doc["images"]]
