@@ -5,11 +5,17 @@ up to `max_batch`, and runs it at once; while that batch runs on the model
 thread, new images queue up and form the next batch. So under load batches
 grow by themselves, and a lone image never waits for company — unless
 `max_delay_s` > 0 asks the worker to hold a non-full batch that long.
+
+Queued images leave in priority order, then arrival order: a live upload that arrives
+behind a backlog of backfill images (stream/priority.py lets up to
+`backfill_max_in_flight` of them in while live is idle) goes into the next batch, not the
+one after the backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +60,9 @@ class MicroBatcher:
         self._areas = list(areas)
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[ImageScores]]] = asyncio.Queue()
+        # (priority, arrival, pixels, future): lower priority values leave first (LIVE = 0).
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Any, asyncio.Future[ImageScores]]] = asyncio.PriorityQueue()
+        self._arrival = itertools.count()
         # One thread: the model is not re-entrant, and torch/ORT already use
         # every core inside a call.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -77,17 +85,18 @@ class MicroBatcher:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    async def score(self, pixels: np.ndarray) -> ImageScores:
+    async def score(self, pixels: np.ndarray, priority: int = 0) -> ImageScores:
+        """Scores of one image; `priority` 0 (live) leaves the queue before 1 (backfill)."""
         fut: asyncio.Future[ImageScores] = asyncio.get_running_loop().create_future()
-        await self._queue.put((pixels, fut))
+        await self._queue.put((priority, next(self._arrival), pixels, fut))
         return await fut
 
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future[ImageScores]]]:
-        batch = [await self._queue.get()]
+        batch = [self._item(await self._queue.get())]
         deadline = time.monotonic() + self.max_delay_s
         while len(batch) < self.max_batch:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._item(self._queue.get_nowait()))
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -95,10 +104,15 @@ class MicroBatcher:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(self._item(await asyncio.wait_for(self._queue.get(), remaining)))
             except TimeoutError:
                 break
         return batch
+
+    @staticmethod
+    def _item(entry: tuple[int, int, Any, asyncio.Future[ImageScores]]) -> tuple[Any, asyncio.Future[ImageScores]]:
+        _, _, pixels, fut = entry
+        return pixels, fut
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -399,7 +399,8 @@ class GalleryScorer:
         if decoded is None:
             return
         try:
-            scores = await self.batcher.score(decoded.pixels)
+            # Live first in the model's queue too (stream/batcher.py): 0 = live, 1 = backfill.
+            scores = await self.batcher.score(decoded.pixels, priority=int(self.priority.is_backfill(record.topic)))
         finally:
             self._model_slots.release()
         rec = ImageChange(

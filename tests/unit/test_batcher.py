@@ -81,6 +81,36 @@ async def test_images_queued_while_model_is_busy_form_the_next_batch_capped_at_m
         await batcher.stop()
 
 
+async def test_a_live_image_queued_behind_a_backfill_backlog_rides_the_next_batch():
+    class Recording(FakeModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.contents: list[list[int]] = []
+
+        def __call__(self, batch: np.ndarray):
+            out = super().__call__(batch)
+            self.contents.append([int(v) for v in batch[:, 0, 0, 0]])
+            return out
+
+    model = Recording()
+    batcher = await started(MicroBatcher(model, AREAS, max_batch=4))
+    try:
+        model.release.clear()  # the model is busy with a first backfill image
+        first = asyncio.create_task(batcher.score(image(0), priority=1))
+        await asyncio.sleep(0.05)
+        backlog = [asyncio.create_task(batcher.score(image(i), priority=1)) for i in range(1, 9)]
+        await asyncio.sleep(0.01)
+        live = asyncio.create_task(batcher.score(image(99), priority=0))  # arrives last
+        await asyncio.sleep(0.05)
+        model.release.set()
+        await asyncio.gather(first, *backlog, live)
+        # The live image leaves first; the backlog keeps its arrival order behind it.
+        assert model.contents == [[0], [99, 1, 2, 3], [4, 5, 6, 7], [8]]
+        assert live.result().aesthetic == 99.0
+    finally:
+        await batcher.stop()
+
+
 async def test_max_delay_holds_a_partial_batch_for_late_arrivals():
     model = FakeModel()
     batcher = await started(MicroBatcher(model, AREAS, max_batch=8, max_delay_s=0.3))
