@@ -65,7 +65,7 @@ def base_env() -> dict[str, str]:
         ("CHECKPOINT", "/no/such/model.pt", "does not exist"),
         ("REDIS_URL", "http://:pw@redis:6379", "must be redis://"),
         ("BOOTSTRAP_SERVERS", "kafka", "is not host:port"),
-        ("NAMESPACE", "live\n", "must be 1-64"),
+        ("NAMESPACE", "live\n", "use 1-64 letters"),  # the one name rule, state/namespace.py
         ("METRICS_PORT", "99999", "less than or equal to 65535"),
     ],
 )
@@ -77,7 +77,7 @@ def test_a_bad_setting_is_one_line_and_exit_code_2_as_env_var_and_as_flag(name, 
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, result.stderr
         assert len(lines) == 1, result.stderr  # no traceback, no usage text
-        assert lines[0].startswith("Error: invalid configuration: ") and source in lines[0] and needle in lines[0]
+        assert lines[0].startswith("error: invalid configuration: ") and source in lines[0] and needle in lines[0]
         assert "scoring with model" not in result.stderr + result.stdout  # nothing was loaded
     assert "pw" not in as_env.stderr or name != "REDIS_URL"  # the password stays masked
 
@@ -182,7 +182,7 @@ async def test_an_explicit_checkpoint_that_contradicts_the_live_namespace_stops_
     result = await asyncio.to_thread(consume, settings_env(settings))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
-    assert lines[-1].startswith("Error: GALLERYRANK_CHECKPOINT / --checkpoint"), lines[-1]
+    assert lines[-1].startswith("error: GALLERYRANK_CHECKPOINT / --checkpoint"), lines[-1]
     assert "namespace 'live' is filled by model default-heads-x" in lines[-1]
     assert "Traceback" not in result.stderr
 
