@@ -39,6 +39,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -203,19 +204,15 @@ async def committed_total(consumer, partitions) -> int:
     return total
 
 
-async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server: ModelServer | None) -> dict:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+def scorer_env(tag: str, a: argparse.Namespace, infra: dict) -> tuple[Any, dict[str, str]]:
+    """Settings of one benchmark run (its own topics, group and namespace) and the environment
+    of the scorer processes that run it (this process's env without GALLERYRANK_* settings)."""
     from galleryrank.consumer.settings import Settings
-    from galleryrank.consumer.stream.kafka import create_topics
-    from galleryrank.consumer.stream.produce import publish, upserted
 
-    tag = f"{mode.replace(':', '-')}-{n}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         bootstrap_servers=infra["kafka"], redis_url=infra["redis"], topic=f"bench-{tag}",
         dlq_topic=f"bench-{tag}.dlq", group_id=f"bench-{tag}", namespace=f"bench-{tag}",
     )  # fmt: skip
-    await create_topics(settings, partitions=PARTITIONS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GALLERYRANK_")}
     env.update(
         GALLERYRANK_BOOTSTRAP_SERVERS=settings.bootstrap_servers, GALLERYRANK_REDIS_URL=settings.redis_url,
@@ -224,6 +221,20 @@ async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server:
         GALLERYRANK_DOWNLOAD_ALLOW_NETWORKS="127.0.0.0/8", GALLERYRANK_SESSION_TIMEOUT_MS="6000",
         GALLERYRANK_BATCH_SIZE=str(a.batch_size), GALLERYRANK_DOWNLOAD_CONCURRENCY=str(a.download_concurrency),
         GALLERYRANK_LOG_LEVEL="WARNING", GALLERYRANK_MODEL_CACHE_DIR=infra["cache"],
+    )  # fmt: skip
+    return settings, env
+
+
+async def run_one(mode: str, n: int, a: argparse.Namespace, infra: dict, server: ModelServer | None) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from galleryrank.consumer.stream.kafka import create_topics
+    from galleryrank.consumer.stream.produce import publish, upserted
+
+    tag = f"{mode.replace(':', '-')}-{n}-{uuid.uuid4().hex[:6]}"
+    settings, env = scorer_env(tag, a, infra)
+    await create_topics(settings, partitions=PARTITIONS)
+    env.update(
         OMP_NUM_THREADS=str(a.model_threads or max(1, (os.cpu_count() or 2) // n)),
         GALLERYRANK_DECODE_WORKERS=str(max(1, (os.cpu_count() or 2) // n)),  # the host's cores, shared by N
     )  # fmt: skip

@@ -36,7 +36,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from bench.model_server_bench import CLK_TCK, Consumers, committed_total, free_port, group_cpu_s, http_text
+from bench.model_server_bench import CLK_TCK, Consumers, committed_total, free_port, group_cpu_s, http_text, scorer_env
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -150,24 +150,13 @@ def attribute(cpu0: dict, cpu1: dict, samples: dict, workers_s: float, events: i
 async def profile_path(path: str, a: argparse.Namespace, infra: dict) -> dict:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from galleryrank.consumer.settings import Settings
     from galleryrank.consumer.stream.kafka import create_topics
     from galleryrank.consumer.stream.produce import publish, upserted
 
     tag = f"prof-{path}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        bootstrap_servers=infra["kafka"], redis_url=infra["redis"], topic=f"bench-{tag}",
-        dlq_topic=f"bench-{tag}.dlq", group_id=f"bench-{tag}", namespace=f"bench-{tag}",
-    )  # fmt: skip
+    settings, env = scorer_env(tag, a, infra)
     await create_topics(settings, partitions=PARTITIONS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GALLERYRANK_")}
     env.update(
-        GALLERYRANK_BOOTSTRAP_SERVERS=settings.bootstrap_servers, GALLERYRANK_REDIS_URL=settings.redis_url,
-        GALLERYRANK_TOPIC=settings.topic, GALLERYRANK_DLQ_TOPIC=settings.dlq_topic,
-        GALLERYRANK_GROUP_ID=settings.group_id, GALLERYRANK_NAMESPACE=settings.namespace,
-        GALLERYRANK_DOWNLOAD_ALLOW_NETWORKS="127.0.0.0/8", GALLERYRANK_SESSION_TIMEOUT_MS="6000",
-        GALLERYRANK_BATCH_SIZE=str(a.batch_size), GALLERYRANK_DOWNLOAD_CONCURRENCY=str(a.download_concurrency),
-        GALLERYRANK_LOG_LEVEL="WARNING", GALLERYRANK_MODEL_CACHE_DIR=infra["cache"],
         GALLERYRANK_DEVICE=a.device, GALLERYRANK_DECODE_PATH=path,
         GALLERYRANK_BACKEND="torch-fp16" if a.device.startswith("cuda") else "onnxruntime",
     )  # fmt: skip
